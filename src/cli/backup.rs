@@ -1,0 +1,190 @@
+//! `myvault backup`
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::output;
+use super::{Ctx, config};
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::ops::backup::BackupReport;
+use crate::snapshot::logical::catalog::Filter;
+use crate::snapshot::logical::{LogicalOptions, Progress};
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Repository to write to; repeat to write several in one pass (e.g. local and S3).
+    #[arg(long = "repo", value_name = "REPO")]
+    pub repos: Vec<String>,
+
+    /// The server to back up: mysql://user[:password]@host[:port]
+    #[arg(long, value_name = "URL", conflicts_with = "path")]
+    pub source: Option<String>,
+
+    /// Back up plain files or a directory tree instead of a server.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<PathBuf>,
+
+    /// logical (a consistent parallel dump; the default), clone or cold.
+    #[arg(long, value_name = "METHOD", default_value = "logical")]
+    pub method: String,
+
+    /// Parallel dump connections (default: the number of CPUs, 2 to 8).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Only these databases (comma-separated or repeated).
+    #[arg(long, value_name = "DB", value_delimiter = ',')]
+    pub databases: Vec<String>,
+
+    /// Leave out these tables, as db.table (comma-separated or repeated).
+    #[arg(long, value_name = "DB.TABLE", value_delimiter = ',')]
+    pub exclude_tables: Vec<String>,
+
+    /// Seconds to wait for the global read lock before giving up (so the server is not
+    /// stalled behind a long query). Default 30.
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait_timeout: Option<u64>,
+
+    /// Refuse to lock while a query has run longer than this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub long_query_guard: u64,
+
+    /// Target size of a chunk of rows, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub chunk_size: u64,
+
+    /// --method clone: where the server writes the clone before it is packed (on its host;
+    /// must not exist). Default: next to its data directory.
+    #[arg(long, value_name = "DIR")]
+    pub clone_dir: Option<PathBuf>,
+
+    /// A mysqld of the source's version, for the temporary server that reads a clone's
+    /// GTID state (default: the source's own binary, from @@basedir).
+    #[arg(long, value_name = "PATH")]
+    pub mysqld: Option<PathBuf>,
+
+    /// --method cold: the data directory of a stopped server.
+    #[arg(long, value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
+}
+
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().clamp(2, 8))
+        .unwrap_or(2)
+}
+
+pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
+    let (out, conn, store) = (ctx.out, &ctx.conn, &ctx.store);
+    let cfg = ctx.cfg().and_then(|c| c.backup.clone()).unwrap_or_default();
+    let repos = config::repos_or(&a.repos, ctx.cfg(), "--repo")?;
+    let source = match (&a.path, a.method.as_str()) {
+        (Some(_), _) | (None, "cold") => None,
+        _ => Some(config::source_or(a.source.as_ref(), ctx.cfg())?),
+    };
+    let report = match (&a.path, &source) {
+        (Some(path), _) => ops::backup::files(&repos, &store.options(), path)?,
+        (None, None) => {
+            let datadir = a
+                .datadir
+                .as_ref()
+                .ok_or_else(|| Error::Usage("--method cold needs --datadir DIR".into()))?;
+            ops::backup::cold(&repos, &store.options(), datadir)?
+        }
+        (None, Some(url)) if a.method == "clone" => {
+            let source = conn.resolve(url, "MYVAULT_PASSWORD")?;
+            let mysqld = a.mysqld.clone().or_else(|| {
+                ctx.cfg()
+                    .and_then(|c| c.restore.as_ref())
+                    .and_then(|r| r.mysqld.clone())
+            });
+            let opts = crate::snapshot::clone::CloneOptions {
+                clone_dir: a.clone_dir.as_deref(),
+                mysqld: mysqld.as_deref(),
+            };
+            out.with_ticker(
+                || "cloning and packing".to_string(),
+                || ops::backup::clone_local(&repos, &store.options(), &source, &opts),
+            )?
+        }
+        (None, Some(url)) => {
+            if a.method != "logical" {
+                return Err(Error::Usage(format!(
+                    "--method {} is not one of logical, clone, cold",
+                    a.method
+                )));
+            }
+            let source = conn.resolve(url, "MYVAULT_PASSWORD")?;
+            let pick = |flag: &Vec<String>, cfg: &Vec<String>| {
+                if flag.is_empty() {
+                    cfg.clone()
+                } else {
+                    flag.clone()
+                }
+            };
+            let opts = LogicalOptions {
+                jobs: a.jobs.or(cfg.jobs).unwrap_or_else(default_jobs).max(1),
+                filter: Filter {
+                    databases: pick(&a.databases, &cfg.databases),
+                    exclude_tables: pick(&a.exclude_tables, &cfg.exclude_tables),
+                },
+                lock_wait_timeout: a.lock_wait_timeout.or(cfg.lock_wait_timeout).unwrap_or(30),
+                long_query_guard: Duration::from_secs(a.long_query_guard),
+                chunk_bytes: a.chunk_size.max(1) * 1024 * 1024,
+            };
+            let progress = Progress::default();
+            out.with_ticker(
+                || {
+                    format!(
+                        "dumping: {} rows, chunk {}/{}",
+                        progress.rows.load(Ordering::Relaxed),
+                        progress.chunks_done.load(Ordering::Relaxed),
+                        progress.chunks_total.load(Ordering::Relaxed)
+                    )
+                },
+                || ops::backup::logical(&repos, &store.options(), &source, &opts, &progress),
+            )?
+        }
+    };
+    out.report(&report, print);
+    ops::repos::conclude(&report.repos)
+}
+
+pub fn print(r: &BackupReport) {
+    outln!(
+        "snapshot {} ({}) {} in {} files, {:.1} s",
+        r.snapshot,
+        r.method,
+        output::bytes(r.size),
+        r.files,
+        r.seconds
+    );
+    if let Some(lock) = r.lock_seconds {
+        outln!("  global lock held {:.1} ms", lock * 1000.0);
+    }
+    if let (Some(f), Some(p)) = (&r.binlog_file, r.binlog_position) {
+        outln!("  binlog {f}:{p}");
+    }
+    if let Some(g) = &r.gtid_executed {
+        outln!(
+            "  gtid_executed {}",
+            if g.is_empty() { "(empty)" } else { g }
+        );
+    }
+    for o in &r.repos {
+        match &o.error {
+            None => outln!(
+                "  {:<40} ok, {} new ({} chunks)",
+                o.repo,
+                output::bytes(o.new_bytes),
+                o.new_chunks
+            ),
+            Some(e) => outln!("  {:<40} FAILED: {e}", o.repo),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Command-line parsing. Raw arguments are parsed once into option structs here; the work is
+//! done in `ops`, and `main` turns the result into an exit code.
+
+/// `println!` for command output that ends the process quietly when the reader goes away
+/// (`myvault list | head`); see `output::write_line`.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_line(format_args!($($arg)*))
+    };
+}
+
+pub mod backup;
+pub mod binlog;
+pub mod check;
+pub mod config;
+pub mod connection;
+pub mod output;
+pub mod repo_cmds;
+pub mod restore;
+pub mod store;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+use output::Output;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "myvault",
+    version,
+    about = "Backup, clone and point-in-time recovery for MySQL",
+    long_about = None,
+    after_help = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 source unreachable, 4 access denied, \
+5 not MySQL / TLS failure, 6 source not ready, 7 repository locked, 8 integrity failure, \
+9 partial success, 10 storage error, 11 binlog gap, 12 target refused, 13 not found, 130 interrupted"
+)]
+pub struct Cli {
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Configuration file with defaults for sources and repositories.
+    #[arg(long, value_name = "FILE", global = true, env = "MYVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub conn: connection::ConnArgs,
+
+    #[command(flatten)]
+    pub store: store::StoreArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Take a snapshot into one or more repositories.
+    Backup(backup::BackupArgs),
+    /// Restore a snapshot.
+    Restore(restore::RestoreArgs),
+    /// List snapshots and the binlog archive.
+    List(repo_cmds::ListArgs),
+    /// Check a repository's integrity: every pack, blob and reference.
+    Verify(repo_cmds::VerifyArgs),
+    /// Stream, list and fetch archived binary logs.
+    #[command(subcommand)]
+    Binlog(binlog::BinlogCommand),
+    /// Check that a server is ready for backups and point-in-time recovery.
+    Check(check::CheckArgs),
+    /// Create a repository.
+    Init(repo_cmds::InitArgs),
+    /// Bring one repository up to date with another.
+    Copy(repo_cmds::CopyArgs),
+    /// Remove stale repository locks.
+    Unlock(repo_cmds::UnlockArgs),
+    /// Check the configuration file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+/// What every command gets: output settings, connection and store flags merged with the
+/// configuration file, and the configuration itself.
+pub struct Ctx {
+    pub out: Output,
+    pub conn: connection::ConnArgs,
+    pub store: store::StoreArgs,
+    pub cfg: Option<config::Config>,
+}
+
+impl Ctx {
+    pub fn cfg(&self) -> Option<&config::Config> {
+        self.cfg.as_ref()
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let cfg = cli.config.as_deref().map(config::load).transpose()?;
+    let mut conn = cli.conn.clone();
+    let mut store = cli.store.clone();
+    if let Some(c) = &cfg {
+        conn.merge(c.source.as_ref());
+        store.merge(c.s3.as_ref());
+    }
+    let ctx = Ctx {
+        out,
+        conn,
+        store,
+        cfg,
+    };
+    match &cli.command {
+        Command::Check(args) => check::run(args, &ctx),
+        Command::Binlog(cmd) => binlog::run(cmd, &ctx),
+        Command::Backup(args) => backup::run(args, &ctx),
+        Command::Restore(args) => restore::run(args, &ctx),
+        Command::List(args) => repo_cmds::list(args, &ctx),
+        Command::Verify(args) => repo_cmds::verify(args, &ctx),
+        Command::Init(args) => repo_cmds::init(args, &ctx),
+        Command::Copy(args) => repo_cmds::copy(args, &ctx),
+        Command::Unlock(args) => repo_cmds::unlock(args, &ctx),
+        Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), &ctx),
+    }
+}

@@ -1,0 +1,110 @@
+//! How results reach the user: human text on stdout, or one JSON object with `--json`.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// Writes one line to stdout. SIGPIPE stays ignored in myvault, because TLS sockets write with
+/// `writev`, where a peer that went away would otherwise kill the process silently; a closed
+/// stdout is handled here instead, by ending quietly like other Unix tools.
+pub fn write_line(args: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => eprintln!("myvault: cannot write to stdout: {e}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    /// Prints `value` as one JSON object (with `--json`) or calls `human` to print text.
+    pub fn report<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) {
+        if self.json {
+            match serde_json::to_string_pretty(value) {
+                Ok(s) => outln!("{s}"),
+                Err(e) => eprintln!("myvault: cannot encode JSON output: {e}"),
+            }
+        } else if !self.quiet {
+            human(value);
+        }
+    }
+
+    /// A progress or status line on stderr, unless `--quiet` or `--json`.
+    pub fn status(&self, line: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            eprintln!("{}", line.as_ref());
+        }
+    }
+}
+
+/// `1.5 GiB`, `312.0 MiB`, `17 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl Output {
+    /// A progress line that rewrites itself, on a terminal only.
+    pub fn progress(&self, line: &str) {
+        use std::io::{IsTerminal, Write};
+        if self.quiet || self.json || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+
+    /// Clears the progress line.
+    pub fn progress_done(&self) {
+        use std::io::{IsTerminal, Write};
+        if self.quiet || self.json || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    }
+}
+
+impl Output {
+    /// Runs `work` while a terminal shows `status()` every half second.
+    pub fn with_ticker<R>(
+        &self,
+        status: impl Fn() -> String + Sync,
+        work: impl FnOnce() -> R,
+    ) -> R {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.progress(&status());
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            });
+            let r = work();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+        self.progress_done();
+        result
+    }
+}

@@ -1,0 +1,244 @@
+//! Repository commands: init, list, verify, copy, unlock.
+
+use clap::Args;
+
+use super::output;
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::repo::RepoError;
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Where to create the repository: a directory or s3://bucket/prefix.
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Average chunk size for dumps and binlogs, e.g. 1048576.
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u32>,
+    /// zstd level, 1 (fast, the default) to 19.
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+    #[arg(long, value_name = "BYTES")]
+    pub pack_size: Option<u32>,
+}
+
+pub fn init(a: &InitArgs, ctx: &super::Ctx) -> Result<()> {
+    let opts = ops::init::InitOptions {
+        chunk_size: a.chunk_size,
+        compression_level: a.compression_level,
+        pack_size: a.pack_size,
+    };
+    let (store, out) = (&ctx.store, ctx.out);
+    let location = super::config::one_repo(a.repo.as_ref(), ctx.cfg())?;
+    let report = ops::init::run(&location, &store.options(), &opts)?;
+    out.report(&report, |r| {
+        outln!("created repository {} (id {})", r.repo, r.id)
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+}
+
+pub fn list(a: &ListArgs, ctx: &super::Ctx) -> Result<()> {
+    let (store, out) = (&ctx.store, ctx.out);
+    let repo = ops::repos::open(
+        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
+        &store.options(),
+    )?;
+    let report = ops::list::run(&repo)?;
+    out.report(&report, |r| {
+        if r.snapshots.is_empty() {
+            outln!("no snapshots in {}", r.repo);
+        } else {
+            outln!(
+                "{:<26} {:<20} {:<8} {:>10} {:>10} {:>7}  gtid_executed",
+                "snapshot",
+                "time (UTC)",
+                "method",
+                "size",
+                "new",
+                "lock ms"
+            );
+        }
+        for s in &r.snapshots {
+            outln!(
+                "{:<26} {:<20} {:<8} {:>10} {:>10} {:>7}  {}",
+                s.id,
+                s.time.format("%Y-%m-%d %H:%M:%S"),
+                s.method,
+                output::bytes(s.size),
+                output::bytes(s.new_bytes),
+                s.lock_seconds
+                    .map(|l| format!("{l:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                s.gtid_executed.as_deref().unwrap_or("-").replace('\n', "")
+            );
+        }
+        for g in &r.gaps {
+            outln!(
+                "GAP in the binlog archive of {} (found {}): {}",
+                g.server_uuid,
+                g.detected_at.format("%Y-%m-%d %H:%M:%S"),
+                g.detail
+            );
+        }
+        for b in &r.binlog {
+            outln!(
+                "binlog of {}: {} files, {}",
+                b.server_uuid,
+                b.files,
+                output::bytes(b.bytes)
+            );
+            for range in &b.ranges {
+                let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "?".into())
+                };
+                outln!(
+                    "  {} .. {}   {} .. {}",
+                    range.first_file,
+                    range.last_file,
+                    t(range.start),
+                    t(range.end)
+                );
+            }
+        }
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Check structure and references only, without reading the packs.
+    #[arg(long)]
+    pub no_read_data: bool,
+}
+
+pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
+    let (store, out) = (&ctx.store, ctx.out);
+    let repo = ops::repos::open(
+        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
+        &store.options(),
+    )?;
+    let report = ops::verify::run(&repo, !a.no_read_data, |done, total| {
+        if total > 0 && (done % 16 == 0 || done == total) {
+            out.progress(&format!("verifying packs {done}/{total}"));
+        }
+    })?;
+    out.progress_done();
+    out.report(&report, |r| {
+        outln!(
+            "{}: {} packs, {} blobs, {} read, {} snapshots, {} binlog segments",
+            r.repo,
+            r.packs,
+            r.blobs,
+            output::bytes(r.bytes_read),
+            r.snapshots,
+            r.binlog_segments
+        );
+        if r.unindexed_packs > 0 {
+            outln!(
+                "  {} pack(s) from interrupted writes are not indexed (prune removes them)",
+                r.unindexed_packs
+            );
+        }
+        for p in &r.problems {
+            outln!("  DAMAGED {}: {}", p.object, p.detail);
+            for a in &p.affects {
+                outln!("    affects {a}");
+            }
+        }
+        if r.problems.is_empty() {
+            outln!("no problems found");
+        }
+    });
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RepoError::integrity(
+            &report.repo,
+            "the repository",
+            format!("{} problem(s) found", report.problems.len()),
+        )
+        .into())
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    #[arg(long, value_name = "REPO")]
+    pub from: String,
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+}
+
+pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
+    let (store, out) = (&ctx.store, ctx.out);
+    let from = ops::repos::open(&a.from, &store.options())?;
+    let to = ops::repos::open(&a.to, &store.options())?;
+    let report = ops::copy::run(&from, &to, |key| out.progress(&format!("copied {key}")))?;
+    out.progress_done();
+    out.report(&report, |r| {
+        outln!(
+            "{} -> {}: {} packs ({}), {} index files, {} snapshots, {} binlog segments copied",
+            r.from,
+            r.to,
+            r.packs_copied,
+            output::bytes(r.bytes_copied),
+            r.index_files_copied,
+            r.snapshots_copied,
+            r.binlog_segments_copied
+        )
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Remove every lock, also those of running processes.
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn unlock(a: &UnlockArgs, ctx: &super::Ctx) -> Result<()> {
+    let (store, out) = (&ctx.store, ctx.out);
+    let repo = ops::repos::open(
+        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
+        &store.options(),
+    )?;
+    let removed = ops::unlock::run(&repo, a.all)?;
+    let remaining = ops::unlock::held(&repo)?;
+    #[derive(serde::Serialize)]
+    struct Report {
+        removed: Vec<crate::repo::lock::LockInfo>,
+        remaining: Vec<crate::repo::lock::LockInfo>,
+    }
+    let report = Report { removed, remaining };
+    out.report(&report, |r| {
+        for l in &r.removed {
+            outln!("removed {}", l.describe());
+        }
+        for l in &r.remaining {
+            outln!("still held: {} (not stale; --all removes it)", l.describe());
+        }
+        if r.removed.is_empty() && r.remaining.is_empty() {
+            outln!("no locks");
+        }
+    });
+    if report.remaining.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Repo(RepoError::Locked {
+            store: repo.name().into(),
+            holder: report.remaining[0].describe(),
+        }))
+    }
+}

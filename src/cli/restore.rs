@@ -1,0 +1,365 @@
+//! `myvault restore`
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use std::sync::atomic::Ordering;
+
+use super::output;
+use crate::error::{Error, Result};
+use crate::mysql::gtid::GtidSet;
+use crate::ops;
+use crate::restore::logical::{LoadOptions, LoadProgress};
+use crate::restore::pitr::plan::{Kind, PitrPlan, Target};
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+
+    /// Snapshot id (or a unique prefix, or `latest`).
+    #[arg(long, value_name = "ID", default_value = "latest")]
+    pub snapshot: String,
+
+    /// Load a logical snapshot into this (empty) server: mysql://user[:password]@host[:port]
+    #[arg(long, value_name = "URL", conflicts_with = "dest")]
+    pub target: Option<String>,
+
+    /// Write a snapshot's files into this new or empty directory.
+    #[arg(long, value_name = "DIR", conflicts_with = "datadir")]
+    pub dest: Option<PathBuf>,
+
+    /// Restore a clone or cold snapshot as a data directory (new or empty), ready to start
+    /// as a new server.
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
+    pub datadir: Option<PathBuf>,
+
+    /// Owner of the restored data directory, user[:group] (e.g. mysql:mysql).
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub owner: Option<String>,
+
+    /// Keep the source's auto.cnf (its server_uuid): only for replacing the very server the
+    /// snapshot came from.
+    #[arg(long)]
+    pub keep_server_uuid: bool,
+
+    /// A mysqld of the snapshot's version, to replay binlogs into --datadir.
+    #[arg(long, value_name = "PATH")]
+    pub mysqld: Option<PathBuf>,
+
+    /// Parallel load connections (default: the number of CPUs, 2 to 8).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Switch InnoDB's redo log off during the load (MySQL 8.0.21+); it is switched back on
+    /// at the end. A crash of the target meanwhile loses the target.
+    #[arg(long)]
+    pub disable_redo_log: bool,
+
+    /// Load into a target that already has databases or GTIDs.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Do not create the snapshot's accounts.
+    #[arg(long)]
+    pub no_users: bool,
+
+    /// Restore to this instant: every transaction committed at or before it, none after.
+    /// RFC 3339, or YYYY-MM-DD HH:MM:SS[.ffffff] in the local time zone.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["to_gtid", "before_gtid"])]
+    pub to_time: Option<String>,
+
+    /// Restore up to and including these GTIDs.
+    #[arg(long, value_name = "GTID_SET", conflicts_with = "before_gtid")]
+    pub to_gtid: Option<String>,
+
+    /// Restore everything before the first of these GTIDs (to undo a bad transaction).
+    #[arg(long, value_name = "GTID_SET")]
+    pub before_gtid: Option<String>,
+
+    /// Print what would be done (snapshot, binlog files, boundary, end state) and change nothing.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// Address the replay source listens on, reachable from the target
+    /// (default: this host's address towards the target, free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub replay_listen: Option<String>,
+}
+
+impl RestoreArgs {
+    fn pitr_target(&self) -> Result<Option<Target>> {
+        let gtids = |s: &str| GtidSet::parse(s).map_err(|e| Error::Usage(e.to_string()));
+        Ok(match (&self.to_time, &self.to_gtid, &self.before_gtid) {
+            (Some(t), _, _) => Some(Target::Time(
+                crate::timespec::parse(t).map_err(Error::Usage)?,
+            )),
+            (_, Some(g), _) => Some(Target::ToGtid(gtids(g)?)),
+            (_, _, Some(g)) => Some(Target::BeforeGtid(gtids(g)?)),
+            _ => None,
+        })
+    }
+
+    /// `latest` means "choose for me" in PITR.
+    fn pitr_snapshot(&self) -> Option<&str> {
+        (self.snapshot != "latest").then_some(self.snapshot.as_str())
+    }
+}
+
+fn print_plan(p: &PitrPlan) {
+    outln!(
+        "restore snapshot {} (taken {}, binlog {})",
+        p.snapshot,
+        p.snapshot_time.format("%Y-%m-%d %H:%M:%S%.6f UTC"),
+        p.snapshot_binlog
+    );
+    outln!(
+        "  snapshot gtid_executed: {}",
+        if p.snapshot_gtids.is_empty() {
+            "(empty)"
+        } else {
+            &p.snapshot_gtids
+        }
+    );
+    if let Some(t) = p.to_time {
+        outln!(
+            "  up to {} (UTC): every transaction committed at or before it",
+            t.format("%Y-%m-%d %H:%M:%S%.6f")
+        );
+    }
+    if let Some(g) = &p.to_gtid {
+        outln!("  up to and including {g}");
+    }
+    if let Some(g) = &p.before_gtid {
+        outln!("  up to, not including, {g}");
+    }
+    outln!(
+        "  replay {} transaction(s) from {} binlog file(s):",
+        p.transactions,
+        p.files.len()
+    );
+    for f in &p.files {
+        outln!(
+            "    {} {} ({})",
+            f.server_uuid,
+            f.file,
+            output::bytes(f.size)
+        );
+    }
+    let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    outln!(
+        "  last transaction applied committed at {}",
+        t(p.last_transaction_time)
+    );
+    if p.first_skipped_time.is_some() {
+        outln!(
+            "  first transaction left out committed at {}",
+            t(p.first_skipped_time)
+        );
+    }
+    outln!("  end state: gtid_executed = {}", p.expected_gtids);
+    outln!(
+        "  latest restorable instant in the archive: {}",
+        t(p.latest_restorable)
+    );
+    for w in &p.warnings {
+        outln!("  note: {w}");
+    }
+}
+
+pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
+    let (out, conn, store) = (ctx.out, &ctx.conn, &ctx.store);
+    let jobs = a
+        .jobs
+        .or_else(|| {
+            ctx.cfg()
+                .and_then(|c| c.restore.as_ref())
+                .and_then(|r| r.jobs)
+        })
+        .unwrap_or_else(super::backup::default_jobs);
+    let repo = ops::repos::open(
+        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
+        &store.options(),
+    )?;
+    let owner = a
+        .owner
+        .as_deref()
+        .map(crate::restore::datadir::parse_owner)
+        .transpose()?;
+    if let Some(dir) = &a.datadir {
+        let pitr = a.pitr_target()?;
+        if a.plan {
+            let target = pitr.ok_or_else(|| {
+                Error::Usage("--plan goes with --to-time, --to-gtid or --before-gtid".into())
+            })?;
+            let plan = ops::pitr::plan(&repo, &target, a.pitr_snapshot(), Kind::Physical)?;
+            out.report(&plan, print_plan);
+            return Ok(());
+        }
+        let mysqld = a.mysqld.clone().or_else(|| {
+            ctx.cfg()
+                .and_then(|c| c.restore.as_ref())
+                .and_then(|r| r.mysqld.clone())
+        });
+        let pitr_with = match (&pitr, &mysqld) {
+            (Some(t), Some(m)) => Some((t, m.as_path())),
+            (Some(_), None) => return Err(Error::Usage(
+                "replaying into --datadir needs --mysqld PATH (a server of the snapshot's version)"
+                    .into(),
+            )),
+            (None, _) => None,
+        };
+        let req = ops::restore_datadir::DatadirRequest {
+            snapshot: if pitr.is_some() {
+                a.pitr_snapshot()
+            } else {
+                Some(a.snapshot.as_str())
+            },
+            dir,
+            owner,
+            keep_uuid: a.keep_server_uuid,
+            pitr: pitr_with,
+        };
+        let report = ops::restore_datadir::run(&repo, &req, &|applied, _, _| {
+            out.progress(&format!("replaying: {applied} transactions applied"))
+        })?;
+        out.progress_done();
+        out.report(&report, |r| {
+            if let Some(p) = &r.plan {
+                print_plan(p);
+            }
+            outln!("restored snapshot {} into {}: {} files, {}", r.restored.snapshot, r.restored.dest, r.restored.files, output::bytes(r.restored.bytes));
+            if let Some(rep) = &r.replay {
+                outln!("  replayed {} transactions in {:.1} s; gtid_executed = {}", rep.transactions, rep.seconds, rep.final_gtids);
+            }
+            outln!("  start it with: mysqld --datadir={} (auto.cnf removed: it gets its own server_uuid)", r.restored.dest);
+        });
+        return Ok(());
+    }
+    if let Some(target) = a.pitr_target()? {
+        if a.plan {
+            let plan = ops::pitr::plan(&repo, &target, a.pitr_snapshot(), Kind::Logical)?;
+            out.report(&plan, print_plan);
+            return Ok(());
+        }
+        let Some(url) = &a.target else {
+            return Err(Error::Usage(
+                "point-in-time restore needs --target URL (or --plan)".into(),
+            ));
+        };
+        let server = conn.resolve(url, "MYVAULT_TARGET_PASSWORD")?;
+        let opts = LoadOptions {
+            jobs: jobs.max(1),
+            disable_redo_log: a.disable_redo_log,
+            force: a.force,
+            users: !a.no_users,
+        };
+        let load_progress = LoadProgress::default();
+        let started = std::time::Instant::now();
+        let req = ops::pitr::PitrRequest {
+            target: &target,
+            snapshot: a.pitr_snapshot(),
+            server: &server,
+            load: &opts,
+            listen: a.replay_listen.as_deref(),
+        };
+        let report = ops::pitr::run(&repo, &req, &load_progress, &|applied, bytes, served| {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            out.progress(&format!(
+                "replaying: {applied} transactions applied, {served} sent, {} ({:.0} tx/s)",
+                output::bytes(bytes),
+                applied as f64 / secs
+            ))
+        })?;
+        out.progress_done();
+        out.report(&report, |r| {
+            print_plan(&r.plan);
+            outln!(
+                "done: snapshot loaded in {:.1} s, {} transactions replayed in {:.1} s ({:.0}/s); gtid_executed = {}",
+                r.load.seconds,
+                r.replay.transactions,
+                r.replay.seconds,
+                r.replay.transactions as f64 / r.replay.seconds.max(0.001),
+                r.replay.final_gtids
+            );
+        });
+        return Ok(());
+    }
+    if a.plan {
+        return Err(Error::Usage(
+            "--plan goes with --to-time, --to-gtid or --before-gtid".into(),
+        ));
+    }
+    if let Some(url) = &a.target {
+        let target = conn.resolve(url, "MYVAULT_TARGET_PASSWORD")?;
+        let opts = LoadOptions {
+            jobs: jobs.max(1),
+            disable_redo_log: a.disable_redo_log,
+            force: a.force,
+            users: !a.no_users,
+        };
+        let progress = LoadProgress::default();
+        let report = out.with_ticker(
+            || {
+                format!(
+                    "loading: {} rows, chunk {}/{}",
+                    progress.rows.load(Ordering::Relaxed),
+                    progress.chunks_done.load(Ordering::Relaxed),
+                    progress.chunks_total.load(Ordering::Relaxed)
+                )
+            },
+            || ops::restore_logical::run(&repo, &a.snapshot, &target, &opts, &progress),
+        )?;
+        out.report(&report, |r| {
+            outln!(
+                "restored snapshot {} into {}: {} tables, {} rows, {:.1} s{}",
+                r.snapshot,
+                r.target,
+                r.tables,
+                r.rows,
+                r.seconds,
+                if r.resumed_chunks > 0 {
+                    format!(" ({} chunks were already loaded)", r.resumed_chunks)
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(g) = &r.gtid_purged {
+                outln!("  gtid_purged set to {g}");
+            }
+            if !r.accounts_skipped.is_empty() {
+                outln!(
+                    "  existing accounts left as they were: {}",
+                    r.accounts_skipped.join(", ")
+                );
+            }
+            for w in &r.warnings {
+                outln!("  warning: {w}");
+            }
+        });
+        return Ok(());
+    }
+    let Some(dest) = &a.dest else {
+        return Err(Error::Usage(
+            "give --target URL (a server) or --dest DIR (files)".into(),
+        ));
+    };
+    let report = ops::restore_files::run(&repo, &a.snapshot, dest, |path, bytes| {
+        out.progress(&format!("{} restored, {path}", output::bytes(bytes)))
+    })?;
+    out.progress_done();
+    out.report(&report, |r| {
+        outln!(
+            "restored snapshot {} into {}: {} files, {}",
+            r.snapshot,
+            r.dest,
+            r.files,
+            output::bytes(r.bytes)
+        )
+    });
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The crate's error type.
+//!
+//! Rules:
+//! - Library code returns these; it never exits or panics on bad input. `main` alone turns an
+//!   error into an exit code, through [`Error::kind`].
+//! - Every message is one line that says what failed and, where there is one, what to do.
+//! - No message contains a password or key: URLs appear redacted, secrets as `***`.
+
+use crate::mysql;
+use crate::repo::RepoError;
+use crate::storage::StorageError;
+
+/// What kind of failure it was, as far as the operator (and the exit code) is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad flags, a malformed URL, an invalid config file.
+    Usage,
+    /// The source server could not be reached, or the connection was lost.
+    SourceUnreachable,
+    /// The server refused the login, or the user lacks a privilege.
+    AccessDenied,
+    /// The peer is not a MySQL server, or TLS could not be set up.
+    Protocol,
+    /// The server is reachable but not set up for what was asked (see `myvault check`).
+    SourceNotReady,
+    /// Another process holds a conflicting repository lock.
+    RepoLocked,
+    /// Stored data does not match its checksum, or a manifest is damaged.
+    Integrity,
+    /// Some repositories were written and others failed.
+    PartialSuccess,
+    /// The repository's storage failed: missing, not writable, unreachable.
+    Storage,
+    /// The binlog archive misses transactions the source has already purged.
+    BinlogGap,
+    /// The restore target was refused (not empty, in use, conflicting GTIDs).
+    TargetRefused,
+    /// Nothing in the repository satisfies the request (no snapshot before TIME, ...).
+    NotFound,
+    /// Stopped by a signal.
+    Interrupted,
+    /// A bug, or a failure nothing above describes.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(transparent)]
+    Url(#[from] mysql::url::UrlError),
+
+    #[error(transparent)]
+    Mysql(#[from] mysql::Error),
+
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error(transparent)]
+    Spool(#[from] crate::binlog::spool::SpoolError),
+
+    /// Some repositories were written, others failed; the message names them.
+    #[error("{0}")]
+    PartialSuccess(String),
+
+    #[error("{0}")]
+    SourceNotReady(String),
+
+    /// The account lacks privileges; the message holds the GRANT that fixes it.
+    #[error("{0}")]
+    MissingPrivileges(String),
+
+    #[error("{0}")]
+    TargetRefused(String),
+
+    /// The source purged binlogs the archive needs; the message names the lost GTIDs.
+    #[error("{0}")]
+    BinlogGap(String),
+
+    #[error("{0}")]
+    NotFound(String),
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Usage(_) | Error::Url(_) => ErrorKind::Usage,
+            Error::Mysql(e) => mysql_kind(e),
+            Error::Repo(e) => repo_kind(e),
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Spool(crate::binlog::spool::SpoolError::Damaged { .. }) => ErrorKind::Integrity,
+            Error::Spool(_) => ErrorKind::Internal,
+            Error::PartialSuccess(_) => ErrorKind::PartialSuccess,
+            Error::SourceNotReady(_) => ErrorKind::SourceNotReady,
+            Error::MissingPrivileges(_) => ErrorKind::AccessDenied,
+            Error::TargetRefused(_) => ErrorKind::TargetRefused,
+            Error::BinlogGap(_) => ErrorKind::BinlogGap,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+fn repo_kind(e: &RepoError) -> ErrorKind {
+    match e {
+        RepoError::Storage(_) | RepoError::WriteFailed(_) | RepoError::NotARepository { .. } => {
+            ErrorKind::Storage
+        }
+        RepoError::AlreadyInitialized { .. } | RepoError::Invalid(_) => ErrorKind::Usage,
+        RepoError::Integrity { .. } => ErrorKind::Integrity,
+        RepoError::Locked { .. } => ErrorKind::RepoLocked,
+        RepoError::NotFound { .. } => ErrorKind::NotFound,
+        RepoError::Io { .. } => ErrorKind::Internal,
+    }
+}
+
+fn mysql_kind(e: &mysql::Error) -> ErrorKind {
+    use mysql::Error as M;
+    use mysql::error::codes;
+    match e {
+        M::Unreachable { .. } | M::ConnectionLost { .. } => ErrorKind::SourceUnreachable,
+        M::AccessDenied { .. } => ErrorKind::AccessDenied,
+        M::NotMysql { .. } | M::Tls { .. } => ErrorKind::Protocol,
+        M::Server { code, .. }
+            if [
+                codes::SPECIFIC_ACCESS_DENIED,
+                codes::TABLE_ACCESS_DENIED,
+                codes::DB_ACCESS_DENIED,
+                codes::ACCESS_DENIED,
+            ]
+            .contains(code) =>
+        {
+            ErrorKind::AccessDenied
+        }
+        M::Server { code, .. } if *code == codes::SERVER_SHUTDOWN => ErrorKind::SourceUnreachable,
+        M::Server { .. } | M::Unexpected { .. } => ErrorKind::Internal,
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,19 @@
+//! myvault: backup, clone and point-in-time recovery for MySQL.
+//!
+//! Data flows source -> snapshot -> repo -> storage, binlog stream -> archive, and
+//! repo -> restore -> target -> replay. `storage` and `repo` know nothing of MySQL; nothing
+//! below `ops` imports `ops` or `cli`; only `main` decides the process exit code.
+
+pub mod binlog;
+pub mod cli;
+pub mod error;
+pub mod failpoint;
+pub mod mysql;
+pub mod ops;
+pub mod repo;
+pub mod restore;
+pub mod secret;
+pub mod server;
+pub mod snapshot;
+pub mod storage;
+pub mod timespec;

@@ -1,0 +1,189 @@
+//! `myvault backup`: a snapshot into one or more repositories, in one pass over the source.
+//! Every method (logical, clone, cold, files) ends the same way: one manifest per
+//! repository that holds all the data, and a report naming the ones that failed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::repos::{self, WriteSet};
+use crate::error::Result;
+use crate::mysql::session::Session;
+use crate::mysql::wire::ConnectOptions;
+use crate::repo::lock::this_host;
+use crate::repo::manifest::{SnapshotManifest, SourceInfo};
+use crate::repo::writer::{MultiWriter, TargetOutcome, new_snapshot_id};
+use crate::snapshot::clone::{self, CloneOptions};
+use crate::snapshot::logical::{self, LogicalOptions, Progress};
+use crate::snapshot::{cold, files};
+use crate::storage::OpenOptions;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub snapshot: String,
+    pub method: String,
+    pub time: DateTime<Utc>,
+    pub size: u64,
+    pub files: usize,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gtid_executed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binlog_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binlog_position: Option<u64>,
+    pub repos: Vec<TargetOutcome>,
+}
+
+/// What an engine found out about the snapshot it wrote.
+struct Taken {
+    method: &'static str,
+    time: DateTime<Utc>,
+    source: Option<SourceInfo>,
+    binlog: Option<(String, u64)>,
+    gtid_executed: Option<String>,
+    lock_seconds: Option<f64>,
+    extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Opens and locks the repositories, runs `engine` into a writer for them, and commits.
+fn run(
+    repo_locations: &[String],
+    store_opts: &OpenOptions,
+    engine: impl FnOnce(&MultiWriter) -> Result<Taken>,
+) -> Result<BackupReport> {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let WriteSet {
+        repos,
+        locks,
+        unavailable,
+    } = repos::open_for_write(repo_locations, store_opts, "backup")?;
+    let writer = MultiWriter::new(repos)?;
+    let t = engine(&writer)?;
+    let template = SnapshotManifest {
+        id: new_snapshot_id(t.time),
+        method: t.method.into(),
+        time: t.time,
+        started,
+        finished: Utc::now(),
+        host: this_host(),
+        source: t.source,
+        binlog_file: t.binlog.as_ref().map(|(f, _)| f.clone()),
+        binlog_position: t.binlog.as_ref().map(|(_, p)| *p),
+        gtid_executed: t.gtid_executed.clone(),
+        lock_seconds: t.lock_seconds,
+        size: 0,
+        new_bytes: 0,
+        files: Vec::new(),
+        extra: t.extra,
+    };
+    let id = template.id.clone();
+    let (binlog_file, binlog_position) = (template.binlog_file.clone(), template.binlog_position);
+    let committed = writer.commit_snapshot(template)?;
+    drop(locks);
+    let mut outcomes = committed.outcomes;
+    outcomes.extend(unavailable);
+    Ok(BackupReport {
+        snapshot: id,
+        method: t.method.into(),
+        time: t.time,
+        size: committed.size,
+        files: committed.files,
+        seconds: clock.elapsed().as_secs_f64(),
+        lock_seconds: t.lock_seconds,
+        gtid_executed: t.gtid_executed,
+        binlog_file,
+        binlog_position,
+        repos: outcomes,
+    })
+}
+
+pub fn logical(
+    repos: &[String],
+    store: &OpenOptions,
+    source: &ConnectOptions,
+    opts: &LogicalOptions,
+    progress: &Progress,
+) -> Result<BackupReport> {
+    run(repos, store, |writer| {
+        let snap = logical::dump(source, writer, opts, progress)?;
+        let p = snap.point;
+        Ok(Taken {
+            method: "logical",
+            time: p.server_time,
+            source: Some(snap.source),
+            binlog: Some((p.binlog_file, p.binlog_position)),
+            gtid_executed: Some(p.gtid_executed),
+            lock_seconds: Some(p.lock_seconds),
+            extra: [
+                (
+                    "format".to_string(),
+                    serde_json::json!(logical::format::FORMAT),
+                ),
+                ("tables".to_string(), serde_json::json!(snap.tables)),
+                ("rows".to_string(), serde_json::json!(snap.rows)),
+                ("ddl_blocked".to_string(), serde_json::json!(p.ddl_blocked)),
+            ]
+            .into(),
+        })
+    })
+}
+
+pub fn clone_local(
+    repos: &[String],
+    store: &OpenOptions,
+    source: &ConnectOptions,
+    opts: &CloneOptions<'_>,
+) -> Result<BackupReport> {
+    run(repos, store, |writer| {
+        let mut s = Session::connect(source)?;
+        let info = logical::source_info(&mut s)?;
+        let snap = clone::backup_local(&mut s, info, writer, opts)?;
+        Ok(physical_taken("clone", snap))
+    })
+}
+
+pub fn cold(repos: &[String], store: &OpenOptions, datadir: &Path) -> Result<BackupReport> {
+    run(repos, store, |writer| {
+        Ok(physical_taken("cold", cold::backup(datadir, writer)?))
+    })
+}
+
+fn physical_taken(method: &'static str, snap: clone::PhysicalSnapshot) -> Taken {
+    let has_binlog = !snap.binlog_file.is_empty();
+    Taken {
+        method,
+        time: snap.time,
+        source: Some(snap.source),
+        binlog: has_binlog.then_some((snap.binlog_file, snap.binlog_position)),
+        gtid_executed: Some(snap.gtid_executed),
+        lock_seconds: None,
+        extra: [("files".to_string(), serde_json::json!(snap.files))].into(),
+    }
+}
+
+pub fn files(repos: &[String], store: &OpenOptions, path: &Path) -> Result<BackupReport> {
+    run(repos, store, |writer| {
+        let stream = writer.stream_chunker();
+        files::add_tree(writer, path, &|_| stream)?;
+        Ok(Taken {
+            method: "files",
+            time: Utc::now(),
+            source: None,
+            binlog: None,
+            gtid_executed: None,
+            lock_seconds: None,
+            extra: [(
+                "path".to_string(),
+                serde_json::Value::String(path.display().to_string()),
+            )]
+            .into(),
+        })
+    })
+}

@@ -1,0 +1,45 @@
+//! `myvault init`: creates a repository.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::repo::Repo;
+use crate::repo::chunker::ChunkerConfig;
+use crate::repo::config::RepoConfig;
+use crate::storage::{self, OpenOptions};
+
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Average chunk size for streams, bytes.
+    pub chunk_size: Option<u32>,
+    pub compression_level: Option<i32>,
+    pub pack_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    pub repo: String,
+    pub id: String,
+    pub config: RepoConfig,
+}
+
+pub fn run(location: &str, store_opts: &OpenOptions, opts: &InitOptions) -> Result<InitReport> {
+    let mut config = RepoConfig::new();
+    if let Some(avg) = opts.chunk_size {
+        config.chunker = ChunkerConfig::cdc(avg);
+    }
+    if let Some(level) = opts.compression_level {
+        config.compression_level = level;
+    }
+    if let Some(size) = opts.pack_size {
+        config.pack_size = size;
+    }
+    config.validate().map_err(Error::Usage)?;
+    let store = storage::create(location, store_opts)?;
+    let repo = Repo::init(store, config)?;
+    Ok(InitReport {
+        repo: repo.name().to_string(),
+        id: repo.config().id.clone(),
+        config: repo.config().clone(),
+    })
+}

@@ -1,0 +1,17 @@
+//! One use case per file. Each takes resolved options and returns a report; printing and exit
+//! codes are the caller's business.
+
+pub mod backup;
+pub mod binlog_files;
+pub mod check;
+pub mod copy;
+pub mod init;
+pub mod list;
+pub mod pitr;
+pub mod repos;
+pub mod restore_datadir;
+pub mod restore_files;
+pub mod restore_logical;
+pub mod stream;
+pub mod unlock;
+pub mod verify;

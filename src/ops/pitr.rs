@@ -1,0 +1,84 @@
+//! `myvault restore --to-time | --to-gtid | --before-gtid`: plan, then (unless `--plan`)
+//! restore the chosen snapshot and replay the archive up to the boundary.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::mysql::gtid::GtidSet;
+use crate::mysql::wire::ConnectOptions;
+use crate::repo::Repo;
+use crate::repo::lock::{LockGuard, LockKind};
+use crate::restore::logical::{self, LoadOptions, LoadProgress, LoadReport};
+use crate::restore::pitr::plan::{self, PitrPlan, Target};
+use crate::restore::pitr::replay::{self, ReplayReport};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrReport {
+    pub plan: PitrPlan,
+    pub load: LoadReport,
+    pub replay: ReplayReport,
+}
+
+pub fn plan(
+    repo: &Arc<Repo>,
+    target: &Target,
+    snapshot: Option<&str>,
+    kind: plan::Kind,
+) -> Result<PitrPlan> {
+    plan::plan(repo, target, snapshot, kind)
+}
+
+/// A point-in-time restore into a server.
+pub struct PitrRequest<'a> {
+    pub target: &'a Target,
+    /// A snapshot id, or `None` to take the newest one before the boundary.
+    pub snapshot: Option<&'a str>,
+    pub server: &'a ConnectOptions,
+    pub load: &'a LoadOptions,
+    /// Where the replay source listens (default: our address towards the server).
+    pub listen: Option<&'a str>,
+}
+
+pub fn run(
+    repo: &Arc<Repo>,
+    req: &PitrRequest<'_>,
+    load_progress: &LoadProgress,
+    replay_progress: replay::Progress<'_>,
+) -> Result<PitrReport> {
+    let (target, snapshot, server, load_opts, listen) =
+        (req.target, req.snapshot, req.server, req.load, req.listen);
+    let _lock = LockGuard::acquire(repo.storage().clone(), LockKind::Shared, "restore")?;
+    let plan = plan::plan(repo, target, snapshot, plan::Kind::Logical)?;
+    let snap = plan
+        .snapshot_manifest
+        .clone()
+        .ok_or_else(|| Error::Internal("plan without snapshot".into()))?;
+    if snap.method != "logical" {
+        return Err(Error::Usage(format!(
+            "snapshot {} was taken with --method {}; restore it with --datadir and --mysqld",
+            snap.id, snap.method
+        )));
+    }
+    // Everything is checked before the target changes: the plan above, and the target here.
+    let mut s = logical::connect_loader(server, "utf8mb4")?;
+    logical::check_target(&mut s, &snap.id, load_opts.force)?;
+    drop(s);
+    let load = logical::load(repo, &snap, server, load_opts, load_progress)?;
+    let expected =
+        GtidSet::parse(&plan.expected_gtids).map_err(|e| Error::Internal(e.to_string()))?;
+    let stop = plan
+        .stop
+        .clone()
+        .ok_or_else(|| Error::Internal("plan without boundary".into()))?;
+    let replay = replay::replay(
+        server,
+        plan.replay.clone(),
+        stop,
+        &expected,
+        listen,
+        replay_progress,
+    )?;
+    Ok(PitrReport { plan, load, replay })
+}

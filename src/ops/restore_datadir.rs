@@ -1,0 +1,95 @@
+//! `myvault restore --datadir DIR`: a clone or cold snapshot into a data directory, and with
+//! `--to-time`/`--to-gtid`/`--before-gtid` a replay of the archive on a temporary server
+//! started on it, shut down cleanly afterwards.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::mysql::gtid::GtidSet;
+use crate::repo::Repo;
+use crate::repo::lock::{LockGuard, LockKind};
+use crate::restore::datadir::{self, Owner};
+use crate::restore::files::FilesRestored;
+use crate::restore::pitr::plan::{self, Kind, PitrPlan, Target};
+use crate::restore::pitr::replay::{self, ReplayReport};
+use crate::server::Mysqld;
+use crate::snapshot::clone::temporary_server;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatadirReport {
+    pub restored: FilesRestored,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PitrPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayReport>,
+}
+
+pub struct DatadirRequest<'a> {
+    pub snapshot: Option<&'a str>,
+    pub dir: &'a Path,
+    pub owner: Option<Owner>,
+    pub keep_uuid: bool,
+    /// Replay the archive up to this point, with this server binary.
+    pub pitr: Option<(&'a Target, &'a Path)>,
+}
+
+pub fn run(
+    repo: &Arc<Repo>,
+    req: &DatadirRequest<'_>,
+    progress: replay::Progress<'_>,
+) -> Result<DatadirReport> {
+    let _lock = LockGuard::acquire(repo.storage().clone(), LockKind::Shared, "restore")?;
+    let Some((target, mysqld)) = req.pitr else {
+        let snap = repo.find_snapshot(req.snapshot.unwrap_or("latest"))?;
+        let restored = datadir::restore(repo, &snap, req.dir, req.owner, req.keep_uuid)?;
+        return Ok(DatadirReport {
+            restored,
+            plan: None,
+            replay: None,
+        });
+    };
+    // Everything is planned and checked before anything is written.
+    let mysqld = Mysqld::detect(mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
+    let plan = plan::plan(repo, target, req.snapshot, Kind::Physical)?;
+    let snap = plan
+        .snapshot_manifest
+        .clone()
+        .ok_or_else(|| Error::Internal("plan without snapshot".into()))?;
+    let restored = datadir::restore(repo, &snap, req.dir, None, req.keep_uuid)?;
+    let server = temporary_server(&mysqld, req.dir, &[])?;
+    let expected =
+        GtidSet::parse(&plan.expected_gtids).map_err(|e| Error::Internal(e.to_string()))?;
+    let stop = plan
+        .stop
+        .clone()
+        .ok_or_else(|| Error::Internal("plan without boundary".into()))?;
+    let result = replay::replay(
+        &server.root_options(),
+        plan.replay.clone(),
+        stop,
+        &expected,
+        None,
+        progress,
+    );
+    let run_dir = server.config().rundir.clone();
+    // A clean shutdown, so the directory starts without crash recovery.
+    server
+        .shutdown()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(run_dir);
+    let replay = result?;
+    if !req.keep_uuid {
+        let _ = std::fs::remove_file(req.dir.join("auto.cnf"));
+    }
+    if let Some(o) = req.owner {
+        datadir::chown_tree(req.dir, o)?;
+    }
+    Ok(DatadirReport {
+        restored,
+        plan: Some(plan),
+        replay: Some(replay),
+    })
+}

@@ -1,0 +1,717 @@
+//! `myvault binlog stream`: a long-running archiver of a source's binary log.
+//!
+//! Events go to the local spool first (durable within a second of their commit), and from
+//! there to every repository as segments: sealed files when the server rotates, and the open
+//! file every `--upload-interval`. The process resumes where it stopped after any crash or
+//! reconnect, and after a failover continues from whichever `--source` is the primary.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::repos::{self, WriteSet};
+use crate::binlog::archive::UploadJob;
+use crate::binlog::dump::{DumpRequest, DumpStream, Incoming};
+use crate::binlog::event::{self, Header, types};
+use crate::binlog::file_sequence;
+use crate::binlog::index::FileSummary;
+use crate::binlog::source::{self, SourceFacts};
+use crate::binlog::spool::{Spool, SpooledFile, Written};
+use crate::binlog::uploader::{UploadStats, Uploader};
+use crate::error::{Error, Result};
+use crate::mysql::gtid::GtidSet;
+use crate::mysql::privileges;
+use crate::mysql::session::Session;
+use crate::mysql::wire::ConnectOptions;
+use crate::repo::Repo;
+use crate::repo::manifest::BinlogSegment;
+use crate::storage::OpenOptions;
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub sources: Vec<ConnectOptions>,
+    pub repos: Vec<String>,
+    pub store: OpenOptions,
+    pub server_id: Option<u32>,
+    pub spool_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub upload_interval: Duration,
+    pub max_spool_bytes: u64,
+    /// Where to begin when the archive is empty (default: the newest snapshot's binlog
+    /// file from this server, else the oldest file the server has).
+    pub start_file: Option<String>,
+    /// Stop once everything the server had when streaming started is archived.
+    pub until_caught_up: bool,
+}
+
+/// What the streamer reports, now and at the end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamStatus {
+    pub source: String,
+    pub server_uuid: String,
+    pub file: String,
+    pub position: u64,
+    /// Seconds between the last event's timestamp and now; 0 when caught up.
+    pub lag_seconds: f64,
+    pub last_event_time: Option<chrono::DateTime<Utc>>,
+    pub received_bytes: u64,
+    pub archived_bytes: u64,
+    pub spool_bytes: u64,
+    pub pending_uploads: usize,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT finish the current transaction, flush and upload, then exit.
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Holds an exclusive lock on the spool directory: one streamer per spool.
+struct SpoolLock(#[allow(dead_code)] File);
+
+fn lock_spool(dir: &Path) -> Result<SpoolLock> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create spool {}", dir.display()), e))?;
+    let path = dir.join(".lock");
+    let f = File::create(&path)
+        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::Repo(crate::repo::RepoError::Locked {
+            store: dir.display().to_string(),
+            holder: "another `myvault binlog stream` using the same spool directory".into(),
+        }));
+    }
+    Ok(SpoolLock(f))
+}
+
+/// A stable id for this streamer towards the source, so its reconnects replace its own
+/// stale session instead of looking like another replica.
+fn replica_uuid(spool: &Path, server_id: u32) -> String {
+    let id = crate::repo::Id::of(format!("{}:{server_id}", spool.display()).as_bytes()).to_hex();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[0..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
+}
+
+fn default_server_id() -> u32 {
+    let host = crate::repo::lock::this_host();
+    // High range, rarely used by hand-configured servers.
+    (crc32fast::hash(host.as_bytes()) % 1_000_000) + 2_000_000_000
+}
+
+pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<StreamStatus> {
+    install_signal_handlers();
+    let _spool_lock = lock_spool(&opts.spool_dir)?;
+    let WriteSet {
+        repos,
+        locks: _locks,
+        unavailable,
+    } = repos::open_for_write(&opts.repos, &opts.store, "binlog stream")?;
+    for u in &unavailable {
+        eprintln!(
+            "myvault: warning: {} is unavailable ({}); its archive will lag",
+            u.repo,
+            u.error.clone().unwrap_or_default()
+        );
+    }
+    let server_id = opts.server_id.unwrap_or_else(default_server_id);
+    let uploader = Uploader::start(repos.clone());
+    let mut status = StreamStatus::default();
+    let mut backoff = Duration::from_secs(1);
+    let mut checked_ids = false;
+    let mut source_index = 0;
+    let result = loop {
+        if stopping() {
+            break Ok(());
+        }
+        let source = &opts.sources[source_index % opts.sources.len()];
+        status.source = source.address();
+        match stream_from(
+            opts,
+            source,
+            server_id,
+            &repos,
+            &uploader,
+            &mut status,
+            &mut checked_ids,
+            report,
+        ) {
+            Ok(()) => break Ok(()),
+            Err(e) if matches!(e, Error::BinlogGap(_)) => {
+                record_gap(&repos, &status.server_uuid, &e.to_string());
+                break Err(e);
+            }
+            Err(e) if is_fatal(&e) => break Err(e),
+            Err(e) => {
+                status.last_error = Some(e.to_string());
+                status.reconnects += 1;
+                eprintln!(
+                    "myvault: {}: {e}; reconnecting in {} s",
+                    status.source,
+                    backoff.as_secs()
+                );
+                report(&status);
+                source_index += 1;
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !stopping() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let stats = uploader.finish(Duration::from_secs(300));
+    apply_upload_stats(&mut status, &stats);
+    report(&status);
+    result?;
+    if stats.pending > 0 {
+        return Err(Error::PartialSuccess(format!(
+            "stopped with {} upload(s) pending ({}); the spool keeps them for the next run",
+            stats.pending,
+            stats.last_error.unwrap_or_default()
+        )));
+    }
+    Ok(status)
+}
+
+/// Errors that reconnecting cannot cure.
+fn is_fatal(e: &Error) -> bool {
+    use crate::error::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::Usage | K::AccessDenied | K::SourceNotReady | K::RepoLocked | K::Integrity
+    )
+}
+
+fn apply_upload_stats(status: &mut StreamStatus, stats: &UploadStats) {
+    status.archived_bytes = stats.archived_bytes;
+    status.pending_uploads = stats.pending;
+    if let Some(e) = &stats.last_error {
+        status.last_error = Some(e.clone());
+    }
+}
+
+/// Writes a gap marker that `list` shows.
+fn record_gap(repos: &[std::sync::Arc<Repo>], server_uuid: &str, detail: &str) {
+    #[derive(Serialize, serde::Deserialize)]
+    struct Gap<'a> {
+        server_uuid: &'a str,
+        detail: &'a str,
+        detected_at: chrono::DateTime<Utc>,
+    }
+    let body = crate::repo::manifest::encode(
+        "gap",
+        &Gap {
+            server_uuid,
+            detail,
+            detected_at: Utc::now(),
+        },
+    );
+    let key = format!(
+        "gaps/{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        crate::repo::config::random_hex(2)
+    );
+    for r in repos {
+        let _ = r.storage().create(&key, &body);
+    }
+}
+
+/// The newest segment of each archived file of `uuid`, in file order.
+fn archived_files(
+    repos: &[std::sync::Arc<Repo>],
+    uuid: &str,
+) -> Result<BTreeMap<u64, BinlogSegment>> {
+    let mut files: BTreeMap<u64, BinlogSegment> = BTreeMap::new();
+    for repo in repos {
+        for seg in repo.binlog_segments()? {
+            if seg.source_uuid != uuid {
+                continue;
+            }
+            let seq = file_sequence(&seg.file).unwrap_or(0);
+            match files.get(&seq) {
+                Some(have) if have.size >= seg.size => {}
+                _ => {
+                    files.insert(seq, seg);
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Every GTID the archive accounts for: archived ones and those before the archive began.
+fn covered_gtids(repos: &[std::sync::Arc<Repo>]) -> Result<GtidSet> {
+    let mut covered = GtidSet::new();
+    for repo in repos {
+        for seg in repo.binlog_segments()? {
+            for text in [&seg.gtids, &seg.previous_gtids] {
+                if let Ok(set) = GtidSet::parse(text) {
+                    covered = covered.union(&set);
+                }
+            }
+        }
+    }
+    Ok(covered)
+}
+
+fn next_file_on_server(facts: &SourceFacts, after: &str) -> Option<String> {
+    let seq = file_sequence(after)?;
+    facts
+        .logs
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| file_sequence(n).is_some_and(|s| s > seq))
+        .cloned()
+}
+
+/// Where to start: the file and position, and the summary of what the spool already holds
+/// of that file.
+fn resume_point(
+    opts: &StreamOptions,
+    s: &mut Session,
+    facts: &SourceFacts,
+    spool: &mut Spool,
+    spooled: &[SpooledFile],
+    repos: &[std::sync::Arc<Repo>],
+) -> Result<(String, u64, Option<FileSummary>)> {
+    let archived = archived_files(repos, &facts.server_uuid)?;
+    let newest_spooled = spooled.last();
+    let newest_archived = archived.values().next_back();
+    let spool_ahead = match (newest_spooled, newest_archived) {
+        (Some(sp), Some(ar)) => file_sequence(&sp.name) >= file_sequence(&ar.file),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if spool_ahead && let Some(last) = newest_spooled {
+        if last.summary.sealed {
+            let next = last
+                .summary
+                .next_file
+                .clone()
+                .or_else(|| next_file_on_server(facts, &last.name));
+            return match next {
+                Some(n) => Ok((n, 4, None)),
+                None => Ok((
+                    last.name.clone(),
+                    last.summary.complete_end,
+                    Some(last.summary.clone()),
+                )),
+            };
+        }
+        return Ok((
+            last.name.clone(),
+            last.summary.complete_end,
+            Some(last.summary.clone()),
+        ));
+    }
+    if let Some(seg) = newest_archived {
+        if seg.sealed {
+            let next = next_file_on_server(facts, &seg.file).unwrap_or_else(|| seg.file.clone());
+            return Ok((next, 4, None));
+        }
+        // The spool lost the open file (a new host, a wiped disk): bring the archived part
+        // back, so the file goes on growing byte-identical.
+        let repo = repos
+            .iter()
+            .find(|r| {
+                r.binlog_segments()
+                    .map(|v| v.contains(seg))
+                    .unwrap_or(false)
+            })
+            .unwrap_or(&repos[0]);
+        let path = spool.dir().join(&seg.file);
+        let mut out = File::create(&path)
+            .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+        let entry = crate::repo::manifest::FileEntry {
+            path: seg.file.clone(),
+            kind: crate::repo::manifest::FileKind::File,
+            mode: 0o640,
+            size: seg.size,
+            sha256: Some(seg.sha256),
+            target: None,
+            refs: seg.refs.clone(),
+        };
+        repo.copy_file(&entry, &mut out)?;
+        out.sync_all()
+            .map_err(|e| Error::io(format!("cannot sync {}", path.display()), e))?;
+        let recovered = spool.recover()?;
+        let summary = recovered
+            .into_iter()
+            .find(|f| f.name == seg.file)
+            .map(|f| f.summary);
+        return Ok((seg.file.clone(), seg.size, summary));
+    }
+    // Nothing of this server yet.
+    if let Some(f) = &opts.start_file {
+        return Ok((f.clone(), 4, None));
+    }
+    let covered = if facts.gtid_mode && !facts.mariadb {
+        covered_gtids(repos)?
+    } else {
+        GtidSet::new()
+    };
+    if !covered.is_empty() {
+        // A new primary after a failover: continue where the archive's coverage ends.
+        return Ok((source::first_needed_file(s, facts, &covered)?, 4, None));
+    }
+    let from_snapshot = repos
+        .iter()
+        .filter_map(|r| r.snapshots().ok())
+        .flatten()
+        .filter(|snap| {
+            snap.source
+                .as_ref()
+                .is_some_and(|src| src.server_uuid == facts.server_uuid)
+        })
+        .max_by_key(|snap| snap.time)
+        .and_then(|snap| snap.binlog_file);
+    let first = from_snapshot
+        .filter(|f| facts.logs.iter().any(|(n, _)| n == f))
+        .or_else(|| facts.logs.first().map(|(n, _)| n.clone()))
+        .ok_or_else(|| Error::SourceNotReady(format!("{} lists no binary logs", s.address())))?;
+    Ok((first, 4, None))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_from(
+    opts: &StreamOptions,
+    source: &ConnectOptions,
+    server_id: u32,
+    repos: &[std::sync::Arc<Repo>],
+    uploader: &Uploader,
+    status: &mut StreamStatus,
+    checked_ids: &mut bool,
+    report: &dyn Fn(&StreamStatus),
+) -> Result<()> {
+    let mut s = Session::connect(source)?;
+    privileges::require(&mut s, privileges::BINLOG_STREAM, "stream the binlog")?;
+    let facts = source::facts(&mut s)?;
+    status.server_uuid = facts.server_uuid.clone();
+    let uuid = replica_uuid(&opts.spool_dir, server_id);
+    if !*checked_ids {
+        check_server_id(&mut s, &facts, server_id, &uuid)?;
+        *checked_ids = true;
+    }
+    let mut spool = Spool::open(&opts.spool_dir.join(&facts.server_uuid))?;
+    let spooled = spool.recover()?;
+    // Files recovered from a previous run that are complete but not yet archived.
+    for f in spooled.iter().filter(|f| f.summary.sealed) {
+        uploader.submit(job(
+            &facts,
+            f.name.clone(),
+            f.path.clone(),
+            f.summary.complete_end,
+            true,
+            f.summary.clone(),
+        ));
+    }
+    let (file, position, summary) =
+        resume_point(opts, &mut s, &facts, &mut spool, &spooled, repos)?;
+    if !facts.logs.iter().any(|(n, _)| *n == file) {
+        let covered = covered_gtids(repos)?;
+        return Err(if facts.gtid_mode && !facts.mariadb {
+            match source::first_needed_file(&mut s, &facts, &covered) {
+                Err(gap) => gap,
+                Ok(_) => Error::BinlogGap(format!(
+                    "{} no longer has {file}, where the archive continues",
+                    s.address()
+                )),
+            }
+        } else {
+            Error::BinlogGap(format!(
+                "{} no longer has {file} (purged); the archive has a gap after it",
+                s.address()
+            ))
+        });
+    }
+    let caught_up_at = if opts.until_caught_up {
+        facts.logs.last().cloned()
+    } else {
+        None
+    };
+    drop(s);
+
+    spool.start_file(&file, summary)?;
+    let req = DumpRequest {
+        server_id,
+        file: file.clone(),
+        position,
+        heartbeat: opts.heartbeat,
+        replica_uuid: uuid,
+        mariadb: facts.mariadb,
+    };
+    let mut dump = DumpStream::open(source, &req)?;
+    status.file = file;
+    status.position = position;
+    status.last_error = None;
+    receive(
+        opts,
+        &facts,
+        &mut dump,
+        &mut spool,
+        uploader,
+        status,
+        caught_up_at,
+        report,
+    )
+}
+
+fn check_server_id(
+    s: &mut Session,
+    facts: &SourceFacts,
+    server_id: u32,
+    own_uuid: &str,
+) -> Result<()> {
+    let mut taken = source::taken_server_ids(s, facts.server_id)?;
+    // Our own session from before a crash may still be registered under our id.
+    if let Ok(rows) = s.query(s.info().replicas_sql()) {
+        let ours: Vec<u64> = rows
+            .iter()
+            .filter(|r| {
+                r.text("Replica_UUID")
+                    .or_else(|| r.text("Slave_UUID"))
+                    .as_deref()
+                    == Some(own_uuid)
+            })
+            .filter_map(|r| r.u64("Server_Id"))
+            .collect();
+        taken.retain(|id| *id == facts.server_id || !ours.contains(id));
+    }
+    if taken.contains(&u64::from(server_id)) {
+        return Err(Error::Usage(format!(
+            "server id {server_id} is already used by the source or one of its replicas (in use: {}); choose another with --server-id",
+            taken
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn job(
+    facts: &SourceFacts,
+    file: String,
+    path: PathBuf,
+    len: u64,
+    sealed: bool,
+    summary: FileSummary,
+) -> UploadJob {
+    UploadJob {
+        server_uuid: facts.server_uuid.clone(),
+        server_id: facts.server_id,
+        file,
+        path,
+        len,
+        sealed,
+        summary,
+        complete_at: None,
+    }
+}
+
+/// Uploads what the open file holds now (after making it durable). `complete_at`: the
+/// moment the server last said, by a heartbeat, that nothing more was written.
+fn upload_open_file(
+    facts: &SourceFacts,
+    spool: &mut Spool,
+    uploader: &Uploader,
+    complete_at: Option<chrono::DateTime<Utc>>,
+) -> Result<()> {
+    spool.sync()?;
+    if let Some((name, path, len, summary)) = spool.snapshot()
+        && len > 4
+    {
+        let mut j = job(facts, name, path, len, false, summary);
+        j.complete_at = complete_at.filter(|_| !spool.in_transaction());
+        uploader.submit(j);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive(
+    opts: &StreamOptions,
+    facts: &SourceFacts,
+    dump: &mut DumpStream,
+    spool: &mut Spool,
+    uploader: &Uploader,
+    status: &mut StreamStatus,
+    caught_up_at: Option<(String, u64)>,
+    report: &dyn Fn(&StreamStatus),
+) -> Result<()> {
+    let mut last_data = Instant::now();
+    let mut last_upload = Instant::now();
+    let mut last_report = Instant::now();
+    let mut stop_requested: Option<Instant> = None;
+    let mut caught_up = false;
+    // A heartbeat means the server has sent everything it wrote.
+    let mut complete_at: Option<chrono::DateTime<Utc>> = None;
+    loop {
+        if stopping() || (caught_up && !spool.in_transaction()) {
+            let since = *stop_requested.get_or_insert_with(Instant::now);
+            // Finish the transaction in flight, but not forever.
+            if !spool.in_transaction() || since.elapsed() > Duration::from_secs(30) {
+                upload_open_file(facts, spool, uploader, complete_at)?;
+                spool.close_current()?;
+                dump.abort();
+                return Ok(());
+            }
+        }
+        if spool.bytes() > opts.max_spool_bytes {
+            // The repositories cannot keep up: stop reading (the server keeps the binlog) and
+            // let the uploads catch up.
+            status.last_error = Some(format!(
+                "spool over {} MiB; waiting for uploads",
+                opts.max_spool_bytes >> 20
+            ));
+            spool.sync()?;
+            std::thread::sleep(Duration::from_millis(500));
+            if last_data.elapsed() > opts.heartbeat * 20 {
+                return Err(Error::Internal(
+                    "uploads are stalled and the spool is full; reconnecting".into(),
+                ));
+            }
+            continue;
+        }
+        let incoming = dump.next_packet()?;
+        let now = Instant::now();
+        match incoming {
+            Incoming::Idle => {
+                spool.sync()?;
+                if last_data.elapsed() > opts.heartbeat * 3 {
+                    return Err(Error::Mysql(crate::mysql::Error::ConnectionLost {
+                        addr: dump.address().to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no event or heartbeat for 3 heartbeat periods",
+                        ),
+                    }));
+                }
+            }
+            Incoming::Event(bytes) => {
+                last_data = now;
+                let header = Header::parse(bytes)
+                    .map_err(|_| Error::Internal("short event header".into()))?;
+                status.received_bytes += bytes.len() as u64;
+                match header.type_code {
+                    types::HEARTBEAT | types::HEARTBEAT_V2 => {
+                        status.lag_seconds = 0.0;
+                        complete_at = Some(Utc::now());
+                        if let Some((file, size)) = &caught_up_at
+                            && spool.current_name() == Some(file)
+                            && spool.current_len().unwrap_or(0) >= *size
+                        {
+                            caught_up = true;
+                        }
+                    }
+                    types::ROTATE if header.is_artificial() || header.log_pos == 0 => {
+                        let checksum = if bytes.len() >= 27
+                            && facts.binlog_checksum.eq_ignore_ascii_case("CRC32")
+                        {
+                            event::Checksum::Crc32
+                        } else {
+                            event::Checksum::None
+                        };
+                        let raw = event::RawEvent::frame(bytes, 0)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        let (pos, name) = event::parse_rotate(&raw, checksum, 0)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        let name = name.trim_end_matches('\0').to_string();
+                        if spool.current_name() != Some(name.as_str()) {
+                            // The server moved on from a file it did not close with a ROTATE
+                            // (a crash): what we have of it is all there is.
+                            if let Some((old, path, _, mut summary)) = spool.snapshot() {
+                                spool.close_current()?;
+                                summary.sealed = true;
+                                let len = summary.complete_end;
+                                uploader.submit(job(facts, old, path, len, true, summary));
+                            }
+                            if pos <= 4 {
+                                spool.start_file(&name, None)?;
+                            } else {
+                                return Err(Error::Internal(format!(
+                                    "the server resumed {name} at {pos}, a file the spool lacks"
+                                )));
+                            }
+                        }
+                        status.file = name;
+                    }
+                    _ => {
+                        status.last_event_time =
+                            chrono::DateTime::from_timestamp(i64::from(header.timestamp), 0);
+                        status.lag_seconds =
+                            (Utc::now().timestamp() - i64::from(header.timestamp)).max(0) as f64;
+                        if let Written::Sealed {
+                            name,
+                            path,
+                            len,
+                            summary,
+                        } = spool.write_event(bytes)?
+                        {
+                            uploader.submit(job(facts, name, path, len, true, *summary));
+                        }
+                        status.position = u64::from(header.log_pos);
+                    }
+                }
+            }
+            Incoming::LargeStart(first, total) => {
+                last_data = now;
+                status.received_bytes += first.len() as u64;
+                spool.begin_large_event(first, total)?;
+            }
+            Incoming::LargeMore(piece) => {
+                last_data = now;
+                status.received_bytes += piece.len() as u64;
+                if let Written::Sealed {
+                    name,
+                    path,
+                    len,
+                    summary,
+                } = spool.continue_large_event(piece)?
+                {
+                    uploader.submit(job(facts, name, path, len, true, *summary));
+                }
+            }
+        }
+        if last_upload.elapsed() >= opts.upload_interval {
+            upload_open_file(facts, spool, uploader, complete_at)?;
+            last_upload = Instant::now();
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            apply_upload_stats(status, &uploader.stats());
+            status.spool_bytes = spool.bytes();
+            report(status);
+            last_report = Instant::now();
+        }
+    }
+}

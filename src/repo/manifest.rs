@@ -1,0 +1,207 @@
+//! Snapshot manifests, binlog segment manifests and the repository config: JSON documents
+//! behind a one-line envelope that carries their SHA-256, so a truncated or damaged manifest
+//! is detected before anything trusts it.
+//!
+//! The fields that describe a database server (GTID sets, binlog coordinates) are plain
+//! strings here: the repository stores them, it does not interpret them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::id::Id;
+
+/// Refs inline up to this many chunks; beyond, the list is stored as a blob of its own.
+pub const INLINE_CHUNKS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// The chunks of one file, in order: listed inline, or in a chunk-list blob (the 32-byte ids
+/// back to back) for large files, so manifests stay small whatever the data size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRefs {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_list: Option<Id>,
+    /// Number of chunks (whichever way they are listed).
+    #[serde(default)]
+    pub chunk_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    pub kind: FileKind,
+    /// Unix permission bits.
+    pub mode: u32,
+    pub size: u64,
+    /// SHA-256 of the whole file, checked again on restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(flatten)]
+    pub refs: ChunkRefs,
+}
+
+/// The server a snapshot or segment came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// host:port, never with credentials.
+    pub address: String,
+    pub server_uuid: String,
+    pub server_id: u64,
+    pub flavor: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    pub id: String,
+    /// `logical`, `clone`, `cold` or `files`.
+    pub method: String,
+    /// The consistent point: on the source's clock when there is a source.
+    pub time: DateTime<Utc>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    /// Host that ran the backup.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_position: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_executed: Option<String>,
+    /// Seconds the global lock was held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_seconds: Option<f64>,
+    /// Plaintext bytes of all files.
+    pub size: u64,
+    /// Bytes this snapshot added to this repository (packed, compressed).
+    pub new_bytes: u64,
+    pub files: Vec<FileEntry>,
+    /// Engine-specific facts (table list, options used), kept for the restore engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One archived binlog file, or the archived prefix of one that is still being written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinlogSegment {
+    pub source_uuid: String,
+    pub server_id: u64,
+    /// The server's file name, e.g. `binlog.000042`.
+    pub file: String,
+    /// Bytes archived, from the start of the file.
+    pub size: u64,
+    /// True when the file is complete (ends with a rotate or stop event).
+    pub sealed: bool,
+    pub first_event_time: Option<DateTime<Utc>>,
+    pub last_event_time: Option<DateTime<Utc>>,
+    /// Microsecond commit timestamps of the first and last transaction, where recorded.
+    pub first_commit_us: Option<i64>,
+    pub last_commit_us: Option<i64>,
+    pub transactions: u64,
+    /// GTIDs of the transactions in this segment.
+    pub gtids: String,
+    /// The file's previous-GTIDs header: everything before it.
+    pub previous_gtids: String,
+    pub sha256: Id,
+    pub archived_at: DateTime<Utc>,
+    pub host: String,
+    #[serde(flatten)]
+    pub refs: ChunkRefs,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A hole in a source's archive, recorded by the streamer when the source had purged binlogs
+/// the archive needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapRecord {
+    pub server_uuid: String,
+    pub detail: String,
+    pub detected_at: DateTime<Utc>,
+}
+
+/// Wraps a document: `MYVAULT <kind> 1 sha256=<hex>\n<json>`.
+pub fn encode<T: Serialize>(kind: &str, doc: &T) -> Vec<u8> {
+    // Serialising our own plain structs cannot fail.
+    let body = serde_json::to_vec_pretty(doc).unwrap_or_default();
+    let mut out = format!("MYVAULT {kind} 1 sha256={}\n", Id::of(&body)).into_bytes();
+    out.extend_from_slice(&body);
+    out.push(b'\n');
+    out
+}
+
+/// Unwraps and checks a document written by [`encode`].
+pub fn decode<T: DeserializeOwned>(kind: &str, data: &[u8]) -> Result<T, String> {
+    let nl = data
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no envelope line")?;
+    let head = std::str::from_utf8(&data[..nl]).map_err(|_| "envelope is not text")?;
+    let mut parts = head.split(' ');
+    let (magic, k, version, hash) = (parts.next(), parts.next(), parts.next(), parts.next());
+    if magic != Some("MYVAULT") || k != Some(kind) {
+        return Err(format!("not a {kind} document"));
+    }
+    if version != Some("1") {
+        return Err(format!(
+            "unsupported {kind} format version {}",
+            version.unwrap_or("?")
+        ));
+    }
+    let hash = hash
+        .and_then(|h| h.strip_prefix("sha256="))
+        .and_then(Id::parse)
+        .ok_or("bad checksum field")?;
+    let body = data[nl + 1..]
+        .strip_suffix(b"\n")
+        .ok_or("truncated (no final newline)")?;
+    if Id::of(body) != hash {
+        return Err("checksum mismatch (truncated or damaged)".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_detects_truncation_and_damage() {
+        let doc = SourceInfo {
+            address: "h:1".into(),
+            server_uuid: "u".into(),
+            server_id: 1,
+            flavor: "MySQL".into(),
+            version: "9.7".into(),
+        };
+        let bytes = encode("test", &doc);
+        assert_eq!(decode::<SourceInfo>("test", &bytes).unwrap(), doc);
+        assert!(decode::<SourceInfo>("other", &bytes).is_err());
+        for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                decode::<SourceInfo>("test", &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 5] ^= 1;
+        assert!(decode::<SourceInfo>("test", &bad).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! The content-addressed repository: chunks identified by SHA-256, compressed, grouped into
+//! packs, found through index files, and tied together by snapshot and binlog manifests.
+//! See `docs/repository-format.md` for the format and its invariants.
+//!
+//! Knows nothing of MySQL: it stores streams and files and the strings that describe them.
+//!
+//! Object layout in a store:
+//!
+//! ```text
+//! config                          format version, id, chunker and pack settings
+//! packs/<2 hex>/<pack id>         pack files
+//! index/<index id>                index files (which blob is in which pack)
+//! snapshots/<snapshot id>         snapshot manifests
+//! binlog/<server uuid>/<file>/<archived size, 20 digits>   binlog segment manifests
+//! gaps/<time>-<random>            holes in a binlog archive the streamer found
+//! locks/<lock id>                 locks
+//! ```
+
+pub mod bytes;
+pub mod chunker;
+pub mod codec;
+pub mod config;
+pub mod copy;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod reader;
+pub mod verify;
+pub mod writer;
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+pub use error::{RepoError, Result};
+pub use id::Id;
+
+use crate::storage::Storage;
+use config::RepoConfig;
+use index::{BlobLocation, Index};
+use manifest::{BinlogSegment, GapRecord, SnapshotManifest};
+use pack::PackEntry;
+
+pub const CONFIG_KEY: &str = "config";
+
+pub fn pack_key(id: &Id) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{}", &hex[..2], hex)
+}
+
+pub fn index_key(id: &Id) -> String {
+    format!("index/{id}")
+}
+
+pub fn snapshot_key(id: &str) -> String {
+    format!("snapshots/{id}")
+}
+
+pub fn binlog_key(server_uuid: &str, file: &str, size: u64) -> String {
+    format!("binlog/{server_uuid}/{file}/{size:020}")
+}
+
+/// An opened repository: its store, its config, and (loaded on first use) its index.
+#[derive(Debug)]
+pub struct Repo {
+    storage: Arc<dyn Storage>,
+    config: RepoConfig,
+    /// `None` until first needed; writers add the packs they upload, so a long-running
+    /// writer keeps deduplicating against its own earlier uploads.
+    index: RwLock<Option<Index>>,
+}
+
+impl Repo {
+    /// Creates a repository in an empty store.
+    pub fn init(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Repo> {
+        config.validate().map_err(RepoError::Invalid)?;
+        if !storage.create(CONFIG_KEY, &manifest::encode("config", &config))? {
+            return Err(RepoError::AlreadyInitialized {
+                store: storage.name().to_string(),
+            });
+        }
+        Ok(Repo {
+            storage,
+            config,
+            index: RwLock::new(None),
+        })
+    }
+
+    pub fn open(storage: Arc<dyn Storage>) -> Result<Repo> {
+        let data = match storage.get(CONFIG_KEY) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    store: storage.name().to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config: RepoConfig = manifest::decode("config", &data)
+            .map_err(|d| RepoError::integrity(storage.name(), "config", d))?;
+        config.validate().map_err(RepoError::Invalid)?;
+        Ok(Repo {
+            storage,
+            config,
+            index: RwLock::new(None),
+        })
+    }
+
+    /// Opens the repository, creating it first if the store holds none.
+    pub fn open_or_init(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Repo> {
+        match Repo::open(storage.clone()) {
+            Err(RepoError::NotARepository { .. }) => match Repo::init(storage.clone(), config) {
+                Err(RepoError::AlreadyInitialized { .. }) => Repo::open(storage),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.storage.name()
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Runs `f` on the index, loading it from the index files first if needed.
+    pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> Result<R> {
+        {
+            let guard = self.read_index();
+            if let Some(idx) = guard.as_ref() {
+                return Ok(f(idx));
+            }
+        }
+        let loaded = self.load_index()?;
+        let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let idx = slot.get_or_insert(loaded);
+        Ok(f(idx))
+    }
+
+    fn read_index(&self) -> RwLockReadGuard<'_, Option<Index>> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn has_blob(&self, id: &Id) -> Result<bool> {
+        self.with_index(|idx| idx.contains(id))
+    }
+
+    pub fn blob(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        self.with_index(|idx| idx.get(id))
+    }
+
+    /// Makes packs this process has uploaded (and indexed) known without a reload.
+    pub fn record_packs(&self, packs: &[(Id, Vec<PackEntry>)]) {
+        let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(idx) = slot.as_mut() {
+            for (pack, entries) in packs {
+                idx.add_pack(*pack, entries);
+            }
+        }
+    }
+
+    /// Forgets the loaded index, so the next use reads the index files again.
+    pub fn reload_index(&self) {
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn load_index(&self) -> Result<Index> {
+        let mut idx = Index::new();
+        for obj in self.storage.list("index/")? {
+            let data = match self.storage.get(&obj.key) {
+                Ok(d) => d,
+                // Merged away by a concurrent writer: its entries are in the merged file.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let packs = index::decode_file(&data)
+                .map_err(|d| RepoError::integrity(self.name(), &obj.key, d))?;
+            for (pack, entries) in &packs {
+                idx.add_pack(*pack, entries);
+            }
+        }
+        Ok(idx)
+    }
+
+    /// All snapshot manifests, oldest first. A damaged manifest is an error naming it.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotManifest>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list("snapshots/")? {
+            let id = obj.key.trim_start_matches("snapshots/");
+            out.push(self.snapshot(id)?);
+        }
+        out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn snapshot(&self, id: &str) -> Result<SnapshotManifest> {
+        let key = snapshot_key(id);
+        let data = self.storage.get(&key).map_err(|e| {
+            if e.is_not_found() {
+                RepoError::NotFound {
+                    store: self.name().to_string(),
+                    what: format!("snapshot {id}"),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        manifest::decode("snapshot", &data)
+            .map_err(|d| RepoError::integrity(self.name(), format!("snapshot {id}"), d))
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix of one.
+    pub fn find_snapshot(&self, wanted: &str) -> Result<SnapshotManifest> {
+        let all = self.snapshots()?;
+        let not_found = || RepoError::NotFound {
+            store: self.name().to_string(),
+            what: format!("snapshot {wanted}"),
+        };
+        if wanted == "latest" {
+            return all.into_iter().next_back().ok_or_else(not_found);
+        }
+        let mut matches: Vec<SnapshotManifest> = all
+            .into_iter()
+            .filter(|s| s.id.starts_with(wanted))
+            .collect();
+        match matches.len() {
+            0 => Err(not_found()),
+            1 => Ok(matches.remove(0)),
+            n => Err(RepoError::Invalid(format!(
+                "snapshot id prefix {wanted} matches {n} snapshots; give more of it"
+            ))),
+        }
+    }
+
+    /// Gaps the streamer recorded (`gaps/`), oldest first.
+    pub fn gaps(&self) -> Result<Vec<GapRecord>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list("gaps/")? {
+            let data = self.storage.get(&obj.key)?;
+            out.push(
+                manifest::decode::<GapRecord>("gap", &data)
+                    .map_err(|d| RepoError::integrity(self.name(), &obj.key, d))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// All binlog segment manifests, by server and file.
+    pub fn binlog_segments(&self) -> Result<Vec<BinlogSegment>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list("binlog/")? {
+            let data = match self.storage.get(&obj.key) {
+                Ok(d) => d,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.push(
+                manifest::decode::<BinlogSegment>("binlog", &data)
+                    .map_err(|d| RepoError::integrity(self.name(), &obj.key, d))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

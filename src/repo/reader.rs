@@ -1,0 +1,253 @@
+//! Reading files back out of a repository, verifying every chunk against its id and every
+//! file against its SHA-256.
+//!
+//! Consecutive chunks stored next to each other in a pack are fetched with one ranged read,
+//! so a restore reads packs mostly sequentially and memory stays at one such range.
+
+use std::io::{self, Read, Write};
+
+use super::codec;
+use super::error::{RepoError, Result};
+use super::id::{Hasher, Id};
+use super::index::BlobLocation;
+use super::manifest::{ChunkRefs, FileEntry};
+use super::{Repo, pack_key};
+
+/// Largest single ranged read when coalescing neighbouring chunks.
+const MAX_RANGE: u64 = 16 * 1024 * 1024;
+/// Unneeded bytes between two wanted chunks that are still worth reading through.
+const MAX_GAP: u64 = 256 * 1024;
+
+impl Repo {
+    fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.blob(id)?.ok_or_else(|| {
+            RepoError::integrity(
+                self.name(),
+                format!("chunk {id}"),
+                "not in any index (missing)",
+            )
+        })
+    }
+
+    fn decode_blob(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+        let data = codec::decode(loc.codec, stored, loc.raw_len as usize)
+            .map_err(|d| RepoError::integrity(self.name(), what(), d))?;
+        if Id::of(&data) != *id {
+            return Err(RepoError::integrity(
+                self.name(),
+                what(),
+                "content does not match its id",
+            ));
+        }
+        Ok(data)
+    }
+
+    /// One blob's plaintext, verified.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let stored = self.storage().get_range(
+            &pack_key(&loc.pack),
+            u64::from(loc.offset),
+            u64::from(loc.stored_len),
+        )?;
+        if stored.len() != loc.stored_len as usize {
+            return Err(RepoError::integrity(
+                self.name(),
+                format!("pack {}", loc.pack.short()),
+                "shorter than its index says",
+            ));
+        }
+        self.decode_blob(id, &loc, &stored)
+    }
+
+    /// The chunk ids of a file or segment, in order.
+    pub fn chunk_ids(&self, refs: &ChunkRefs) -> Result<Vec<Id>> {
+        let Some(list) = refs.chunk_list else {
+            return Ok(refs.chunks.clone());
+        };
+        let bytes = self.read_blob(&list)?;
+        if bytes.len() % Id::LEN != 0 || (bytes.len() / Id::LEN) as u64 != refs.chunk_count {
+            return Err(RepoError::integrity(
+                self.name(),
+                format!("chunk list {}", list.short()),
+                "wrong length",
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(Id::LEN)
+            .filter_map(Id::from_slice)
+            .collect())
+    }
+
+    /// A verifying reader over a file's content.
+    pub fn open_file(&self, entry: &FileEntry) -> Result<FileReader<'_>> {
+        let ids = self.chunk_ids(&entry.refs)?;
+        Ok(FileReader {
+            repo: self,
+            path: entry.path.clone(),
+            expected_size: entry.size,
+            expected_sha: entry.sha256,
+            ids,
+            next: 0,
+            fetched: Vec::new(),
+            current: Vec::new(),
+            pos: 0,
+            hasher: Hasher::new(),
+            total: 0,
+            finished: false,
+        })
+    }
+
+    /// Writes a file's content to `out`, verified; returns its size.
+    pub fn copy_file(&self, entry: &FileEntry, out: &mut dyn Write) -> Result<u64> {
+        let mut reader = self.open_file(entry)?;
+        let mut total = 0u64;
+        while let Some(chunk) = reader.next_chunk()? {
+            out.write_all(&chunk)
+                .map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
+            total += chunk.len() as u64;
+        }
+        Ok(total)
+    }
+}
+
+/// Reads a file chunk by chunk. Errors are [`RepoError`]s through [`FileReader::next_chunk`],
+/// or `io::Error`s wrapping them through `Read`.
+pub struct FileReader<'r> {
+    repo: &'r Repo,
+    path: String,
+    expected_size: u64,
+    expected_sha: Option<Id>,
+    ids: Vec<Id>,
+    next: usize,
+    /// Chunks fetched by the last ranged read, not yet handed out (in reverse order).
+    fetched: Vec<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    hasher: Hasher,
+    total: u64,
+    finished: bool,
+}
+
+impl FileReader<'_> {
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The next chunk's plaintext, or `None` at the end, after the whole-file checks.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.fetched.is_empty() {
+            if self.next >= self.ids.len() {
+                self.finish()?;
+                return Ok(None);
+            }
+            self.fetch_range()?;
+        }
+        let chunk = self.fetched.pop().unwrap_or_default();
+        self.hasher.update(&chunk);
+        self.total += chunk.len() as u64;
+        Ok(Some(chunk))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let what = || format!("file {}", self.path);
+        if self.total != self.expected_size {
+            return Err(RepoError::integrity(
+                self.repo.name(),
+                what(),
+                format!(
+                    "{} bytes restored, manifest says {}",
+                    self.total, self.expected_size
+                ),
+            ));
+        }
+        let sha = std::mem::take(&mut self.hasher).finish();
+        if let Some(expected) = self.expected_sha
+            && expected != sha
+        {
+            return Err(RepoError::integrity(
+                self.repo.name(),
+                what(),
+                "SHA-256 of the restored file does not match the manifest",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the next chunk and as many following ones as lie close behind it in the same pack.
+    fn fetch_range(&mut self) -> Result<()> {
+        let first = self.repo.locate(&self.ids[self.next])?;
+        let start = u64::from(first.offset);
+        let mut end = start + u64::from(first.stored_len);
+        let mut group = vec![(self.ids[self.next], first)];
+        let mut i = self.next + 1;
+        while i < self.ids.len() {
+            let loc = self.repo.locate(&self.ids[i])?;
+            let (o, l) = (u64::from(loc.offset), u64::from(loc.stored_len));
+            if loc.pack != first.pack || o < end || o - end > MAX_GAP || o + l - start > MAX_RANGE {
+                break;
+            }
+            end = o + l;
+            group.push((self.ids[i], loc));
+            i += 1;
+        }
+        let data = self
+            .repo
+            .storage()
+            .get_range(&pack_key(&first.pack), start, end - start)?;
+        if (data.len() as u64) < end - start {
+            return Err(RepoError::integrity(
+                self.repo.name(),
+                format!("pack {}", first.pack.short()),
+                "shorter than its index says",
+            ));
+        }
+        let mut chunks = Vec::with_capacity(group.len());
+        for (id, loc) in &group {
+            let from = (u64::from(loc.offset) - start) as usize;
+            chunks.push(self.repo.decode_blob(
+                id,
+                loc,
+                &data[from..from + loc.stored_len as usize],
+            )?);
+        }
+        chunks.reverse();
+        self.fetched = chunks;
+        self.next = i;
+        Ok(())
+    }
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            match self.next_chunk().map_err(io::Error::other)? {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Recovers a repository error carried through `io::Error` by a [`FileReader`].
+pub fn unwrap_io(e: io::Error, context: &str) -> RepoError {
+    if !e.get_ref().is_some_and(|inner| inner.is::<RepoError>()) {
+        return RepoError::io(context, e);
+    }
+    match e.into_inner().map(|inner| inner.downcast::<RepoError>()) {
+        Some(Ok(repo_err)) => *repo_err,
+        _ => RepoError::Invalid(format!("{context}: read failed")),
+    }
+}

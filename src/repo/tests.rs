@@ -1,0 +1,306 @@
+//! Repository behaviour over the in-memory store: round trips, dedup, failures, damage.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::chunker::ChunkerConfig;
+use super::config::RepoConfig;
+use super::manifest::SnapshotManifest;
+use super::writer::{MultiWriter, new_snapshot_id};
+use super::{Repo, RepoError, copy, verify};
+use crate::storage::Storage;
+use crate::storage::memory::MemoryStorage;
+
+fn small_config() -> RepoConfig {
+    RepoConfig {
+        chunker: ChunkerConfig::cdc(16 * 1024),
+        pack_size: 1 << 20,
+        ..RepoConfig::new()
+    }
+}
+
+fn new_repo() -> (Arc<MemoryStorage>, Arc<Repo>) {
+    let mem = Arc::new(MemoryStorage::new());
+    let repo = Repo::init(mem.clone(), small_config()).unwrap();
+    (mem, Arc::new(repo))
+}
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Half text-like, half noise: compresses a little, like real dumps.
+            if i % 2 == 0 {
+                b'a' + (x % 26) as u8
+            } else {
+                (x >> 24) as u8
+            }
+        })
+        .collect()
+}
+
+fn template() -> SnapshotManifest {
+    let now = Utc::now();
+    SnapshotManifest {
+        id: new_snapshot_id(now),
+        method: "files".into(),
+        time: now,
+        started: now,
+        finished: now,
+        host: "test".into(),
+        source: None,
+        binlog_file: None,
+        binlog_position: None,
+        gtid_executed: None,
+        lock_seconds: None,
+        size: 0,
+        new_bytes: 0,
+        files: Vec::new(),
+        extra: Default::default(),
+    }
+}
+
+fn backup(
+    repos: Vec<Arc<Repo>>,
+    files: &[(&str, &[u8])],
+) -> Result<(String, Vec<super::writer::TargetOutcome>), RepoError> {
+    let w = MultiWriter::new(repos)?;
+    for (name, bytes) in files {
+        w.add_file(name, 0o644, *bytes, w.stream_chunker())?;
+    }
+    let t = template();
+    let id = t.id.clone();
+    Ok((id, w.commit_snapshot(t)?.outcomes))
+}
+
+fn restore(repo: &Repo, id: &str, path: &str) -> Result<Vec<u8>, RepoError> {
+    let snap = repo.snapshot(id)?;
+    let entry = snap
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .expect("file in manifest");
+    let mut out = Vec::new();
+    repo.copy_file(entry, &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn round_trip_into_two_repos_and_dedup_on_second_backup() {
+    let (_, a) = new_repo();
+    let (_, b) = new_repo();
+    let big = data(3 << 20, 1);
+    let (id, outcomes) = backup(
+        vec![a.clone(), b.clone()],
+        &[("big", &big), ("small", b"tiny")],
+    )
+    .unwrap();
+    assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+    for repo in [&a, &b] {
+        assert_eq!(restore(repo, &id, "big").unwrap(), big);
+        assert_eq!(restore(repo, &id, "small").unwrap(), b"tiny");
+    }
+    let first_new = outcomes[0].new_bytes;
+
+    let (_, again) = backup(
+        vec![a.clone(), b.clone()],
+        &[("big", &big), ("small", b"tiny")],
+    )
+    .unwrap();
+    for o in &again {
+        assert!(
+            o.new_bytes * 100 < first_new,
+            "second backup wrote {} of {first_new}",
+            o.new_bytes
+        );
+    }
+    // A 1% change in the middle costs a few chunks, not the file.
+    let mut changed = big.clone();
+    for b in &mut changed[1_500_000..1_530_000] {
+        *b = b.wrapping_add(1);
+    }
+    let (id3, third) = backup(vec![a.clone()], &[("big", &changed)]).unwrap();
+    assert!(
+        third[0].new_bytes * 10 < first_new,
+        "1% change wrote {} of {first_new}",
+        third[0].new_bytes
+    );
+    assert_eq!(restore(&a, &id3, "big").unwrap(), changed);
+    assert_eq!(a.snapshots().unwrap().len(), 3);
+    assert_eq!(b.snapshots().unwrap().len(), 2);
+}
+
+#[test]
+fn a_failing_repo_is_reported_and_the_other_completes() {
+    let (_, good) = new_repo();
+    let (bad_mem, bad) = new_repo();
+    bad_mem.fail_writes_after(1);
+    let big = data(4 << 20, 2);
+    let (id, outcomes) = backup(vec![good.clone(), bad.clone()], &[("big", &big)]).unwrap();
+    assert!(outcomes[0].error.is_none());
+    assert!(
+        outcomes[1]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("injected"),
+        "{outcomes:?}"
+    );
+    assert_eq!(restore(&good, &id, "big").unwrap(), big);
+    // No snapshot becomes visible where its data is not complete.
+    assert!(bad_mem.list("snapshots/").unwrap().is_empty());
+}
+
+#[test]
+fn all_repos_failing_is_an_error() {
+    let (mem, repo) = new_repo();
+    mem.fail_writes_after(0);
+    let err = backup(vec![repo], &[("f", &data(3 << 20, 3))]).unwrap_err();
+    assert!(matches!(err, RepoError::WriteFailed(_)), "{err}");
+}
+
+#[test]
+fn large_files_use_a_chunk_list_blob() {
+    let (_, repo) = new_repo();
+    let big = data(2 << 20, 4);
+    let (id, _) = backup(vec![repo.clone()], &[("big", &big)]).unwrap();
+    let snap = repo.snapshot(&id).unwrap();
+    let f = &snap.files[0];
+    assert!(
+        f.refs.chunk_list.is_some() && f.refs.chunks.is_empty(),
+        "{f:?}"
+    );
+    assert!(f.refs.chunk_count > 64);
+    assert_eq!(restore(&repo, &id, "big").unwrap(), big);
+}
+
+#[test]
+fn damage_is_detected_on_read_and_named_by_verify() {
+    let (mem, repo) = new_repo();
+    let big = data(3 << 20, 5);
+    let (id, _) = backup(
+        vec![repo.clone()],
+        &[("big", &big), ("other", b"unaffected")],
+    )
+    .unwrap();
+    let clean = verify::verify(&repo, true, |_, _| {}).unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert!(clean.blobs > 10);
+
+    let pack_key = mem.list("packs/").unwrap()[0].key.clone();
+    mem.tamper(&pack_key, |b| b[100] ^= 0x40);
+    let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
+    let err = restore(&fresh, &id, "big").unwrap_err();
+    assert!(matches!(err, RepoError::Integrity { .. }), "{err}");
+
+    let report = verify::verify(&fresh, true, |_, _| {}).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.object == pack_key),
+        "{:?}",
+        report.problems
+    );
+    let affected: Vec<&String> = report.problems.iter().flat_map(|p| &p.affects).collect();
+    assert!(
+        affected
+            .iter()
+            .any(|a| a.contains(&id) && a.contains("file big")),
+        "{affected:?}"
+    );
+    assert!(
+        !affected.iter().any(|a| a.contains("file other")),
+        "{affected:?}"
+    );
+}
+
+#[test]
+fn truncated_manifest_is_an_integrity_error() {
+    let (mem, repo) = new_repo();
+    let (id, _) = backup(vec![repo.clone()], &[("f", b"data")]).unwrap();
+    mem.tamper(&format!("snapshots/{id}"), |b| b.truncate(b.len() / 2));
+    let err = repo.snapshots().unwrap_err();
+    assert!(
+        matches!(err, RepoError::Integrity { .. }) && err.to_string().contains(&id),
+        "{err}"
+    );
+    let report = verify::verify(&repo, false, |_, _| {}).unwrap();
+    assert!(report.problems.iter().any(|p| p.object.contains(&id)));
+}
+
+#[test]
+fn interrupted_write_leaves_indexed_packs_that_a_rerun_reuses() {
+    let (mem, repo) = new_repo();
+    let big = data(6 << 20, 6);
+    {
+        let w = MultiWriter::new(vec![repo.clone()]).unwrap();
+        // Only the first half arrives before the "crash" (the writer is dropped uncommitted).
+        w.add_file("big", 0o644, &big[..3 << 20], w.stream_chunker())
+            .unwrap();
+    }
+    assert!(mem.list("snapshots/").unwrap().is_empty());
+    assert!(
+        !mem.list("index/").unwrap().is_empty(),
+        "per-pack index files survive the crash"
+    );
+    let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
+    let (id, outcomes) = backup(vec![fresh.clone()], &[("big", &big)]).unwrap();
+    let total_stored = mem.bytes();
+    assert!(
+        outcomes[0].new_bytes < total_stored * 3 / 4,
+        "rerun wrote {} of {total_stored}",
+        outcomes[0].new_bytes
+    );
+    assert_eq!(restore(&fresh, &id, "big").unwrap(), big);
+}
+
+#[test]
+fn copy_moves_only_missing_objects() {
+    let (_, a) = new_repo();
+    let (bmem, b) = new_repo();
+    let (id1, _) = backup(vec![a.clone()], &[("f", &data(2 << 20, 7))]).unwrap();
+    let r1 = copy::copy(&a, &b, |_| {}).unwrap();
+    assert!(r1.packs_copied > 0 && r1.snapshots_copied == 1);
+    assert_eq!(restore(&b, &id1, "f").unwrap(), data(2 << 20, 7));
+    let r2 = copy::copy(&a, &b, |_| {}).unwrap();
+    assert_eq!(
+        (r2.packs_copied, r2.snapshots_copied, r2.index_files_copied),
+        (0, 0, 0)
+    );
+    let (id2, _) = backup(vec![a.clone()], &[("f", &data(2 << 20, 7)), ("g", b"new")]).unwrap();
+    let before = bmem.bytes();
+    let r3 = copy::copy(&a, &b, |_| {}).unwrap();
+    assert_eq!(r3.snapshots_copied, 1);
+    assert!(
+        bmem.bytes() - before < 4096,
+        "only the new small file moved"
+    );
+    assert_eq!(restore(&b, &id2, "g").unwrap(), b"new");
+    assert!(
+        verify::verify(&b, true, |_, _| {})
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+}
+
+#[test]
+fn open_rejects_non_repositories_and_double_init() {
+    let mem = Arc::new(MemoryStorage::new());
+    assert!(matches!(
+        Repo::open(mem.clone()).unwrap_err(),
+        RepoError::NotARepository { .. }
+    ));
+    Repo::init(mem.clone(), small_config()).unwrap();
+    assert!(matches!(
+        Repo::init(mem.clone(), small_config()).unwrap_err(),
+        RepoError::AlreadyInitialized { .. }
+    ));
+    mem.tamper("config", |b| b.truncate(10));
+    assert!(matches!(
+        Repo::open(mem).unwrap_err(),
+        RepoError::Integrity { .. }
+    ));
+}

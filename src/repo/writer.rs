@@ -1,0 +1,516 @@
+//! Writing into one or more repositories in one pass.
+//!
+//! The source is read once: every chunk is cut, hashed and compressed once, then offered to
+//! each repository, which stores it only if it does not have it yet. A repository whose
+//! storage fails is dropped from the write and reported; the others carry on, so a failing
+//! off-site store never costs the local copy.
+//!
+//! Write order per repository: packs, then an index file for them, then the manifest. A
+//! manifest is therefore never visible before every blob it names is stored and indexed.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::chunker::ChunkerConfig;
+use super::codec::{self, Codec};
+use super::error::{RepoError, Result};
+use super::id::{Hasher, Id};
+use super::manifest::{self, ChunkRefs, FileEntry, FileKind, INLINE_CHUNKS, SnapshotManifest};
+use super::pack::{PackBuilder, PackEntry};
+use super::{Repo, index, index_key, pack_key, snapshot_key};
+
+/// What happened in one repository.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetOutcome {
+    pub repo: String,
+    /// `None` when everything was written; otherwise why this repository was given up.
+    pub error: Option<String>,
+    /// Compressed bytes newly stored (packs).
+    pub new_bytes: u64,
+    pub new_chunks: u64,
+}
+
+struct FinishedPack {
+    id: Id,
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+#[derive(Default)]
+struct TargetState {
+    pack: PackBuilder,
+    /// Blobs added by this writer (in packs uploaded, queued or being filled).
+    added: HashSet<Id>,
+    uploaded: Vec<(Id, Vec<PackEntry>)>,
+    /// One index file per uploaded pack, so an interrupted write leaves its packs indexed
+    /// and a rerun reuses them; merged into one file when the writer finishes.
+    pack_index_keys: Vec<String>,
+    failed: Option<String>,
+    new_bytes: u64,
+    new_chunks: u64,
+}
+
+struct Target {
+    repo: Arc<Repo>,
+    state: Arc<Mutex<TargetState>>,
+    sender: Mutex<Option<SyncSender<FinishedPack>>>,
+    uploader: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock(m: &Mutex<TargetState>) -> MutexGuard<'_, TargetState> {
+    // Every update of the state is complete before the lock is released, so a poisoned
+    // lock still guards consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Target {
+    fn new(repo: Arc<Repo>, pack_capacity: usize) -> Target {
+        let state = Arc::new(Mutex::new(TargetState {
+            pack: PackBuilder::with_capacity(pack_capacity),
+            ..Default::default()
+        }));
+        // No queue: the next pack is filled while this one uploads, so at most two packs per
+        // repository are in memory.
+        let (tx, rx) = sync_channel::<FinishedPack>(0);
+        let (thread_repo, thread_state) = (repo.clone(), state.clone());
+        let handle = std::thread::spawn(move || {
+            for pack in rx {
+                if lock(&thread_state).failed.is_some() {
+                    continue;
+                }
+                let len = pack.bytes.len() as u64;
+                let storage = thread_repo.storage();
+                let indexed = [(pack.id, pack.entries)];
+                let index_file = index::encode_file(&indexed);
+                let index_key = index_key(&Id::of(&index_file));
+                let [(id, entries)] = indexed;
+                match storage
+                    .put(&pack_key(&id), &pack.bytes)
+                    .and_then(|()| storage.put(&index_key, &index_file))
+                {
+                    Ok(()) => {
+                        let mut st = lock(&thread_state);
+                        st.new_bytes += len;
+                        st.uploaded.push((id, entries));
+                        st.pack_index_keys.push(index_key);
+                    }
+                    Err(e) => lock(&thread_state).failed = Some(e.to_string()),
+                }
+            }
+        });
+        Target {
+            repo,
+            state,
+            sender: Mutex::new(Some(tx)),
+            uploader: Mutex::new(Some(handle)),
+        }
+    }
+
+    fn failed(&self) -> bool {
+        lock(&self.state).failed.is_some()
+    }
+
+    fn fail(&self, why: String) {
+        let mut st = lock(&self.state);
+        if st.failed.is_none() {
+            st.failed = Some(why);
+        }
+    }
+
+    fn send(&self, pack: FinishedPack) {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match sender {
+            Some(tx) => {
+                if tx.send(pack).is_err() {
+                    self.fail("the upload thread stopped".into());
+                }
+            }
+            None => self.fail("pack sent after the writer was closed".into()),
+        }
+    }
+
+    /// Sends the last partial pack and waits for every upload to end.
+    fn drain(&self) {
+        let last = {
+            let mut st = lock(&self.state);
+            if st.pack.is_empty() {
+                None
+            } else {
+                Some(std::mem::take(&mut st.pack))
+            }
+        };
+        if let Some(pack) = last {
+            let (id, bytes, entries) = pack.finish();
+            self.send(FinishedPack { id, bytes, entries });
+        }
+        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(handle) = self
+            .uploader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            && handle.join().is_err()
+        {
+            self.fail("the upload thread panicked".into());
+        }
+    }
+
+    /// After [`Target::drain`]: replaces the per-pack index files with one.
+    fn merge_index(&self) -> Result<(), String> {
+        let (uploaded, keys) = {
+            let mut st = lock(&self.state);
+            (
+                std::mem::take(&mut st.uploaded),
+                std::mem::take(&mut st.pack_index_keys),
+            )
+        };
+        self.repo.record_packs(&uploaded);
+        if uploaded.len() < 2 {
+            return Ok(());
+        }
+        let file = index::encode_file(&uploaded);
+        let merged = index_key(&Id::of(&file));
+        let storage = self.repo.storage();
+        storage.put(&merged, &file).map_err(|e| e.to_string())?;
+        // The merged file is durable, so the small ones can go; a failure here only leaves
+        // redundant index files.
+        for key in keys.iter().filter(|k| **k != merged) {
+            let _ = storage.delete(key);
+        }
+        Ok(())
+    }
+
+    fn outcome(&self) -> TargetOutcome {
+        let st = lock(&self.state);
+        TargetOutcome {
+            repo: self.repo.name().to_string(),
+            error: st.failed.clone(),
+            new_bytes: st.new_bytes,
+            new_chunks: st.new_chunks,
+        }
+    }
+}
+
+/// Writes files and streams into several repositories at once.
+pub struct MultiWriter {
+    chunker: ChunkerConfig,
+    level: i32,
+    pack_size: usize,
+    targets: Vec<Target>,
+    files: Mutex<Vec<FileEntry>>,
+}
+
+impl MultiWriter {
+    /// The first repository's settings decide chunking and compression for all of them:
+    /// the data is cut and compressed once.
+    pub fn new(repos: Vec<Arc<Repo>>) -> Result<MultiWriter> {
+        let first = repos
+            .first()
+            .ok_or_else(|| RepoError::Invalid("no repository to write to".into()))?;
+        let cfg = first.config().clone();
+        for repo in &repos {
+            // Load each index up front: a missing or damaged one fails the start, not the middle.
+            repo.with_index(|_| ())?;
+        }
+        let mut writer = MultiWriter {
+            chunker: cfg.chunker,
+            level: cfg.compression_level,
+            pack_size: cfg.pack_size as usize,
+            targets: Vec::new(),
+            files: Mutex::new(Vec::new()),
+        };
+        let capacity = writer.pack_capacity();
+        writer.targets = repos
+            .into_iter()
+            .map(|r| Target::new(r, capacity))
+            .collect();
+        Ok(writer)
+    }
+
+    /// The chunker used for streams; callers pick the repository's page chunker for files
+    /// that change in place.
+    pub fn stream_chunker(&self) -> ChunkerConfig {
+        self.chunker
+    }
+
+    pub fn page_chunker(&self) -> ChunkerConfig {
+        self.targets
+            .first()
+            .map(|t| t.repo.config().page_chunker)
+            .unwrap_or(self.chunker)
+    }
+
+    /// Room for a full pack: its size, one more blob, and the header.
+    fn pack_capacity(&self) -> usize {
+        self.pack_size + codec::MAX_BLOB.min(self.chunker.max_chunk() + 1024) + 64 * 1024
+    }
+
+    /// Fails when every repository has failed: there is no point in reading on.
+    fn check_alive(&self) -> Result<()> {
+        if self.targets.iter().all(Target::failed) {
+            let why: Vec<String> = self
+                .targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}: {}",
+                        t.repo.name(),
+                        lock(&t.state).failed.clone().unwrap_or_default()
+                    )
+                })
+                .collect();
+            return Err(RepoError::WriteFailed(why.join("; ")));
+        }
+        Ok(())
+    }
+
+    /// Stores one blob where it is missing; returns its id.
+    pub fn store_blob(&self, data: &[u8]) -> Result<Id> {
+        self.check_alive()?;
+        let id = Id::of(data);
+        let mut needed = Vec::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let mut st = lock(&t.state);
+            if st.failed.is_some() || st.added.contains(&id) {
+                continue;
+            }
+            match t.repo.has_blob(&id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    st.added.insert(id);
+                    needed.push(i);
+                }
+                Err(e) => st.failed = Some(e.to_string()),
+            }
+        }
+        if needed.is_empty() {
+            return Ok(id);
+        }
+        let (codec, stored) = codec::encode(data, self.level);
+        for i in needed {
+            self.add_to_pack(&self.targets[i], id, codec, data.len() as u32, &stored);
+        }
+        Ok(id)
+    }
+
+    fn add_to_pack(&self, t: &Target, id: Id, codec: Codec, raw_len: u32, stored: &[u8]) {
+        let full = {
+            let mut st = lock(&t.state);
+            if st.failed.is_some() {
+                return;
+            }
+            st.pack.add(id, codec, raw_len, stored);
+            st.new_chunks += 1;
+            (st.pack.len() >= self.pack_size).then(|| {
+                std::mem::replace(
+                    &mut st.pack,
+                    PackBuilder::with_capacity(self.pack_capacity()),
+                )
+            })
+        };
+        if let Some(pack) = full {
+            let (id, bytes, entries) = pack.finish();
+            t.send(FinishedPack { id, bytes, entries });
+        }
+    }
+
+    /// Chunks, stores and describes one stream.
+    pub fn write_stream(
+        &self,
+        reader: impl Read,
+        chunker: ChunkerConfig,
+    ) -> Result<(u64, Id, ChunkRefs)> {
+        let mut ids = Vec::new();
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        for chunk in chunker.chunks(reader) {
+            let chunk = chunk.map_err(|e| RepoError::io("reading the data to back up", e))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            ids.push(self.store_blob(&chunk)?);
+        }
+        Ok((size, hasher.finish(), self.chunk_refs(ids)?))
+    }
+
+    /// Lists chunk ids inline, or stores them as a chunk-list blob when there are many.
+    pub fn chunk_refs(&self, ids: Vec<Id>) -> Result<ChunkRefs> {
+        let count = ids.len() as u64;
+        if ids.len() <= INLINE_CHUNKS {
+            return Ok(ChunkRefs {
+                chunks: ids,
+                chunk_list: None,
+                chunk_count: count,
+            });
+        }
+        let mut list = Vec::with_capacity(ids.len() * Id::LEN);
+        for id in &ids {
+            list.extend_from_slice(id.as_bytes());
+        }
+        // A list of a very large file can exceed one blob: it is chunked like any stream.
+        let (_, _, refs) = self.write_stream(&list[..], ChunkerConfig::Fixed { size: 1 << 20 })?;
+        let list_id = if refs.chunk_list.is_none() && refs.chunks.len() == 1 {
+            refs.chunks[0]
+        } else {
+            return Err(RepoError::Invalid(format!(
+                "a file of {count} chunks is too large for one chunk list"
+            )));
+        };
+        Ok(ChunkRefs {
+            chunks: Vec::new(),
+            chunk_list: Some(list_id),
+            chunk_count: count,
+        })
+    }
+
+    /// Adds a regular file's content from `reader` under `path`.
+    pub fn add_file(
+        &self,
+        path: &str,
+        mode: u32,
+        reader: impl Read,
+        chunker: ChunkerConfig,
+    ) -> Result<FileEntry> {
+        let (size, sha, refs) = self.write_stream(reader, chunker)?;
+        let entry = FileEntry {
+            path: path.to_string(),
+            kind: FileKind::File,
+            mode,
+            size,
+            sha256: Some(sha),
+            target: None,
+            refs,
+        };
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Adds a directory or symlink entry (no content).
+    pub fn add_entry(&self, entry: FileEntry) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
+    }
+
+    /// Uploads what is pending and writes each repository's index file. Repositories that
+    /// failed are reported, not fatal; the result says which ones now hold every blob.
+    pub fn flush(&self) -> Vec<TargetOutcome> {
+        std::thread::scope(|s| {
+            for t in &self.targets {
+                s.spawn(|| {
+                    t.drain();
+                    if !t.failed()
+                        && let Err(e) = t.merge_index()
+                    {
+                        t.fail(e);
+                    }
+                });
+            }
+        });
+        self.targets.iter().map(Target::outcome).collect()
+    }
+
+    /// Flushes, then runs `commit` (which writes the manifest) for each repository that holds
+    /// every blob. Fails only when no repository could be written.
+    pub fn commit_with(
+        self,
+        commit: impl Fn(&Repo) -> Result<(), String>,
+    ) -> Result<Vec<TargetOutcome>> {
+        let mut outcomes = self.flush();
+        for (t, outcome) in self.targets.iter().zip(outcomes.iter_mut()) {
+            if outcome.error.is_none()
+                && let Err(e) = commit(&t.repo)
+            {
+                outcome.error = Some(e);
+            }
+        }
+        if outcomes.iter().all(|o| o.error.is_some()) {
+            let why: Vec<String> = outcomes
+                .iter()
+                .map(|o| format!("{}: {}", o.repo, o.error.clone().unwrap_or_default()))
+                .collect();
+            return Err(RepoError::WriteFailed(why.join("; ")));
+        }
+        Ok(outcomes)
+    }
+
+    /// Flushes, then writes `template` (with this writer's files, size and new bytes) as a
+    /// snapshot manifest in every repository that succeeded.
+    pub fn commit_snapshot(self, template: SnapshotManifest) -> Result<Committed> {
+        let mut outcomes = self.flush();
+        let mut files = std::mem::take(&mut *self.files.lock().unwrap_or_else(|e| e.into_inner()));
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let size = files.iter().map(|f| f.size).sum();
+        for (t, outcome) in self.targets.iter().zip(outcomes.iter_mut()) {
+            if outcome.error.is_some() {
+                continue;
+            }
+            let mut m = template.clone();
+            m.files = files.clone();
+            m.size = size;
+            m.new_bytes = outcome.new_bytes;
+            match t
+                .repo
+                .storage()
+                .create(&snapshot_key(&m.id), &manifest::encode("snapshot", &m))
+            {
+                Ok(true) => {}
+                Ok(false) => outcome.error = Some(format!("snapshot {} already exists", m.id)),
+                Err(e) => outcome.error = Some(e.to_string()),
+            }
+        }
+        if outcomes.iter().all(|o| o.error.is_some()) {
+            let why: Vec<String> = outcomes
+                .iter()
+                .map(|o| format!("{}: {}", o.repo, o.error.clone().unwrap_or_default()))
+                .collect();
+            return Err(RepoError::WriteFailed(why.join("; ")));
+        }
+        Ok(Committed {
+            outcomes,
+            size,
+            files: files.len(),
+        })
+    }
+}
+
+/// What [`MultiWriter::commit_snapshot`] wrote.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub outcomes: Vec<TargetOutcome>,
+    /// Plaintext bytes of the snapshot's files.
+    pub size: u64,
+    pub files: usize,
+}
+
+impl Drop for MultiWriter {
+    fn drop(&mut self) {
+        // Stop the upload threads; an abandoned writer leaves packs without index or
+        // manifest, which prune removes and a rerun reuses.
+        for t in &self.targets {
+            drop(t.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
+            if let Some(h) = t.uploader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// A new snapshot id: the UTC time, sortable, plus a random suffix.
+pub fn new_snapshot_id(time: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{}-{}",
+        time.format("%Y%m%dT%H%M%SZ"),
+        &super::config::random_hex(2)
+    )
+}

@@ -1,0 +1,4 @@
+//! Point-in-time restore: a snapshot, then the archived binlogs up to an exact boundary.
+
+pub mod plan;
+pub mod replay;

@@ -1,0 +1,153 @@
+//! The consistent point of a logical dump.
+//!
+//! Worker connections are opened first; then a brief global read lock is taken, every worker
+//! starts a consistent-snapshot transaction, and the binlog coordinates and GTID set are read
+//! while nothing can commit. The lock is released at once; the workers keep reading the
+//! state of that instant. On MySQL 8.0+, `LOCK INSTANCE FOR BACKUP` (when the account has
+//! BACKUP_ADMIN) also blocks DDL until the dump ends.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::mysql::error::codes;
+use crate::mysql::session::Session;
+use crate::mysql::wire::{Conn, ConnectOptions};
+
+#[derive(Debug, Clone)]
+pub struct ConsistentPoint {
+    pub binlog_file: String,
+    pub binlog_position: u64,
+    /// MySQL: `gtid_executed`. MariaDB: `gtid_binlog_pos`.
+    pub gtid_executed: String,
+    /// The server's clock (UTC) while the lock was held.
+    pub server_time: DateTime<Utc>,
+    pub lock_seconds: f64,
+    /// True when DDL is blocked for the rest of the dump.
+    pub ddl_blocked: bool,
+}
+
+/// Settings every dump worker needs: raw bytes, UTC for TIMESTAMP columns, and patience with
+/// a client that is slowed down by compression or an upload.
+const WORKER_SETUP: &[&str] = &[
+    "SET NAMES binary",
+    "SET SESSION time_zone = '+00:00'",
+    "SET SESSION net_write_timeout = 3600",
+    "SET SESSION net_read_timeout = 3600",
+    "SET SESSION wait_timeout = 86400",
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+];
+
+pub fn connect_workers(opts: &ConnectOptions, n: usize) -> Result<Vec<Conn>> {
+    let mut workers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = Conn::connect(opts)?;
+        for stmt in WORKER_SETUP {
+            c.exec(stmt)?;
+        }
+        workers.push(c);
+    }
+    Ok(workers)
+}
+
+/// Refuses to lock behind a query that has run for longer than `guard`: the global read lock
+/// would wait for it and stall every writer meanwhile.
+fn check_long_queries(coord: &mut Session, guard: Duration) -> Result<()> {
+    let rows = coord.query(&format!(
+        "SELECT ID, TIME, LEFT(IFNULL(INFO, ''), 80) FROM information_schema.PROCESSLIST \
+         WHERE COMMAND = 'Query' AND TIME > {} AND ID <> CONNECTION_ID() ORDER BY TIME DESC LIMIT 1",
+        guard.as_secs()
+    ))?;
+    if let Some(r) = rows.first() {
+        return Err(Error::SourceNotReady(format!(
+            "query {} has been running for {} s ({}); the global read lock would wait behind it and block writes. \
+             Retry later, kill it, or raise --long-query-guard",
+            r.text_at(0).unwrap_or_default(),
+            r.text_at(1).unwrap_or_default(),
+            r.text_at(2).unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+fn lock_error(e: crate::mysql::Error, what: &str, timeout: u64) -> Error {
+    match e.server_code() {
+        Some(codes::LOCK_WAIT_TIMEOUT) => Error::SourceNotReady(format!(
+            "{what} did not get the lock within --lock-wait-timeout {timeout} s (a long query or transaction holds it); \
+             the backup was aborted so the server is not stalled"
+        )),
+        Some(codes::SPECIFIC_ACCESS_DENIED) => Error::SourceNotReady(format!(
+            "{what} needs the RELOAD privilege: GRANT RELOAD ON *.* TO the backup account"
+        )),
+        _ => e.into(),
+    }
+}
+
+/// Takes the consistent point: every worker is in a snapshot of the same instant.
+pub fn take(
+    coord: &mut Session,
+    workers: &mut [Conn],
+    lock_wait_timeout: u64,
+    long_query_guard: Duration,
+) -> Result<ConsistentPoint> {
+    let info = coord.info().clone();
+    check_long_queries(coord, long_query_guard)?;
+    coord.exec(&format!(
+        "SET SESSION lock_wait_timeout = {lock_wait_timeout}"
+    ))?;
+    let ddl_blocked = info.has_backup_lock() && coord.exec("LOCK INSTANCE FOR BACKUP").is_ok();
+    // Closing tables first, without the lock, shortens the time the lock itself is held.
+    coord
+        .exec("FLUSH NO_WRITE_TO_BINLOG TABLES")
+        .map_err(|e| lock_error(e, "FLUSH TABLES", lock_wait_timeout))?;
+    coord
+        .exec("FLUSH TABLES WITH READ LOCK")
+        .map_err(|e| lock_error(e, "FLUSH TABLES WITH READ LOCK", lock_wait_timeout))?;
+    let locked_at = Instant::now();
+    let point = (|| -> Result<ConsistentPoint> {
+        for w in workers.iter_mut() {
+            w.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")?;
+        }
+        let status_sql = info.binlog_status_sql();
+        let status = coord.query(status_sql)?;
+        let row = status.first().ok_or_else(|| {
+            Error::SourceNotReady(format!(
+                "{status_sql} returned nothing: the binary log is off, so this snapshot would have no coordinates \
+                 and could not start a PITR or seed a replica. Enable log_bin on the source"
+            ))
+        })?;
+        let binlog_file = row.text("File").unwrap_or_default();
+        let binlog_position = row.u64("Position").unwrap_or(0);
+        let gtid_executed = if info.is_mariadb() {
+            coord
+                .query_value("SELECT @@GLOBAL.gtid_binlog_pos")?
+                .unwrap_or_default()
+        } else {
+            row.text("Executed_Gtid_Set")
+                .unwrap_or_default()
+                .replace('\n', "")
+        };
+        let now = coord
+            .query_value("SELECT UTC_TIMESTAMP(6)")?
+            .ok_or_else(|| coord.unexpected("SELECT UTC_TIMESTAMP(6)", "no value"))?;
+        let server_time = NaiveDateTime::parse_from_str(&now, "%Y-%m-%d %H:%M:%S%.f")
+            .map_err(|e| coord.unexpected("SELECT UTC_TIMESTAMP(6)", e.to_string()))?
+            .and_utc();
+        Ok(ConsistentPoint {
+            binlog_file,
+            binlog_position,
+            gtid_executed,
+            server_time,
+            lock_seconds: 0.0,
+            ddl_blocked,
+        })
+    })();
+    // Released whatever happened above: a failed backup must not leave the server locked.
+    let unlocked = coord.exec("UNLOCK TABLES");
+    let lock_seconds = locked_at.elapsed().as_secs_f64();
+    let mut point = point?;
+    unlocked?;
+    point.lock_seconds = lock_seconds;
+    Ok(point)
+}

@@ -1,0 +1,339 @@
+//! The logical snapshot engine: a consistent, parallel dump of a running server straight into
+//! the repository writer, with no local copy.
+
+pub mod catalog;
+pub mod chunks;
+pub mod consistency;
+pub mod format;
+pub mod tsv;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use catalog::{Filter, TableInfo};
+use chunks::ChunkJob;
+use consistency::ConsistentPoint;
+use format::{Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table};
+
+use crate::error::{Error, Result};
+use crate::mysql::session::{Session, quote_ident};
+use crate::mysql::wire::{Conn, ConnectOptions};
+use crate::repo::manifest::SourceInfo;
+use crate::repo::writer::MultiWriter;
+
+#[derive(Debug, Clone)]
+pub struct LogicalOptions {
+    pub jobs: usize,
+    pub filter: Filter,
+    pub lock_wait_timeout: u64,
+    pub long_query_guard: Duration,
+    /// Target size of one chunk of rows, bytes (estimated from table statistics).
+    pub chunk_bytes: u64,
+}
+
+impl Default for LogicalOptions {
+    fn default() -> Self {
+        LogicalOptions {
+            jobs: 2,
+            filter: Filter::default(),
+            lock_wait_timeout: 30,
+            long_query_guard: Duration::from_secs(120),
+            chunk_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters a caller can show while the dump runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub rows: AtomicU64,
+    pub chunks_done: AtomicU64,
+    pub chunks_total: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogicalSnapshot {
+    pub point: ConsistentPoint,
+    pub source: SourceInfo,
+    pub tables: usize,
+    pub rows: u64,
+}
+
+/// Session settings for reading definitions: stable quoting and UTC for TIMESTAMP defaults.
+const COORDINATOR_SETUP: &[&str] = &[
+    "SET NAMES utf8mb4",
+    "SET SESSION sql_quote_show_create = 1",
+    "SET SESSION time_zone = '+00:00'",
+    "SET SESSION sql_mode = ''",
+    "SET SESSION wait_timeout = 86400",
+];
+
+pub fn source_info(s: &mut Session) -> Result<SourceInfo> {
+    let rows = s.query(if s.info().is_mysql() {
+        "SELECT @@server_uuid, @@server_id"
+    } else {
+        "SELECT CONCAT('mariadb-', @@server_id), @@server_id"
+    })?;
+    let r = rows
+        .first()
+        .ok_or_else(|| s.unexpected("SELECT @@server_uuid", "no row"))?;
+    Ok(SourceInfo {
+        address: s.address().to_string(),
+        server_uuid: r.text_at(0).unwrap_or_default(),
+        server_id: r.u64_at(1).unwrap_or(0),
+        flavor: s.info().flavor.to_string(),
+        version: s.info().version_string.clone(),
+    })
+}
+
+pub fn dump(
+    connect: &ConnectOptions,
+    writer: &MultiWriter,
+    opts: &LogicalOptions,
+    progress: &Progress,
+) -> Result<LogicalSnapshot> {
+    let mut coord = Session::connect(connect)?;
+    for stmt in COORDINATOR_SETUP {
+        coord.exec(stmt)?;
+    }
+    crate::mysql::privileges::require(
+        &mut coord,
+        crate::mysql::privileges::LOGICAL_BACKUP,
+        "take a logical backup",
+    )?;
+    let source = source_info(&mut coord)?;
+    let jobs = opts.jobs.max(1);
+    let mut workers = consistency::connect_workers(connect, jobs)?;
+    let point = consistency::take(
+        &mut coord,
+        &mut workers,
+        opts.lock_wait_timeout,
+        opts.long_query_guard,
+    )?;
+    crate::failpoint::hit("dump-after-snapshot");
+
+    let dbs = catalog::databases(&mut coord, &opts.filter)?;
+    let names: Vec<String> = dbs.iter().map(|(n, _)| n.clone()).collect();
+    let tables = catalog::tables(&mut coord, &names, &opts.filter)?;
+    let mut creates = Vec::with_capacity(tables.len());
+    for t in &tables {
+        creates.push(catalog::show_create_table(&mut coord, t)?);
+    }
+
+    let mut plan: Vec<ChunkJob> = Vec::new();
+    if let Some(first) = workers.first_mut() {
+        for (i, t) in tables.iter().enumerate() {
+            plan.extend(chunks::plan(first, t, i, opts.chunk_bytes)?);
+        }
+    }
+    // Workers pop from the end: the biggest chunks start first, the small ones fill the tail.
+    plan.sort_by_key(|j| j.estimated_bytes);
+    progress
+        .chunks_total
+        .store(plan.len() as u64, Ordering::Relaxed);
+
+    let done = dump_chunks(&mut workers, &tables, plan, writer, progress)?;
+
+    // Definitions of everything else, read while the data is consistent and DDL is either
+    // blocked or about to be checked for.
+    let mut databases = Vec::with_capacity(dbs.len());
+    for (name, create) in &dbs {
+        databases.push(Database {
+            name: name.clone(),
+            create: create.clone(),
+            tables: Vec::new(),
+            views: catalog::views(&mut coord, name)?,
+            routines: catalog::routines(&mut coord, name)?,
+            triggers: catalog::triggers(&mut coord, name)?,
+            events: catalog::events(&mut coord, name)?,
+        });
+    }
+    let users = catalog::accounts(&mut coord)?;
+    detect_ddl(&mut coord, &tables, &creates)?;
+    for w in &mut workers {
+        w.exec("COMMIT")?;
+    }
+    if point.ddl_blocked {
+        coord.exec("UNLOCK INSTANCE")?;
+    }
+
+    let mut total_rows = 0;
+    for (i, (t, create)) in tables.iter().zip(&creates).enumerate() {
+        let (create, deferred) = catalog::defer_indexes(create, t);
+        let chunks: Vec<Chunk> = done
+            .get(&i)
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        let rows = chunks.iter().map(|c| c.rows).sum();
+        total_rows += rows;
+        let table = Table {
+            name: t.name.clone(),
+            engine: t.engine.clone(),
+            create,
+            deferred_indexes: deferred,
+            columns: t
+                .dumped_columns()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    encoding: c.encoding(),
+                })
+                .collect(),
+            chunks,
+            rows,
+        };
+        if let Some(db) = databases.iter_mut().find(|d| d.name == t.db) {
+            db.tables.push(table);
+        }
+    }
+    let meta = DumpMeta {
+        format: FORMAT.into(),
+        flavor: source.flavor.clone(),
+        version: source.version.clone(),
+        databases,
+        users,
+        rows: total_rows,
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+    writer.add_file(META_FILE, 0o600, &json[..], writer.stream_chunker())?;
+    Ok(LogicalSnapshot {
+        point,
+        source,
+        tables: tables.len(),
+        rows: total_rows,
+    })
+}
+
+/// The row file of a chunk: numbered, so any table name is safe as a path.
+fn chunk_path(job: &ChunkJob) -> String {
+    format!("data/{:06}/{:06}.tsv", job.table, job.chunk)
+}
+
+/// Dumps every chunk with one thread per worker connection. The first error stops all.
+fn dump_chunks(
+    workers: &mut [Conn],
+    tables: &[TableInfo],
+    plan: Vec<ChunkJob>,
+    writer: &MultiWriter,
+    progress: &Progress,
+) -> Result<BTreeMap<usize, BTreeMap<usize, Chunk>>> {
+    let queue = Mutex::new(plan);
+    let done: Mutex<BTreeMap<usize, BTreeMap<usize, Chunk>>> = Mutex::new(BTreeMap::new());
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for conn in workers.iter_mut() {
+            let (queue, done, failed, first_error) = (&queue, &done, &failed, &first_error);
+            s.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+                        break;
+                    };
+                    match dump_one(conn, &tables[job.table], &job, writer, progress) {
+                        Ok(chunk) => {
+                            done.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(job.table)
+                                .or_default()
+                                .insert(job.chunk, chunk);
+                            progress.chunks_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn dump_one(
+    conn: &mut Conn,
+    t: &TableInfo,
+    job: &ChunkJob,
+    writer: &MultiWriter,
+    progress: &Progress,
+) -> Result<Chunk> {
+    let sql = chunks::select_sql(t, job);
+    let stream = conn.query_stream(&sql).map_err(|e| table_error(e, t))?;
+    let mut reader = tsv::TsvReader::new(stream);
+    let path = chunk_path(job);
+    let result = writer.add_file(&path, 0o600, &mut reader, writer.stream_chunker());
+    let rows = reader.rows();
+    progress.rows.fetch_add(rows, Ordering::Relaxed);
+    match result {
+        Ok(_) => Ok(Chunk { file: path, rows }),
+        // A server error surfaces through the reader as an io::Error: recover it.
+        Err(crate::repo::RepoError::Io { source, .. }) => match source
+            .into_inner()
+            .map(|i| i.downcast::<crate::mysql::Error>())
+        {
+            Some(Ok(e)) => Err(table_error(*e, t)),
+            Some(Err(other)) => Err(Error::Internal(format!(
+                "reading {}: {other}",
+                t.qualified()
+            ))),
+            None => Err(Error::Internal(format!("reading {} failed", t.qualified()))),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `ER_TABLE_DEF_CHANGED`: the table was altered after the snapshot began.
+const TABLE_DEF_CHANGED: u16 = 1412;
+
+fn table_error(e: crate::mysql::Error, t: &TableInfo) -> Error {
+    if e.server_code() == Some(TABLE_DEF_CHANGED) {
+        return Error::SourceNotReady(format!(
+            "table {} was altered during the dump, so its rows and definition would not match; \
+             run the backup again (grant BACKUP_ADMIN so that DDL waits for the dump)",
+            t.qualified()
+        ));
+    }
+    e.into()
+}
+
+/// Fails the dump if any table's definition changed since it was read. AUTO_INCREMENT
+/// counters move with every insert and are not a change of definition.
+fn detect_ddl(coord: &mut Session, tables: &[TableInfo], creates: &[String]) -> Result<()> {
+    let normalise = |s: &str| {
+        s.split(' ')
+            .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (t, before) in tables.iter().zip(creates) {
+        let now = match catalog::show_create_table(coord, t) {
+            Ok(now) => now,
+            Err(Error::Mysql(e))
+                if e.server_code() == Some(crate::mysql::error::codes::NO_SUCH_TABLE) =>
+            {
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
+        if normalise(&now) != normalise(before) {
+            return Err(Error::SourceNotReady(format!(
+                "table {} was {} during the dump; run the backup again (grant BACKUP_ADMIN so that DDL waits for the dump)",
+                t.qualified(),
+                if now.is_empty() { "dropped" } else { "altered" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Quoted `db`.`table` for messages.
+pub fn qualified(db: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(db), quote_ident(table))
+}

@@ -1,0 +1,306 @@
+//! A directory on a local (or mounted) filesystem.
+//!
+//! Writes go to a temporary file in the target's directory, are fsynced, and are renamed
+//! into place (then the directory is fsynced), so an object is either absent or complete.
+//! `create` links the temporary file to its name, which fails if the name is taken: exactly
+//! one of several concurrent creators wins. Files are private (0600, directories 0700).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{ObjectInfo, Result, Storage, StorageError, validate_key};
+
+/// Prefix of in-progress files; never listed as objects.
+const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug)]
+pub struct LocalStorage {
+    root: PathBuf,
+    name: String,
+}
+
+impl LocalStorage {
+    /// Opens an existing directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<LocalStorage> {
+        let root = root.into();
+        let name = root.display().to_string();
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(LocalStorage { root, name }),
+            Ok(_) => Err(StorageError::Failed {
+                store: name,
+                detail: "not a directory".into(),
+            }),
+            Err(e) => Err(map_io(&name, "", e)),
+        }
+    }
+
+    /// Opens the directory, creating it (and its parents) if needed.
+    pub fn create(root: impl Into<PathBuf>) -> Result<LocalStorage> {
+        let root = root.into();
+        let name = root.display().to_string();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(|e| map_io(&name, "", e))?;
+        LocalStorage::open(root)
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        validate_key(&self.name, key)?;
+        if key.split('/').any(|p| p.starts_with(TEMP_PREFIX)) {
+            return Err(StorageError::Failed {
+                store: self.name.clone(),
+                detail: format!("invalid object key {key:?}"),
+            });
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn err(&self, key: &str) -> impl Fn(io::Error) -> StorageError + '_ {
+        let key = key.to_string();
+        move |e| map_io(&self.name, &key, e)
+    }
+
+    /// Writes `data` to a fresh temporary file next to `path`, fsynced.
+    fn write_temp(&self, key: &str, path: &Path, data: &[u8]) -> Result<PathBuf> {
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(self.err(key))?;
+        let tmp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            crate::repo::config::random_hex(8)
+        ));
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(map_io(&self.name, key, e));
+        }
+        Ok(tmp)
+    }
+
+    fn sync_dir(&self, path: &Path) {
+        if let Some(dir) = path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            // Best effort: some filesystems refuse fsync on directories.
+            let _ = d.sync_all();
+        }
+    }
+}
+
+impl Storage for LocalStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(key)?;
+        let tmp = self.write_temp(key, &path, data)?;
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(map_io(&self.name, key, e));
+        }
+        self.sync_dir(&path);
+        Ok(())
+    }
+
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let path = self.path(key)?;
+        let tmp = self.write_temp(key, &path, data)?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                self.sync_dir(&path);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(map_io(&self.name, key, e)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(key)?).map_err(self.err(key))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut f = File::open(self.path(key)?).map_err(self.err(key))?;
+        f.seek(SeekFrom::Start(offset)).map_err(self.err(key))?;
+        let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
+        f.take(len).read_to_end(&mut out).map_err(self.err(key))?;
+        Ok(out)
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>> {
+        match fs::metadata(self.path(key)?) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(map_io(&self.name, key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        // Walk only the directory the prefix points into.
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(map_io(&self.name, prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(self.err(prefix))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let key = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let ft = entry.file_type().map_err(self.err(&key))?;
+                if ft.is_dir() {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if ft.is_file() && key.starts_with(prefix) {
+                    let size = entry.metadata().map_err(self.err(&key))?.len();
+                    out.push(ObjectInfo { key, size });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.sync_dir(&path);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(map_io(&self.name, key, e)),
+        }
+    }
+}
+
+fn map_io(store: &str, key: &str, e: io::Error) -> StorageError {
+    let store = store.to_string();
+    let what = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    };
+    match e.kind() {
+        io::ErrorKind::NotFound => StorageError::NotFound {
+            store,
+            key: if key.is_empty() {
+                "directory".into()
+            } else {
+                key.into()
+            },
+        },
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            StorageError::Denied {
+                store,
+                detail: format!("{what}{e}"),
+            }
+        }
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            StorageError::Unavailable {
+                store,
+                detail: format!("{what}{e}"),
+            }
+        }
+        _ => StorageError::Failed {
+            store,
+            detail: format!("{what}{e}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn passes_the_shared_backend_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::storage::conformance::run_all(
+            &LocalStorage::create(dir.path().join("repo")).unwrap(),
+        );
+    }
+
+    #[test]
+    fn temp_files_are_invisible_and_files_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::create(dir.path().join("r")).unwrap();
+        s.put("a/b", b"x").unwrap();
+        fs::write(dir.path().join("r/a/.tmp-crashed"), b"partial").unwrap();
+        let keys: Vec<String> = s.list("").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["a/b"]);
+        let mode = fs::metadata(dir.path().join("r/a/b"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = fs::metadata(dir.path().join("r/a"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        assert!(s.put(".tmp-x", b"y").is_err());
+    }
+
+    #[test]
+    fn unusable_roots_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"not a dir").unwrap();
+        assert!(matches!(
+            LocalStorage::open(&file),
+            Err(StorageError::Failed { .. })
+        ));
+        assert!(
+            LocalStorage::create(file.join("below")).is_err(),
+            "a path under a file cannot be created"
+        );
+        assert!(matches!(
+            LocalStorage::open(dir.path().join("missing")),
+            Err(StorageError::NotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,128 @@
+//! A dumb keyed blob store, and its backends: local filesystem, S3, memory.
+//!
+//! Knows nothing of MySQL or of the repository format. Keys are relative, `/`-separated paths
+//! such as `packs/3f/3fa9...`; a backend maps them onto directories or object names.
+//! Objects are small enough to hold in memory (packs are tens of MiB): large data is always
+//! cut into chunks and packs above this layer.
+
+pub mod conformance;
+pub mod local;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("{store}: {key} not found")]
+    NotFound { store: String, key: String },
+
+    /// Credentials refused, or no permission on the path or bucket.
+    #[error("{store}: access denied: {detail}")]
+    Denied { store: String, detail: String },
+
+    /// A failure that may pass: network error, timeout, server busy or 5xx. Worth a retry.
+    #[error("{store}: unavailable: {detail}")]
+    Unavailable { store: String, detail: String },
+
+    /// A failure that will not pass by retrying: missing bucket, not a directory, bad key.
+    #[error("{store}: {detail}")]
+    Failed { store: String, detail: String },
+}
+
+impl StorageError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// An object listed by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// How the store is named in messages: a path or `s3://bucket/prefix`. Never holds secrets.
+    fn name(&self) -> &str;
+
+    /// Stores `data` under `key`, replacing any object there. Readers see the old object or
+    /// the new one, never a part of either; when this returns, the object is durable.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+
+    /// Stores `data` under `key` only if no object is there; `Ok(false)` if one is. Atomic
+    /// against concurrent creators (used for manifests and locks).
+    fn create(&self, key: &str, data: &[u8]) -> Result<bool>;
+
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+
+    /// `len` bytes from `offset`; fewer only when the object ends first.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// The object's size, or `None` when there is no object.
+    fn stat(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes the object; removing a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Rejects keys that could escape the store's root or confuse object stores.
+pub fn validate_key(store: &str, key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.ends_with('/')
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        || key.bytes().any(|b| b < 0x20 || b == b'\\');
+    if bad {
+        return Err(StorageError::Failed {
+            store: store.to_string(),
+            detail: format!("invalid object key {key:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// How to reach object stores; local paths need nothing.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    /// `None`: path-style when an endpoint is given, virtual-host style otherwise.
+    pub s3_path_style: Option<bool>,
+}
+
+/// Opens an existing store: a directory, or `s3://bucket/prefix`.
+pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
+    if location.starts_with("s3://") {
+        return open_s3(location, opts);
+    }
+    Ok(Arc::new(local::LocalStorage::open(location)?))
+}
+
+/// Opens a store for a new repository, creating the directory if needed.
+pub fn create(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
+    if location.starts_with("s3://") {
+        return open_s3(location, opts);
+    }
+    Ok(Arc::new(local::LocalStorage::create(location)?))
+}
+
+fn open_s3(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(retry::Retry::new(s3::S3Storage::open(
+        location, opts,
+    )?)))
+}

@@ -1,0 +1,251 @@
+//! `myvault check` against real MySQL 9.7 and MariaDB 10.11, and its answers to bad input.
+
+use std::io::Write;
+use std::net::TcpListener;
+
+use crate::support::{Flavor, Scratch, TestServer, myvault, myvault_env};
+
+fn item<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .expect("checks array")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check named {name} in {report:#}"))
+}
+
+#[test]
+fn mysql97_ready_server_passes_over_tls_and_over_rsa() {
+    let srv = TestServer::mysql97();
+    srv.sql(
+        "CREATE USER 'bk'@'%' IDENTIFIED WITH caching_sha2_password BY 'Bk-pass-1';\n\
+         GRANT SELECT, RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT, REPLICATION CLIENT, REPLICATION SLAVE, BACKUP_ADMIN ON *.* TO 'bk'@'%'",
+    );
+    // First login without TLS: the password cache is empty, so this is the full
+    // caching_sha2 exchange with the server's RSA key.
+    let plain = myvault(&[
+        "check",
+        "--source",
+        &srv.url_as("bk", "Bk-pass-1"),
+        "--ssl-mode",
+        "DISABLED",
+        "--json",
+    ]);
+    plain.expect_code(0);
+    let r = plain.json();
+    assert_eq!(r["flavor"], "MySQL");
+    assert!(r["version"].as_str().unwrap().starts_with("9.7."), "{r:#}");
+    assert_eq!(r["tls"], false);
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["account"], "bk@%");
+    for name in [
+        "log_bin",
+        "binlog_format",
+        "gtid_mode",
+        "enforce_gtid_consistency",
+        "server_id",
+        "privileges",
+    ] {
+        assert_eq!(item(&r, name)["status"], "ok", "{name}: {r:#}");
+    }
+    assert_eq!(
+        item(&r, "server_id")["value"],
+        srv.value("SELECT @@server_id").unwrap()
+    );
+
+    let tls = myvault(&[
+        "check",
+        "--source",
+        &srv.url_as("bk", "Bk-pass-1"),
+        "--ssl-mode",
+        "REQUIRED",
+        "--json",
+    ]);
+    tls.expect_code(0);
+    assert_eq!(tls.json()["tls"], true);
+
+    // Human output names every item.
+    let human = myvault(&["check", "--source", &srv.url_as("bk", "Bk-pass-1")]);
+    human.expect_code(0);
+    assert!(
+        human.stdout.contains("ready for backup and PITR"),
+        "{}",
+        human.stdout
+    );
+    assert!(!human.stdout.contains("Bk-pass-1") && !human.stderr.contains("Bk-pass-1"));
+}
+
+#[test]
+fn mysql97_without_binlog_or_gtid_fails_with_fixes() {
+    let srv = TestServer::builder(Flavor::Mysql97)
+        .no_binlog()
+        .no_gtid()
+        .start();
+    srv.sql("CREATE USER 'weak'@'%' IDENTIFIED BY 'Weak-1';\nGRANT SELECT ON *.* TO 'weak'@'%'");
+    let run = myvault(&["check", "--source", &srv.url_as("weak", "Weak-1"), "--json"]);
+    run.expect_code(6);
+    let r = run.json();
+    assert_eq!(r["ok"], false);
+    assert_eq!(item(&r, "log_bin")["status"], "fail");
+    assert!(
+        item(&r, "log_bin")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("log_bin")
+    );
+    assert_eq!(item(&r, "gtid_mode")["status"], "warn");
+    let privs = item(&r, "privileges");
+    assert_eq!(privs["status"], "fail");
+    let fix = privs["fix"].as_str().unwrap();
+    assert!(
+        fix.starts_with("GRANT ") && fix.contains("REPLICATION SLAVE") && fix.contains("RELOAD"),
+        "{fix}"
+    );
+    assert!(fix.ends_with("TO 'weak'@'%';"), "{fix}");
+    assert!(
+        run.stderr.contains("log_bin") && run.stderr.contains("privileges"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn mariadb1011_is_detected_and_checked() {
+    let srv = TestServer::mariadb1011();
+    srv.sql(
+        "CREATE USER 'bk'@'%' IDENTIFIED BY 'Bk-pass-2';\n\
+         GRANT SELECT, RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT, BINLOG MONITOR, REPLICATION SLAVE ON *.* TO 'bk'@'%'",
+    );
+    let run = myvault(&[
+        "check",
+        "--source",
+        &srv.url_as("bk", "Bk-pass-2"),
+        "--json",
+    ]);
+    run.expect_code(0);
+    let r = run.json();
+    assert_eq!(r["flavor"], "MariaDB");
+    assert!(
+        r["version"].as_str().unwrap().starts_with("10.11."),
+        "{r:#}"
+    );
+    assert_eq!(item(&r, "log_bin")["status"], "ok");
+    assert_eq!(item(&r, "gtid_strict_mode")["status"], "ok");
+    assert_eq!(item(&r, "privileges")["status"], "ok", "{r:#}");
+    assert_eq!(item(&r, "clone plugin")["status"], "info");
+}
+
+#[test]
+fn password_sources_url_file_env_and_option_file() {
+    let srv = TestServer::mysql97();
+    srv.sql("CREATE USER 'pw'@'%' IDENTIFIED BY 'From-Somewhere-9';\nGRANT ALL ON *.* TO 'pw'@'%'");
+    let url = format!("mysql://pw@127.0.0.1:{}", srv.port());
+    let dir = Scratch::new("pw");
+
+    let file = dir.join("password");
+    std::fs::write(&file, "From-Somewhere-9\n").unwrap();
+    myvault(&[
+        "check",
+        "--source",
+        &url,
+        "--password-file",
+        file.to_str().unwrap(),
+        "-q",
+    ])
+    .expect_code(0);
+
+    myvault_env(
+        &["check", "--source", &url, "-q"],
+        &[("MYVAULT_PASSWORD", "From-Somewhere-9")],
+    )
+    .expect_code(0);
+
+    let cnf = dir.join("my.cnf");
+    let mut f = std::fs::File::create(&cnf).unwrap();
+    writeln!(
+        f,
+        "[mysqld]\npassword=wrong\n[client]\npassword = \"From-Somewhere-9\"\nssl-mode=REQUIRED"
+    )
+    .unwrap();
+    let run = myvault(&[
+        "check",
+        "--source",
+        &url,
+        "--defaults-file",
+        cnf.to_str().unwrap(),
+        "--json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.json()["tls"], true, "ssl-mode from the option file");
+
+    // No password anywhere: refused, exit 4.
+    myvault(&["check", "--source", &url]).expect_code(4);
+}
+
+#[test]
+fn bad_inputs_give_one_line_distinct_codes_and_never_echo_the_password() {
+    let srv = TestServer::mysql97();
+    let secret = "Sup3r-Secret-Pw";
+
+    // Wrong password.
+    let run = myvault(&["check", "--source", &srv.url_as("root", secret)]);
+    run.expect_code(4);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("refused the login"), "{}", run.stderr);
+
+    // Nothing listens on the port.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let run = myvault(&[
+        "check",
+        "--source",
+        &format!("mysql://root:{secret}@127.0.0.1:{port}"),
+    ]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
+
+    // A port that speaks another protocol (an HTTP-like server that sends garbage).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let run = myvault(&[
+        "check",
+        "--source",
+        &format!("mysql://root:{secret}@127.0.0.1:{port}"),
+    ]);
+    run.expect_code(5);
+    assert!(run.stderr.contains("not a MySQL server"), "{}", run.stderr);
+
+    // A port that accepts and stays silent.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let run = myvault(&[
+        "check",
+        "--source",
+        &format!("mysql://root:{secret}@127.0.0.1:{port}"),
+        "--connect-timeout",
+        "1",
+    ]);
+    run.expect_code(5);
+    drop(silent);
+
+    // Malformed URLs.
+    for url in [
+        format!("mysql://root:{secret}@host:99999"),
+        format!("http://root:{secret}@host"),
+        format!("mysql://root:{secret}"),
+    ] {
+        let run = myvault(&["check", "--source", &url]);
+        run.expect_code(2);
+        assert!(run.stderr.contains("malformed MySQL URL"), "{}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+
+    // Unknown flag: clap's usage error, also 2.
+    myvault(&["check", "--source", &srv.url(), "--no-such-flag"]).expect_code(2);
+}

@@ -1,0 +1,52 @@
+//! The configuration file: defaults for every command, checked by `config check`.
+
+use crate::support::{Scratch, TestServer, myvault};
+
+#[test]
+fn config_file_supplies_source_repositories_and_password() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE USER 'bk'@'%' IDENTIFIED BY 'Conf-pass-1';\nGRANT ALL ON *.* TO 'bk'@'%'");
+    let dir = Scratch::new("cfg");
+    let repo = dir.join("repo");
+    let pw = dir.join("password");
+    std::fs::write(&pw, "Conf-pass-1\n").unwrap();
+    let cfg = dir.join("myvault.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"mysql://bk@127.0.0.1:{}\"\npassword_file = \"{}\"\n\n[[repo]]\nlocation = \"{}\"\n\n[backup]\njobs = 1\n",
+            src.port(),
+            pw.display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    myvault(&["--config", c, "init"]).expect_code(0);
+    myvault(&["--config", c, "config", "check"]).expect_code(0);
+    myvault(&["--config", c, "check", "-q"]).expect_code(0);
+    let backup = myvault(&["--config", c, "backup", "--json"]);
+    backup.expect_code(0);
+    let list = myvault(&["--config", c, "list", "--json"]);
+    assert_eq!(list.json()["snapshots"].as_array().unwrap().len(), 1);
+    // The password never lands in the repository.
+    let status = std::process::Command::new("grep")
+        .args(["-rq", "Conf-pass-1"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the password was found in the repository"
+    );
+
+    std::fs::write(&cfg, "[source]\nurll = \"x\"\n").unwrap();
+    let run = myvault(&["--config", c, "config", "check"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("unknown field `urll`"),
+        "{}",
+        run.stderr
+    );
+    myvault(&["backup"]).expect_code(2);
+}

@@ -1,0 +1,521 @@
+//! Logical snapshots against real MySQL 9.7: exact round trips of a tricky schema, and a
+//! backup under write load that equals the source at exactly the snapshot's GTID set.
+
+use std::collections::BTreeMap;
+
+use crate::support::load::{self, Load};
+use crate::support::{Scratch, TestServer, myvault};
+
+/// Everything that must survive a round trip, by object.
+fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
+    let mut s = srv.session();
+    s.exec("SET SESSION information_schema_stats_expiry = 0")
+        .unwrap();
+    let mut out = BTreeMap::new();
+    let q = |s: &mut myvault::mysql::session::Session, sql: &str, col: usize| -> String {
+        s.query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .first()
+            .and_then(|r| r.text_at(col))
+            .unwrap_or_default()
+    };
+    let dbs: Vec<String> = s
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql','sys','information_schema','performance_schema') ORDER BY 1")
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.text_at(0))
+        .collect();
+    for db in &dbs {
+        let qd = format!("`{}`", db.replace('`', "``"));
+        out.insert(
+            format!("db {db}"),
+            q(&mut s, &format!("SHOW CREATE DATABASE {qd}"), 1),
+        );
+        let objects = s
+            .query(&format!(
+                "SELECT TABLE_NAME, TABLE_TYPE, IFNULL(AUTO_INCREMENT, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' ORDER BY 1",
+                db.replace('\'', "''")
+            ))
+            .unwrap();
+        for r in objects.iter() {
+            let (name, kind, ai) = (
+                r.text_at(0).unwrap(),
+                r.text_at(1).unwrap(),
+                r.text_at(2).unwrap(),
+            );
+            let qt = format!("{qd}.`{}`", name.replace('`', "``"));
+            if kind == "VIEW" {
+                out.insert(
+                    format!("view {db}.{name}"),
+                    q(&mut s, &format!("SHOW CREATE VIEW {qt}"), 1),
+                );
+                continue;
+            }
+            out.insert(
+                format!("table {db}.{name}"),
+                q(&mut s, &format!("SHOW CREATE TABLE {qt}"), 1),
+            );
+            out.insert(
+                format!("checksum {db}.{name}"),
+                q(&mut s, &format!("CHECKSUM TABLE {qt}"), 1),
+            );
+            out.insert(format!("auto_increment {db}.{name}"), ai);
+            out.insert(
+                format!("rows {db}.{name}"),
+                q(&mut s, &format!("SELECT COUNT(*) FROM {qt}"), 0),
+            );
+        }
+        let routines = s
+            .query(&format!("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{}'", db.replace('\'', "''")))
+            .unwrap();
+        for r in routines.iter() {
+            let (kind, name) = (r.text_at(0).unwrap(), r.text_at(1).unwrap());
+            let sql = format!("SHOW CREATE {kind} {qd}.`{}`", name.replace('`', "``"));
+            let rows = s.query(&sql).unwrap();
+            let row = rows.first().unwrap();
+            out.insert(
+                format!("{kind} {db}.{name}"),
+                format!(
+                    "{} | {}",
+                    row.text_at(1).unwrap_or_default(),
+                    row.text_at(2).unwrap_or_default()
+                ),
+            );
+        }
+        let triggers = s
+            .query(&format!("SELECT TRIGGER_NAME, ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{}'", db.replace('\'', "''")))
+            .unwrap();
+        for r in triggers.iter() {
+            let name = r.text_at(0).unwrap();
+            let rows = s
+                .query(&format!("SHOW CREATE TRIGGER {qd}.`{name}`"))
+                .unwrap();
+            let row = rows.first().unwrap();
+            out.insert(
+                format!("trigger {db}.{name}"),
+                format!(
+                    "{} | {} | order {}",
+                    row.text_at(1).unwrap_or_default(),
+                    row.text_at(2).unwrap_or_default(),
+                    r.text_at(1).unwrap()
+                ),
+            );
+        }
+        let events = s
+            .query(&format!(
+                "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{}'",
+                db.replace('\'', "''")
+            ))
+            .unwrap();
+        for r in events.iter() {
+            let name = r.text_at(0).unwrap();
+            out.insert(
+                format!("event {db}.{name}"),
+                q(&mut s, &format!("SHOW CREATE EVENT {qd}.`{name}`"), 3),
+            );
+        }
+    }
+    for account in ["'app'@'%'", "'reader'@'%'"] {
+        let grants: Vec<String> = s
+            .query(&format!("SHOW GRANTS FOR {account}"))
+            .map(|r| r.iter().filter_map(|g| g.text_at(0)).collect())
+            .unwrap_or_default();
+        out.insert(format!("grants {account}"), grants.join("; "));
+    }
+    out
+}
+
+#[test]
+fn tricky_schema_round_trip_is_exact() {
+    let src = TestServer::mysql97();
+    load::run_fixture(
+        &src,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/schema/tricky.sql"),
+    );
+    let dir = Scratch::new("repo");
+    let repo = dir.join("repo");
+    let repo = repo.to_str().unwrap();
+    myvault(&["init", "--repo", repo]).expect_code(0);
+    let backup = myvault(&["backup", "--repo", repo, "--source", &src.url(), "--json"]);
+    backup.expect_code(0);
+    let b = backup.json();
+    assert_eq!(b["method"], "logical");
+    assert_eq!(
+        b["gtid_executed"].as_str().unwrap(),
+        src.value("SELECT @@GLOBAL.gtid_executed")
+            .unwrap()
+            .replace('\n', "")
+    );
+    assert!(b["lock_seconds"].as_f64().unwrap() < 5.0);
+
+    let dst = TestServer::mysql97();
+    let restore = myvault(&["restore", "--repo", repo, "--target", &dst.url(), "--json"]);
+    restore.expect_code(0);
+
+    let (before, after) = (fingerprint(&src), fingerprint(&dst));
+    let mut diffs = Vec::new();
+    for (k, v) in &before {
+        if after.get(k) != Some(v) {
+            diffs.push(format!(
+                "{k}:\n  source:   {v}\n  restored: {}",
+                after.get(k).map(String::as_str).unwrap_or("(missing)")
+            ));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    assert!(
+        before.len() > 60,
+        "the fingerprint covers {} objects",
+        before.len()
+    );
+    // The restored server continues from the snapshot's GTID state, and its own binlog holds
+    // nothing of the load.
+    assert_eq!(
+        dst.value("SELECT @@GLOBAL.gtid_executed")
+            .unwrap()
+            .replace('\n', ""),
+        b["gtid_executed"].as_str().unwrap()
+    );
+    assert_eq!(
+        dst.value(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'myvault_restore'"
+        )
+        .unwrap(),
+        "0"
+    );
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target() {
+    let src = TestServer::mysql97();
+    src.sql(
+        "CREATE DATABASE a;\nCREATE TABLE a.t (id INT PRIMARY KEY);\nINSERT INTO a.t VALUES (1)",
+    );
+    let dir = Scratch::new("repo");
+    let repo = dir.join("repo");
+    let repo = repo.to_str().unwrap();
+    myvault(&["init", "--repo", repo]).expect_code(0);
+    myvault(&["backup", "--repo", repo, "--source", &src.url()]).expect_code(0);
+    let dst = TestServer::mysql97();
+    dst.sql("CREATE DATABASE precious");
+    let run = myvault(&["restore", "--repo", repo, "--target", &dst.url()]);
+    run.expect_code(12);
+    assert!(
+        run.stderr.contains("not empty") && run.stderr.contains("precious"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(dst.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('a', 'myvault_restore')").unwrap(), "0");
+}
+
+#[test]
+fn backup_under_write_load_equals_the_source_at_the_snapshot_gtid_set() {
+    let src = TestServer::mysql97();
+    load::prepare(&src, "sbtest", 4, 20_000);
+    src.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'");
+    // A replica that will stop exactly at the snapshot's GTID set: the independent truth.
+    let replica = TestServer::builder(crate::support::Flavor::Mysql97)
+        .option("--replica-parallel-workers=1")
+        .start();
+    replica.sql(&format!(
+        "CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT={}, SOURCE_USER='repl', SOURCE_PASSWORD='Repl-1', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
+        src.port()
+    ));
+    let load = Load::start(&src, "sbtest", 4, 20_000, 4, 60);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let dir = Scratch::new("repo");
+    let repo = dir.join("repo");
+    let repo = repo.to_str().unwrap();
+    myvault(&["init", "--repo", repo]).expect_code(0);
+    let backup = myvault(&[
+        "backup",
+        "--repo",
+        repo,
+        "--source",
+        &src.url(),
+        "--jobs",
+        "2",
+        "--json",
+    ]);
+    backup.expect_code(0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    load.stop();
+    let gtids = backup.json()["gtid_executed"].as_str().unwrap().to_string();
+    assert_ne!(
+        gtids,
+        src.value("SELECT @@GLOBAL.gtid_executed")
+            .unwrap()
+            .replace('\n', ""),
+        "the load went on after the snapshot"
+    );
+
+    replica.sql(&format!("START REPLICA UNTIL SQL_AFTER_GTIDS = '{gtids}'"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let running = replica
+            .value("SELECT SERVICE_STATE FROM performance_schema.replication_applier_status")
+            .unwrap();
+        if running == "OFF" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica did not reach the snapshot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        replica
+            .value("SELECT @@GLOBAL.gtid_executed")
+            .unwrap()
+            .replace('\n', ""),
+        gtids
+    );
+
+    let dst = TestServer::mysql97();
+    myvault(&[
+        "restore",
+        "--repo",
+        repo,
+        "--target",
+        &dst.url(),
+        "--jobs",
+        "2",
+    ])
+    .expect_code(0);
+    let (truth, restored) = (
+        load::checksums(&replica, "sbtest"),
+        load::checksums(&dst, "sbtest"),
+    );
+    assert_eq!(truth.len(), 4);
+    assert_eq!(
+        truth, restored,
+        "restored data differs from the source at the snapshot's GTID set"
+    );
+    assert_eq!(
+        dst.value("SELECT @@GLOBAL.gtid_executed")
+            .unwrap()
+            .replace('\n', ""),
+        gtids
+    );
+}
+
+fn new_repo(dir: &Scratch) -> String {
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    repo
+}
+
+fn snapshot_count(repo: &str) -> usize {
+    let run = myvault(&["list", "--repo", repo, "--json"]);
+    run.expect_code(0);
+    run.json()["snapshots"].as_array().unwrap().len()
+}
+
+#[test]
+fn missing_privileges_are_named_with_the_grant_that_fixes_them() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE USER 'ro'@'%' IDENTIFIED BY 'Ro-pass-1';\nGRANT SELECT ON *.* TO 'ro'@'%'");
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    let run = myvault(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--source",
+        &src.url_as("ro", "Ro-pass-1"),
+    ]);
+    run.expect_code(4);
+    assert!(run.stderr.contains("GRANT RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT, REPLICATION CLIENT ON *.* TO 'ro'@'%'"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Ro-pass-1"));
+    assert_eq!(snapshot_count(&repo), 0);
+}
+
+#[test]
+fn lock_wait_timeout_and_long_query_guard_abort_instead_of_stalling() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE DATABASE a;\nCREATE TABLE a.t (id INT PRIMARY KEY)");
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+
+    let mut holder = src.session();
+    holder.exec("LOCK TABLES a.t WRITE").unwrap();
+    let started = std::time::Instant::now();
+    let run = myvault(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--source",
+        &src.url(),
+        "--lock-wait-timeout",
+        "2",
+    ]);
+    run.expect_code(6);
+    assert!(
+        run.stderr.contains("--lock-wait-timeout 2"),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    holder.exec("UNLOCK TABLES").unwrap();
+
+    let mut sleeper = src.session();
+    let t = std::thread::spawn(move || sleeper.exec("SELECT SLEEP(8)").map(|_| ()));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let run = myvault(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--source",
+        &src.url(),
+        "--long-query-guard",
+        "1",
+    ]);
+    run.expect_code(6);
+    assert!(
+        run.stderr.contains("SLEEP(8)") && run.stderr.contains("has been running"),
+        "{}",
+        run.stderr
+    );
+    let _ = t.join();
+    assert_eq!(snapshot_count(&repo), 0);
+    // Nothing was left locked: writes go through.
+    src.sql("INSERT INTO a.t VALUES (1)");
+}
+
+#[test]
+fn ddl_during_the_dump_is_blocked_with_backup_admin_and_detected_without() {
+    let src = TestServer::mysql97();
+    load::prepare(&src, "sb", 2, 2000);
+    src.sql(
+        "CREATE USER 'nb'@'%' IDENTIFIED BY 'Nb-pass-1';\n\
+         GRANT SELECT, RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT, REPLICATION CLIENT ON *.* TO 'nb'@'%'",
+    );
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    let pause = [("MYVAULT_FAILPOINTS", "dump-after-snapshot=sleep(3000)")];
+
+    // Root has BACKUP_ADMIN: the ALTER waits for the dump, which sees the old definition.
+    let url = src.url();
+    let backup = {
+        let repo = repo.clone();
+        std::thread::spawn(move || {
+            crate::support::myvault_env(
+                &["backup", "--repo", &repo, "--source", &url, "--json"],
+                &pause,
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let alter_started = std::time::Instant::now();
+    src.sql("ALTER TABLE sb.sbtest1 ADD COLUMN extra INT");
+    let waited = alter_started.elapsed();
+    let run = backup.join().unwrap();
+    run.expect_code(0);
+    assert!(
+        waited > std::time::Duration::from_millis(800),
+        "the ALTER did not wait for the dump ({waited:?})"
+    );
+
+    // Without BACKUP_ADMIN the ALTER goes through and the dump notices.
+    let url = src.url_as("nb", "Nb-pass-1");
+    let backup = {
+        let repo = repo.clone();
+        std::thread::spawn(move || {
+            crate::support::myvault_env(&["backup", "--repo", &repo, "--source", &url], &pause)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    src.sql("ALTER TABLE sb.sbtest2 ADD COLUMN extra INT");
+    let run = backup.join().unwrap();
+    run.expect_code(6);
+    assert!(
+        run.stderr.contains("sbtest2") && run.stderr.contains("during the dump"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(snapshot_count(&repo), 1, "only the first backup is visible");
+}
+
+#[test]
+fn source_lost_in_the_middle_of_the_dump_leaves_no_snapshot() {
+    let mut src = TestServer::mysql97();
+    load::prepare(&src, "sb", 2, 2000);
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    let url = src.url();
+    let backup = {
+        let repo = repo.clone();
+        std::thread::spawn(move || {
+            crate::support::myvault_env(
+                &["backup", "--repo", &repo, "--source", &url],
+                &[("MYVAULT_FAILPOINTS", "dump-after-snapshot=sleep(2000)")],
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    src.server.kill();
+    let run = backup.join().unwrap();
+    run.expect_code(3);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert_eq!(snapshot_count(&repo), 0);
+    myvault(&["verify", "--repo", &repo]).expect_code(0);
+}
+
+#[test]
+fn killed_restore_run_again_finishes_without_duplicates() {
+    let src = TestServer::mysql97();
+    load::prepare(&src, "sb", 3, 30_000);
+    src.sql("ANALYZE TABLE sb.sbtest1, sb.sbtest2, sb.sbtest3");
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    // Small chunks so that the restore has many steps to be killed between.
+    myvault(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--source",
+        &src.url(),
+        "--chunk-size",
+        "1",
+    ])
+    .expect_code(0);
+    let dst = TestServer::mysql97();
+    let killed = crate::support::myvault_env(
+        &[
+            "restore",
+            "--repo",
+            &repo,
+            "--target",
+            &dst.url(),
+            "--jobs",
+            "1",
+        ],
+        &[("MYVAULT_FAILPOINTS", "restore-after-chunk=abort(4)")],
+    );
+    assert_ne!(
+        killed.code, 0,
+        "the failpoint should have killed the restore"
+    );
+    assert_eq!(
+        dst.value("SELECT COUNT(*) FROM myvault_restore.done WHERE item LIKE 'chunk:%'")
+            .unwrap(),
+        "4"
+    );
+
+    let rerun = myvault(&["restore", "--repo", &repo, "--target", &dst.url(), "--json"]);
+    rerun.expect_code(0);
+    assert_eq!(rerun.json()["resumed_chunks"], 4);
+    assert_eq!(load::checksums(&src, "sb"), load::checksums(&dst, "sb"));
+    for t in ["sbtest1", "sbtest2", "sbtest3"] {
+        assert_eq!(
+            dst.value(&format!("SELECT COUNT(*) FROM sb.{t}")).unwrap(),
+            "30000"
+        );
+    }
+}

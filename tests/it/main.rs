@@ -1,0 +1,10 @@
+//! Integration tests against real servers started by the tests themselves.
+
+mod support;
+
+mod check;
+mod config;
+mod logical;
+mod pitr;
+mod storage_s3;
+mod stream;

@@ -1,0 +1,291 @@
+//! Point-in-time restore against real MySQL 9.7 under load: five instants (inside a burst,
+//! exactly at a commit timestamp, just after a snapshot, after a rotation, after a source
+//! restart), each checked against an independent truth: mysqlbinlog's commit timestamps say
+//! which transactions belong before the instant, and a replica stopped exactly there holds
+//! the data the restore must equal.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use myvault::mysql::gtid::GtidSet;
+
+use crate::support::load::{self, Load};
+use crate::support::streamer::Streamer;
+use crate::support::{Flavor, Scratch, TestServer, myvault, testbed};
+
+fn server_now_us(src: &TestServer) -> i64 {
+    src.value("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// (GTID, immediate commit timestamp) of every transaction, as mysqlbinlog 9.7 prints them.
+fn commits_by_mysqlbinlog(src: &TestServer) -> Vec<(String, i64)> {
+    let mut files: Vec<_> = std::fs::read_dir(src.datadir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("binlog.0")
+        })
+        .collect();
+    files.sort();
+    let mysqlbinlog = testbed().path("MYVAULT_TESTBED").join("bin/mysqlbinlog");
+    let out = std::process::Command::new(mysqlbinlog)
+        .args(&files)
+        .output()
+        .expect("run mysqlbinlog");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut commits = Vec::new();
+    let mut ts = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# immediate_commit_timestamp=") {
+            ts = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<i64>().ok());
+        } else if let Some(rest) = line.strip_prefix("SET @@SESSION.GTID_NEXT= '") {
+            let gtid = rest.split('\'').next().unwrap().to_string();
+            if gtid != "AUTOMATIC"
+                && let Some(t) = ts.take()
+            {
+                commits.push((gtid, t));
+            }
+        }
+    }
+    commits
+}
+
+#[test]
+fn restore_to_five_instants_equals_the_source_at_each() {
+    let mut src = TestServer::builder(Flavor::Mysql97)
+        .option("--max-binlog-size=1048576")
+        .start();
+    load::prepare(&src, "sb", 4, 5000);
+    src.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'");
+    let replica = TestServer::builder(Flavor::Mysql97)
+        .option("--replica-parallel-workers=1")
+        .start();
+    replica.sql(&format!(
+        "CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT={}, SOURCE_USER='repl', SOURCE_PASSWORD='Repl-1', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
+        src.port()
+    ));
+
+    let dir = Scratch::new("pitr");
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    let spool = dir.join("spool");
+    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &[]);
+    let mut load = Load::start(&src, "sb", 4, 5000, 2, 600);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let backup = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
+    backup.expect_code(0);
+    let snap_time = chrono::DateTime::parse_from_rfc3339(backup.json()["time"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    let mut instants: BTreeMap<&str, i64> = BTreeMap::new();
+    instants.insert("just after the snapshot", snap_time + 1000);
+    std::thread::sleep(Duration::from_secs(2));
+    instants.insert("inside a burst of commits", server_now_us(&src));
+    std::thread::sleep(Duration::from_secs(1));
+    src.sql("FLUSH BINARY LOGS");
+    std::thread::sleep(Duration::from_millis(700));
+    instants.insert("after a binlog rotation", server_now_us(&src));
+    std::thread::sleep(Duration::from_secs(1));
+    load.stop();
+    src.server
+        .restart(Duration::from_secs(60))
+        .expect("restart source");
+    load = Load::start(&src, "sb", 4, 5000, 2, 600);
+    std::thread::sleep(Duration::from_secs(2));
+    instants.insert("after a source restart", server_now_us(&src));
+    std::thread::sleep(Duration::from_secs(2));
+    load.stop();
+    src.sql("FLUSH BINARY LOGS");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    let mut drain = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
+    assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+
+    let commits = commits_by_mysqlbinlog(&src);
+    // Exactly at a commit timestamp: a transaction well after the snapshot.
+    let after_snap: Vec<&(String, i64)> = commits
+        .iter()
+        .filter(|(_, t)| *t > snap_time + 500_000)
+        .collect();
+    instants.insert(
+        "exactly at a commit timestamp",
+        after_snap[after_snap.len() / 3].1,
+    );
+
+    let mut ordered: Vec<(&str, i64)> = instants.into_iter().collect();
+    ordered.sort_by_key(|(_, t)| *t);
+    for (what, t) in ordered {
+        // The truth: every transaction committed at or before t, by mysqlbinlog's reading.
+        let mut truth = GtidSet::new();
+        for (g, ts) in &commits {
+            if *ts <= t {
+                truth = truth.union(&GtidSet::parse(g).unwrap());
+            }
+        }
+        replica.sql(&format!("START REPLICA UNTIL SQL_AFTER_GTIDS = '{truth}'"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while replica
+            .value("SELECT SERVICE_STATE FROM performance_schema.replication_applier_status")
+            .unwrap()
+            != "OFF"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the replica did not reach {truth}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        replica.sql("STOP REPLICA");
+        assert_eq!(
+            GtidSet::parse(&replica.value("SELECT @@GLOBAL.gtid_executed").unwrap()).unwrap(),
+            truth,
+            "{what}: replica"
+        );
+
+        let target = TestServer::mysql97();
+        let run = myvault(&[
+            "restore",
+            "--repo",
+            &repo,
+            "--to-time",
+            &rfc3339(t),
+            "--target",
+            &target.url(),
+            "--json",
+        ]);
+        run.expect_code(0);
+        let restored =
+            GtidSet::parse(&target.value("SELECT @@GLOBAL.gtid_executed").unwrap()).unwrap();
+        assert_eq!(
+            restored,
+            truth,
+            "{what} ({}): restored GTIDs differ from the transactions committed by then",
+            rfc3339(t)
+        );
+        assert_eq!(
+            load::checksums(&target, "sb"),
+            load::checksums(&replica, "sb"),
+            "{what}: data differs"
+        );
+        assert_eq!(
+            target
+                .value(
+                    "SELECT COUNT(*) FROM performance_schema.replication_connection_configuration"
+                )
+                .unwrap(),
+            "0",
+            "{what}: the replay channel was left behind"
+        );
+    }
+}
+
+#[test]
+fn pitr_refuses_times_outside_the_archive_and_plans_without_touching_anything() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE DATABASE d;\nCREATE TABLE d.t (id INT PRIMARY KEY)");
+    let dir = Scratch::new("pitr");
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    let before_any = server_now_us(&src) - 10_000_000;
+    myvault(&["backup", "--repo", &repo, "--source", &src.url()]).expect_code(0);
+    src.sql("INSERT INTO d.t VALUES (1)");
+    std::thread::sleep(Duration::from_millis(300));
+    // Later than the last commit; the streamer will see the server idle past it.
+    let idle_instant = rfc3339(server_now_us(&src));
+    let spool = dir.join("spool");
+    let mut s = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
+    assert_eq!(s.wait(), 0, "{}", s.log_text());
+
+    let run = myvault(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--to-time",
+        &rfc3339(before_any),
+        "--plan",
+    ]);
+    run.expect_code(13);
+    assert!(
+        run.stderr.contains("before the oldest snapshot"),
+        "{}",
+        run.stderr
+    );
+
+    let far = server_now_us(&src) + 3_600_000_000;
+    let run = myvault(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--to-time",
+        &rfc3339(far),
+        "--plan",
+    ]);
+    run.expect_code(13);
+    assert!(
+        run.stderr.contains("latest restorable instant"),
+        "{}",
+        run.stderr
+    );
+
+    // The streamer saw the server idle after the last commit: "now" is restorable.
+    let mut s = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
+    assert_eq!(s.wait(), 0, "{}", s.log_text());
+    let now = idle_instant;
+    let target = TestServer::mysql97();
+    target.sql("CREATE DATABASE busy");
+    let run = myvault(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--to-time",
+        &now,
+        "--target",
+        &target.url(),
+    ]);
+    run.expect_code(12);
+    assert_eq!(
+        target
+            .value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'd'")
+            .unwrap(),
+        "0"
+    );
+
+    let plan = myvault(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--to-time",
+        &now,
+        "--plan",
+        "--json",
+    ]);
+    plan.expect_code(0);
+    let p = plan.json();
+    assert_eq!(p["transactions"], 1);
+    assert!(
+        p["expected_gtids"].as_str().unwrap().ends_with(":1-3"),
+        "{p:#}"
+    );
+}

@@ -1,0 +1,310 @@
+//! Real servers for integration tests: MySQL 9.7 and MariaDB 10.11 instances and an S3 server,
+//! each fresh per test and removed afterwards, also when the test panics.
+//!
+//! The testbed (`scripts/testbed`) provides the binaries and initialised template datadirs.
+//! When it is missing, tests fail with the command to run: they never skip.
+
+#![allow(dead_code)]
+
+pub mod load;
+pub mod s3;
+pub mod streamer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use myvault::mysql::session::Session;
+use myvault::server::{Mysqld, RunningServer, ServerConfig};
+
+pub struct Testbed {
+    env: HashMap<String, String>,
+}
+
+impl Testbed {
+    pub fn get(&self, key: &str) -> &str {
+        self.env.get(key).unwrap_or_else(|| {
+            panic!("{key} missing from the testbed env file: run scripts/testbed")
+        })
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(self.get(key))
+    }
+}
+
+/// The provisioned testbed. Panics (so the test fails) when it is not there.
+pub fn testbed() -> &'static Testbed {
+    static TB: OnceLock<Testbed> = OnceLock::new();
+    TB.get_or_init(|| {
+        let dir = std::env::var("MYVAULT_TESTBED").unwrap_or_else(|_| "/opt/myvault-testbed".into());
+        let file = Path::new(&dir).join("testbed.env");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "the test bed is not provisioned ({}: {e}); run `sudo scripts/testbed` (scripts/test does it)",
+                file.display()
+            )
+        });
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Testbed { env }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Mysql97,
+    Mariadb1011,
+}
+
+impl Flavor {
+    fn binary_and_template(self) -> (PathBuf, PathBuf) {
+        let tb = testbed();
+        match self {
+            Flavor::Mysql97 => (tb.path("MYVAULT_MYSQLD_97"), tb.path("MYVAULT_TEMPLATE_97")),
+            Flavor::Mariadb1011 => (
+                tb.path("MYVAULT_MARIADBD_1011"),
+                tb.path("MYVAULT_TEMPLATE_1011"),
+            ),
+        }
+    }
+}
+
+/// A unique server_id per instance in this test process.
+pub fn next_server_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = (std::process::id() % 1000) * 1000 + 100;
+    base + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let path = tempfile::Builder::new()
+            .prefix(&format!("mv-{tag}-"))
+            .tempdir_in(std::env::var("MYVAULT_TEST_TMP").unwrap_or_else(|_| "/tmp".into()))
+            .expect("create scratch dir")
+            .keep();
+        Scratch { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub flavor: Flavor,
+    pub dir: Scratch,
+}
+
+pub struct ServerBuilder {
+    flavor: Flavor,
+    binlog: bool,
+    gtid: bool,
+    extra: Vec<String>,
+    empty_datadir: bool,
+}
+
+impl ServerBuilder {
+    pub fn option(mut self, opt: &str) -> Self {
+        self.extra.push(opt.to_string());
+        self
+    }
+
+    pub fn no_binlog(mut self) -> Self {
+        self.binlog = false;
+        self
+    }
+
+    pub fn no_gtid(mut self) -> Self {
+        self.gtid = false;
+        self
+    }
+
+    pub fn start(self) -> TestServer {
+        let (binary, template) = self.flavor.binary_and_template();
+        let mysqld = Mysqld::detect(&binary).expect("detect mysqld");
+        let dir = Scratch::new("srv");
+        let datadir = dir.join("data");
+        if !self.empty_datadir {
+            let status = Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(&template)
+                .arg(&datadir)
+                .status()
+                .expect("cp template datadir");
+            assert!(status.success(), "copying {} failed", template.display());
+        }
+        let mut last_err = None;
+        // A free port can be taken between our probe and the server's bind: retry.
+        for _ in 0..3 {
+            let port = myvault::server::free_port().expect("free port");
+            let mut cfg =
+                ServerConfig::new(datadir.clone(), dir.join("run"), port, next_server_id());
+            cfg.binlog = self.binlog;
+            cfg.gtid = self.gtid;
+            cfg.die_with_parent = true;
+            cfg.extra = vec![
+                "--innodb-buffer-pool-size=128M".into(),
+                "--innodb-redo-log-capacity=64M".into(),
+                "--performance-schema-max-table-instances=200".into(),
+            ];
+            if self.flavor == Flavor::Mariadb1011 {
+                cfg.extra.retain(|o| !o.starts_with("--innodb-redo"));
+                cfg.extra.push("--innodb-log-file-size=64M".into());
+            }
+            cfg.extra.extend(self.extra.iter().cloned());
+            match RunningServer::start(&mysqld, cfg, Duration::from_secs(90)) {
+                Ok(server) => {
+                    return TestServer {
+                        server,
+                        flavor: self.flavor,
+                        dir,
+                    };
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        panic!(
+            "cannot start {:?}: {}",
+            self.flavor,
+            last_err.expect("an error")
+        );
+    }
+}
+
+impl TestServer {
+    pub fn builder(flavor: Flavor) -> ServerBuilder {
+        ServerBuilder {
+            flavor,
+            binlog: true,
+            gtid: true,
+            extra: Vec::new(),
+            empty_datadir: false,
+        }
+    }
+
+    pub fn mysql97() -> TestServer {
+        Self::builder(Flavor::Mysql97).start()
+    }
+
+    pub fn mariadb1011() -> TestServer {
+        Self::builder(Flavor::Mariadb1011).start()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// `mysql://root@127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port())
+    }
+
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("mysql://{user}:{password}@127.0.0.1:{}", self.port())
+    }
+
+    pub fn datadir(&self) -> PathBuf {
+        self.server.config().datadir.clone()
+    }
+
+    pub fn session(&self) -> Session {
+        self.server.session().expect("root session")
+    }
+
+    /// Runs statements separated by `;\n` as root.
+    pub fn sql(&self, statements: &str) {
+        let mut s = self.session();
+        for stmt in statements
+            .split(";\n")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            s.exec(stmt)
+                .unwrap_or_else(|e| panic!("`{stmt}` failed: {e}"));
+        }
+    }
+
+    pub fn value(&self, sql: &str) -> Option<String> {
+        self.session()
+            .query_value(sql)
+            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
+    }
+}
+
+/// The result of running the myvault binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `myvault ARGS` with a clean environment (no MYVAULT_* or AWS_* from the caller).
+pub fn myvault(args: &[&str]) -> Run {
+    myvault_env(args, &[])
+}
+
+pub fn myvault_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_myvault"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MYVAULT_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    // Keep ~/.my.cnf of the machine out of the tests.
+    cmd.env("HOME", "/nonexistent");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.output().expect("run myvault"))
+}
