@@ -98,6 +98,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Appends a hint to errors that carry their own message; others stay as they are.
+    pub fn with_note(self, note: &str) -> Error {
+        match self {
+            Error::Usage(m) => Error::Usage(format!("{m} ({note})")),
+            Error::SourceNotReady(m) => Error::SourceNotReady(format!("{m} ({note})")),
+            Error::TargetRefused(m) => Error::TargetRefused(format!("{m} ({note})")),
+            Error::Internal(m) => Error::Internal(format!("{m} ({note})")),
+            other => other,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Usage(_) | Error::Url(_) => ErrorKind::Usage,

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod repo;
 pub mod restore;
 pub mod secret;
+pub mod seed;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

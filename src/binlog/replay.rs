@@ -476,6 +476,13 @@ impl Session<'_> {
                     sent.add(&g);
                     self.record(|s| s.gtids.add(&g));
                 }
+                if header.type_code == types::ROTATE && !header.is_artificial() {
+                    prev_ended_with_rotate = true;
+                }
+                // Before any stop below: heartbeats carry this position, and the replica
+                // refuses one behind the end of the last event it received.
+                offset += size as u64;
+                last_pos = u32::try_from(offset).unwrap_or(u32::MAX);
                 if matches!(step, Step::Commit) {
                     if !skipping {
                         self.progress.transactions.fetch_add(1, Ordering::Relaxed);
@@ -489,11 +496,6 @@ impl Session<'_> {
                         }
                     }
                 }
-                if header.type_code == types::ROTATE && !header.is_artificial() {
-                    prev_ended_with_rotate = true;
-                }
-                offset += size as u64;
-                last_pos = u32::try_from(offset).unwrap_or(u32::MAX);
             }
         }
         conn.flush().map_err(|e| e.to_string())?;

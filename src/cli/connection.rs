@@ -139,7 +139,7 @@ impl ConnArgs {
     }
 }
 
-fn read_password_file(path: &Path) -> Result<Secret> {
+pub fn read_password_file(path: &Path) -> Result<Secret> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Usage(format!(
             "cannot read --password-file {}: {e}",

@@ -20,6 +20,7 @@ pub mod connection;
 pub mod output;
 pub mod repo_cmds;
 pub mod restore;
+pub mod seed;
 pub mod store;
 
 use std::path::PathBuf;
@@ -83,6 +84,9 @@ pub enum Command {
     Copy(repo_cmds::CopyArgs),
     /// Remove stale repository locks.
     Unlock(repo_cmds::UnlockArgs),
+    /// Make a server a new replica of a running source: from a snapshot or a direct clone,
+    /// attached by GTID, optionally waited for and verified.
+    SeedReplica(seed::SeedArgs),
     /// Check the configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -131,6 +135,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => repo_cmds::init(args, &ctx),
         Command::Copy(args) => repo_cmds::copy(args, &ctx),
         Command::Unlock(args) => repo_cmds::unlock(args, &ctx),
+        Command::SeedReplica(args) => seed::run(args, &ctx),
         Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), &ctx),
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod gtid;
 pub mod option_file;
 pub mod privileges;
+pub mod replication;
 pub mod server_info;
 pub mod session;
 pub mod url;

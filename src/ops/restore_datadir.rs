@@ -75,12 +75,15 @@ pub fn run(
         progress,
     );
     let run_dir = server.config().rundir.clone();
+    let log = server.config().error_log();
     // A clean shutdown, so the directory starts without crash recovery.
     server
         .shutdown()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    // On failure the temporary server's log is kept: it says why the replay stopped.
+    let replay = result
+        .map_err(|e| e.with_note(&format!("the temporary server's log is {}", log.display())))?;
     let _ = std::fs::remove_dir_all(run_dir);
-    let replay = result?;
     if !req.keep_uuid {
         let _ = std::fs::remove_file(req.dir.join("auto.cnf"));
     }

@@ -5,6 +5,7 @@ mod support;
 mod check;
 mod config;
 mod logical;
+mod physical;
 mod pitr;
 mod storage_s3;
 mod stream;

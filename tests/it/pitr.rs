@@ -81,10 +81,7 @@ fn restore_to_five_instants_equals_the_source_at_each() {
     let replica = TestServer::builder(Flavor::Mysql97)
         .option("--replica-parallel-workers=1")
         .start();
-    replica.sql(&format!(
-        "CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT={}, SOURCE_USER='repl', SOURCE_PASSWORD='Repl-1', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
-        src.port()
-    ));
+    replica.replicate_from(&src, "repl", "Repl-1");
 
     let dir = Scratch::new("pitr");
     let repo = dir.join("repo").to_str().unwrap().to_string();
@@ -144,25 +141,8 @@ fn restore_to_five_instants_equals_the_source_at_each() {
                 truth = truth.union(&GtidSet::parse(g).unwrap());
             }
         }
-        replica.sql(&format!("START REPLICA UNTIL SQL_AFTER_GTIDS = '{truth}'"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while replica
-            .value("SELECT SERVICE_STATE FROM performance_schema.replication_applier_status")
-            .unwrap()
-            != "OFF"
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what}: the replica did not reach {truth}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        replica.sql("STOP REPLICA");
-        assert_eq!(
-            GtidSet::parse(&replica.value("SELECT @@GLOBAL.gtid_executed").unwrap()).unwrap(),
-            truth,
-            "{what}: replica"
-        );
+        replica.replicate_until(&truth.to_string());
+        assert_eq!(replica.gtid_executed(), truth, "{what}: replica");
 
         let target = TestServer::mysql97();
         let run = myvault(&[

@@ -64,35 +64,6 @@ fn file_checksum(f: &ReplayFile) -> Result<Checksum> {
         .checksum)
 }
 
-/// The first replication error of the channel, if any: an error number or message, or a
-/// thread that stopped.
-fn channel_error(s: &mut Session) -> Result<Option<String>> {
-    let ch = quote_str(CHANNEL);
-    for (table, what) in [
-        ("replication_connection_status", "receiver"),
-        ("replication_applier_status_by_coordinator", "coordinator"),
-        ("replication_applier_status_by_worker", "worker"),
-    ] {
-        let sql = format!(
-            "SELECT LAST_ERROR_NUMBER, LAST_ERROR_MESSAGE, SERVICE_STATE FROM performance_schema.{table} WHERE CHANNEL_NAME = {ch}"
-        );
-        for r in s.query(&sql)?.iter() {
-            let (number, message, state) = (
-                r.u64_at(0).unwrap_or(0),
-                r.text_at(1).unwrap_or_default(),
-                r.text_at(2).unwrap_or_default(),
-            );
-            if number != 0 || !message.is_empty() {
-                return Ok(Some(format!("{what} error {number}: {message}")));
-            }
-            if state == "OFF" {
-                return Ok(Some(format!("the {what} thread stopped")));
-            }
-        }
-    }
-    Ok(None)
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn replay(
     target: &ConnectOptions,
@@ -173,7 +144,7 @@ pub fn replay(
                 if let Some(e) = served.error {
                     return Err(Error::Internal(format!("replay source: {e}")));
                 }
-                if let Some(e) = channel_error(&mut s)? {
+                if let Some(e) = crate::mysql::replication::channel_error(&mut s, CHANNEL)? {
                     return Err(Error::Internal(format!(
                         "the target's applier stopped: {e}"
                     )));

@@ -115,12 +115,17 @@ pub struct TestServer {
     pub dir: Scratch,
 }
 
+type FillDatadir = Box<dyn FnOnce(&Path)>;
+
 pub struct ServerBuilder {
     flavor: Flavor,
     binlog: bool,
     gtid: bool,
     extra: Vec<String>,
     empty_datadir: bool,
+    /// Fills the data directory instead of copying the template (a restored snapshot).
+    fill_datadir: Option<FillDatadir>,
+    port: Option<u16>,
 }
 
 impl ServerBuilder {
@@ -139,12 +144,25 @@ impl ServerBuilder {
         self
     }
 
-    pub fn start(self) -> TestServer {
+    /// Starts on a data directory that `fill` writes (it gets the path, which does not exist yet).
+    pub fn datadir_from(mut self, fill: impl FnOnce(&Path) + 'static) -> Self {
+        self.fill_datadir = Some(Box::new(fill));
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    pub fn start(mut self) -> TestServer {
         let (binary, template) = self.flavor.binary_and_template();
         let mysqld = Mysqld::detect(&binary).expect("detect mysqld");
         let dir = Scratch::new("srv");
         let datadir = dir.join("data");
-        if !self.empty_datadir {
+        if let Some(fill) = self.fill_datadir.take() {
+            fill(&datadir);
+        } else if !self.empty_datadir {
             let status = Command::new("cp")
                 .args(["-a", "--reflink=auto"])
                 .arg(&template)
@@ -156,7 +174,9 @@ impl ServerBuilder {
         let mut last_err = None;
         // A free port can be taken between our probe and the server's bind: retry.
         for _ in 0..3 {
-            let port = myvault::server::free_port().expect("free port");
+            let port = self
+                .port
+                .unwrap_or_else(|| myvault::server::free_port().expect("free port"));
             let mut cfg =
                 ServerConfig::new(datadir.clone(), dir.join("run"), port, next_server_id());
             cfg.binlog = self.binlog;
@@ -199,6 +219,8 @@ impl TestServer {
             gtid: true,
             extra: Vec::new(),
             empty_datadir: false,
+            fill_datadir: None,
+            port: None,
         }
     }
 
@@ -242,6 +264,42 @@ impl TestServer {
             s.exec(stmt)
                 .unwrap_or_else(|e| panic!("`{stmt}` failed: {e}"));
         }
+    }
+
+    /// Makes this server a replica of `source` (GTID auto-positioning), not started.
+    pub fn replicate_from(&self, source: &TestServer, user: &str, password: &str) {
+        self.sql(&format!(
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT={}, SOURCE_USER='{user}', SOURCE_PASSWORD='{password}', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
+            source.port()
+        ));
+    }
+
+    /// Replicates exactly up to `gtids` and stops there: the independent truth of what a
+    /// restore to that point must hold.
+    pub fn replicate_until(&self, gtids: &str) {
+        self.sql(&format!("START REPLICA UNTIL SQL_AFTER_GTIDS = '{gtids}'"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        while self
+            .value("SELECT SERVICE_STATE FROM performance_schema.replication_applier_status")
+            .as_deref()
+            != Some("OFF")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not reach {gtids}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.sql("STOP REPLICA");
+    }
+
+    pub fn gtid_executed(&self) -> myvault::mysql::gtid::GtidSet {
+        myvault::mysql::gtid::GtidSet::parse(
+            &self
+                .value("SELECT @@GLOBAL.gtid_executed")
+                .unwrap_or_default(),
+        )
+        .expect("gtid_executed parses")
     }
 
     pub fn value(&self, sql: &str) -> Option<String> {

@@ -1,0 +1,90 @@
+//! Making the filled target a replica: read-only, pointed at the source with GTID
+//! auto-positioning, started, and watched until it has caught up.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::mysql::gtid::GtidSet;
+use crate::mysql::replication::channel_error;
+use crate::mysql::session::{Session, quote_str};
+use crate::secret::Secret;
+
+pub struct Attachment<'a> {
+    /// The source as the replica reaches it.
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a Secret,
+    /// Replicate over TLS (as myvault reached the source).
+    pub tls: bool,
+    pub super_read_only: bool,
+}
+
+pub fn attach(tgt: &mut Session, a: &Attachment<'_>) -> Result<()> {
+    if a.super_read_only {
+        // Persisted, so a restart does not leave a writable replica behind.
+        tgt.exec("SET PERSIST super_read_only = ON")?;
+    }
+    // Without TLS, caching_sha2_password needs the source's RSA key to send the password.
+    tgt.exec(&format!(
+        "{} SOURCE_HOST = {}, SOURCE_PORT = {}, SOURCE_USER = {}, SOURCE_PASSWORD = {}, \
+         SOURCE_AUTO_POSITION = 1, SOURCE_SSL = {}, GET_SOURCE_PUBLIC_KEY = 1",
+        tgt.info().change_source_sql(),
+        quote_str(a.host),
+        a.port,
+        quote_str(a.user),
+        quote_str(a.password.expose()),
+        u8::from(a.tls)
+    ))?;
+    tgt.exec(tgt.info().start_replica_sql())?;
+    Ok(())
+}
+
+fn gtids(s: &mut Session) -> Result<GtidSet> {
+    let text = s.global_var("gtid_executed")?.unwrap_or_default();
+    GtidSet::parse(&text).map_err(|e| s.unexpected("gtid_executed", e.to_string()).into())
+}
+
+/// Waits until the replica has everything the source had when the wait began; fails at the
+/// first replication error.
+pub fn wait_caught_up(
+    src: &mut Session,
+    tgt: &mut Session,
+    timeout: Duration,
+    progress: &dyn Fn(usize),
+) -> Result<()> {
+    let goal = gtids(src)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(e) = channel_error(tgt, "")? {
+            return Err(replication_failed(&e));
+        }
+        let have = gtids(tgt)?;
+        let missing = goal.subtract(&have);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        progress(usize::try_from(missing.count()).unwrap_or(usize::MAX));
+        if Instant::now() > deadline {
+            return Err(Error::TargetRefused(format!(
+                "the replica has not caught up within {} s: it still lacks {missing}; replication keeps running",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub fn replication_failed(e: &str) -> Error {
+    Error::TargetRefused(format!(
+        "replication on the new replica failed: {e}; see SHOW REPLICA STATUS on it"
+    ))
+}
+
+/// Both replication threads running and no error.
+pub fn healthy(tgt: &mut Session) -> Result<()> {
+    match channel_error(tgt, "")? {
+        Some(e) => Err(replication_failed(&e)),
+        None => Ok(()),
+    }
+}

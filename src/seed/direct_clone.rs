@@ -1,0 +1,165 @@
+//! `CLONE INSTANCE FROM`: the target copies the source's data directly, then restarts on it.
+//!
+//! A recipient under a supervisor (systemd, mysqld_safe) restarts by itself; one that is not
+//! shuts down with error 3707 and has to be started again (`--start-command`, or by hand).
+//! Either way the target is back when a fresh instance (uptime shorter than the time since
+//! the clone ended) answers and reports the clone completed.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::mysql::privileges::{self, Need};
+use crate::mysql::session::{Session, quote_str};
+use crate::mysql::wire::ConnectOptions;
+use crate::secret::Secret;
+use crate::snapshot::clone::ensure_plugin;
+
+pub const DONOR_NEEDS: &[Need] = &[("BACKUP_ADMIN", "serve a clone (CLONE INSTANCE FROM)")];
+pub const RECIPIENT_NEEDS: &[Need] = &[("CLONE_ADMIN", "clone from the source and restart")];
+
+/// Error 3707: the clone finished but the recipient cannot restart itself.
+const RESTART_NOT_SUPERVISED: u16 = 3707;
+
+/// The source as the target reaches it.
+pub struct Donor<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a Secret,
+}
+
+/// Privileges and plugins on both sides; installs the clone plugin where it is missing.
+pub fn prepare(src: &mut Session, tgt: &mut Session) -> Result<()> {
+    privileges::require(src, DONOR_NEEDS, "be the donor of a clone")?;
+    privileges::require(tgt, RECIPIENT_NEEDS, "receive a clone")?;
+    ensure_plugin(src)?;
+    ensure_plugin(tgt)
+}
+
+#[derive(Debug, Clone)]
+pub struct Cloned {
+    pub seconds: f64,
+    pub gtid_executed: String,
+}
+
+/// Runs the clone and waits until the target is back on the cloned data.
+pub fn run(
+    target: &ConnectOptions,
+    donor: &Donor<'_>,
+    start_command: Option<&str>,
+    start_timeout: Duration,
+    status: &dyn Fn(&str),
+) -> Result<Cloned> {
+    let started = Instant::now();
+    let mut tgt = Session::connect(target)?;
+    tgt.exec(&format!(
+        "SET GLOBAL clone_valid_donor_list = {}",
+        quote_str(&format!("{}:{}", donor.host, donor.port))
+    ))?;
+    status(&format!(
+        "cloning {}:{} into {} (CLONE INSTANCE FROM)",
+        donor.host,
+        donor.port,
+        tgt.address()
+    ));
+    let statement = format!(
+        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
+        quote_str(donor.user),
+        quote_str(donor.host),
+        donor.port,
+        quote_str(donor.password.expose())
+    );
+    match tgt.exec(&statement) {
+        Ok(_) => {}
+        Err(e) if e.server_code() == Some(RESTART_NOT_SUPERVISED) || e.is_connection_loss() => {}
+        // The server's message never contains the statement, so the password stays out.
+        Err(e) => {
+            return Err(Error::TargetRefused(format!(
+                "CLONE INSTANCE FROM {}:{} failed on the target: {e}",
+                donor.host, donor.port
+            )));
+        }
+    }
+    drop(tgt);
+    let ended = Instant::now();
+    status("clone copied; waiting for the target to restart on it");
+    let mut tgt = wait_restarted(target, ended, start_command, start_timeout)?;
+    let rows = tgt.query(
+        "SELECT STATE, ERROR_NO, ERROR_MESSAGE, GTID_EXECUTED FROM performance_schema.clone_status",
+    )?;
+    let row = rows.first().ok_or_else(|| {
+        Error::TargetRefused("the target reports no clone after restarting".into())
+    })?;
+    if row.text("STATE").as_deref() != Some("Completed") {
+        return Err(Error::TargetRefused(format!(
+            "the clone did not complete: {} (error {}: {})",
+            row.text("STATE").unwrap_or_default(),
+            row.text("ERROR_NO").unwrap_or_default(),
+            row.text("ERROR_MESSAGE").unwrap_or_default()
+        )));
+    }
+    Ok(Cloned {
+        seconds: started.elapsed().as_secs_f64(),
+        gtid_executed: row
+            .text("GTID_EXECUTED")
+            .unwrap_or_default()
+            .replace('\n', ""),
+    })
+}
+
+fn uptime(s: &mut Session) -> Option<u64> {
+    s.query("SHOW GLOBAL STATUS LIKE 'Uptime'")
+        .ok()?
+        .first()?
+        .u64_at(1)
+}
+
+/// Waits for a server instance started after `ended`; runs `start_command` once the old
+/// instance is gone.
+fn wait_restarted(
+    target: &ConnectOptions,
+    ended: Instant,
+    start_command: Option<&str>,
+    timeout: Duration,
+) -> Result<Session> {
+    let mut command = start_command;
+    loop {
+        match Session::connect(target) {
+            Ok(mut s) => {
+                if let Some(up) = uptime(&mut s)
+                    && up <= ended.elapsed().as_secs() + 1
+                {
+                    return Ok(s);
+                }
+            }
+            Err(_) => {
+                if let Some(cmd) = command.take() {
+                    run_start_command(cmd)?;
+                }
+            }
+        }
+        if ended.elapsed() > timeout {
+            return Err(Error::TargetRefused(format!(
+                "the target did not come back within {} s after the clone. It is not under a supervisor \
+                 (systemd, mysqld_safe): start mysqld on its data directory (or give --start-command), \
+                 then run seed-replica again without --clone to attach it",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn run_start_command(cmd: &str) -> Result<()> {
+    let status = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::io(format!("cannot run --start-command `{cmd}`"), e))?;
+    if !status.success() {
+        return Err(Error::TargetRefused(format!(
+            "--start-command `{cmd}` failed ({status})"
+        )));
+    }
+    Ok(())
+}
