@@ -60,7 +60,8 @@ fn tables(c: &mut Conn) -> Result<Vec<(String, String, Vec<String>)>> {
     Ok(out)
 }
 
-/// Hashes every row (values and NULL-ness of every column) and XORs the hashes, so the
+/// Hashes every row (values and NULL-ness of every column; SHA2, as MySQL 9 has no MD5) and
+/// XORs the hashes, so the
 /// order rows come in does not matter.
 fn sums(c: &mut Conn) -> Result<Sums> {
     let mut out = Sums::new();
@@ -71,7 +72,7 @@ fn sums(c: &mut Conn) -> Result<Sums> {
             .map(|c| format!("ISNULL({})", quote_ident(c)))
             .collect();
         let sql = format!(
-            "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT_WS('#', {}, CONCAT({}))), 16), 16, 10) AS UNSIGNED)), 0) FROM {}.{}",
+            "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(SHA2(CONCAT_WS('#', {}, CONCAT({})), 256), 16), 16, 10) AS UNSIGNED)), 0) FROM {}.{}",
             values.join(", "),
             nulls.join(", "),
             quote_ident(&db),

@@ -17,9 +17,8 @@ pub struct SourceState {
     pub version: String,
     pub gtid_executed: GtidSet,
     pub gtid_purged: GtidSet,
-    /// The source's own id and those of its registered replicas (and streamers).
-    pub taken_ids: Vec<u64>,
-    pub replica_uuids: Vec<String>,
+    /// Registered replicas (and streamers): (server_id, server_uuid when reported).
+    pub replicas: Vec<(u64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,11 +59,17 @@ pub fn source_state(s: &mut Session) -> Result<SourceState> {
             s.address()
         )));
     }
-    let taken_ids = source::taken_server_ids(s, facts.server_id)?;
-    let replica_uuids = s
+    let replicas = s
         .query(s.info().replicas_sql())?
         .iter()
-        .filter_map(|r| r.text("Replica_UUID").or_else(|| r.text("Slave_UUID")))
+        .filter_map(|r| {
+            let id = r.u64("Server_Id").or_else(|| r.u64("Server_id"))?;
+            let uuid = r
+                .text("Replica_UUID")
+                .or_else(|| r.text("Slave_UUID"))
+                .unwrap_or_default();
+            Some((id, uuid))
+        })
         .collect();
     Ok(SourceState {
         server_id: facts.server_id,
@@ -73,8 +78,7 @@ pub fn source_state(s: &mut Session) -> Result<SourceState> {
         version: facts.version,
         gtid_executed: gtid_var(s, "gtid_executed")?,
         gtid_purged: gtid_var(s, "gtid_purged")?,
-        taken_ids,
-        replica_uuids,
+        replicas,
     })
 }
 
@@ -106,8 +110,16 @@ pub fn target_state(s: &mut Session) -> Result<TargetState> {
 /// The target must be a new member: its own server_id and server_uuid, GTIDs on, and no
 /// replication set up already.
 pub fn check_identity(src: &SourceState, tgt: &TargetState, force: bool) -> Result<()> {
-    let free = src.taken_ids.iter().max().copied().unwrap_or(0) + 1;
-    if tgt.server_id == 0 || src.taken_ids.contains(&tgt.server_id) {
+    // The target itself, already registered by an earlier run, is no conflict.
+    let itself = |(id, uuid): &&(u64, String)| *id == tgt.server_id && *uuid == tgt.server_uuid;
+    let others: Vec<&(u64, String)> = src.replicas.iter().filter(|r| !itself(r)).collect();
+    let mut taken: Vec<u64> = std::iter::once(src.server_id)
+        .chain(others.iter().map(|(id, _)| *id))
+        .collect();
+    taken.sort_unstable();
+    taken.dedup();
+    let free = taken.last().copied().unwrap_or(0) + 1;
+    if tgt.server_id == 0 || taken.contains(&tgt.server_id) {
         return Err(Error::TargetRefused(format!(
             "the target's server_id {} is {}; give it its own: SET PERSIST server_id = {free} (ids in use: {})",
             tgt.server_id,
@@ -116,14 +128,14 @@ pub fn check_identity(src: &SourceState, tgt: &TargetState, force: bool) -> Resu
             } else {
                 "already used by the source or one of its replicas".to_string()
             },
-            src.taken_ids
+            taken
                 .iter()
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
     }
-    if tgt.server_uuid == src.server_uuid || src.replica_uuids.contains(&tgt.server_uuid) {
+    if tgt.server_uuid == src.server_uuid || others.iter().any(|(_, u)| *u == tgt.server_uuid) {
         return Err(Error::TargetRefused(format!(
             "the target has server_uuid {}, which the source or one of its replicas already has \
              (a copied auto.cnf); stop it, delete auto.cnf from its data directory and start it again",

@@ -7,5 +7,6 @@ mod config;
 mod logical;
 mod physical;
 mod pitr;
+mod seed;
 mod storage_s3;
 mod stream;

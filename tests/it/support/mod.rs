@@ -352,6 +352,31 @@ pub fn myvault(args: &[&str]) -> Run {
 }
 
 pub fn myvault_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    Run::from(myvault_command(args, env).output().expect("run myvault"))
+}
+
+/// `myvault ARGS` running in the background (for commands the test interacts with while
+/// they run); `Background::finish` collects it.
+pub struct Background(std::process::Child);
+
+impl Background {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Background {
+        let mut cmd = myvault_command(args, env);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        Background(cmd.spawn().expect("start myvault"))
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.0.try_wait().ok().flatten().is_none()
+    }
+
+    pub fn finish(self) -> Run {
+        Run::from(self.0.wait_with_output().expect("wait for myvault"))
+    }
+}
+
+fn myvault_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_myvault"));
     cmd.args(args);
     for (k, _) in std::env::vars() {
@@ -364,5 +389,5 @@ pub fn myvault_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Run::from(cmd.output().expect("run myvault"))
+    cmd
 }
