@@ -94,12 +94,35 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<LockInfo>> {
     Ok(out)
 }
 
-/// A held lock; dropping it releases it.
+/// A held lock; dropping it releases it. While held, a thread refreshes it every
+/// [`REFRESH_EVERY`], so a backup or streamer running for days never looks stale.
 #[derive(Debug)]
 pub struct LockGuard {
     storage: Arc<dyn Storage>,
     info: LockInfo,
     released: bool,
+    refresher: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// Rewrites the lock with a new `refreshed` time until told to stop (or the sender is gone).
+fn spawn_refresher(
+    storage: Arc<dyn Storage>,
+    mut info: LockInfo,
+    every: Duration,
+) -> Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("lock-refresh".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                info.refreshed = Utc::now();
+                // A failed refresh is retried at the next tick; the lock only goes stale
+                // after STALE_AFTER without one.
+                let _ = storage.put(&key(&info.id), &manifest::encode("lock", &info));
+            }
+        })
+        .ok()?;
+    Some((tx, handle))
 }
 
 impl LockGuard {
@@ -132,10 +155,11 @@ impl LockGuard {
         if !storage.create(&key(&info.id), &manifest::encode("lock", &info))? {
             return Err(RepoError::Invalid("lock id collision; try again".into()));
         }
-        let guard = LockGuard {
+        let mut guard = LockGuard {
             storage: storage.clone(),
             info,
             released: false,
+            refresher: None,
         };
         // Someone may have locked between our check and our create: check again, now that
         // our own lock is visible to them too.
@@ -145,22 +169,24 @@ impl LockGuard {
         {
             return Err(locked(l));
         }
+        guard.refresher = spawn_refresher(storage.clone(), guard.info.clone(), REFRESH_EVERY);
         Ok(guard)
+    }
+
+    /// Stops refreshing before the lock is deleted, so no refresh can recreate it.
+    fn stop_refresher(&mut self) {
+        if let Some((tx, handle)) = self.refresher.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
 
     pub fn info(&self) -> &LockInfo {
         &self.info
     }
 
-    /// Marks the lock as still held; long-running holders call this every [`REFRESH_EVERY`].
-    pub fn refresh(&mut self) -> Result<()> {
-        self.info.refreshed = Utc::now();
-        self.storage
-            .put(&key(&self.info.id), &manifest::encode("lock", &self.info))?;
-        Ok(())
-    }
-
     pub fn release(mut self) -> Result<()> {
+        self.stop_refresher();
         self.released = true;
         self.storage.delete(&key(&self.info.id))?;
         Ok(())
@@ -169,6 +195,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        self.stop_refresher();
         if !self.released {
             let _ = self.storage.delete(&key(&self.info.id));
         }
@@ -208,6 +235,26 @@ mod tests {
         assert!(
             list(s.as_ref()).unwrap().is_empty(),
             "dropped guards remove their locks"
+        );
+    }
+
+    #[test]
+    fn a_held_lock_is_refreshed_and_never_recreated_after_release() {
+        let s: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut guard = LockGuard::acquire(s.clone(), LockKind::Shared, "stream").unwrap();
+        guard.stop_refresher();
+        let first = list(s.as_ref()).unwrap()[0].refreshed;
+        guard.refresher = spawn_refresher(s.clone(), guard.info.clone(), Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            list(s.as_ref()).unwrap()[0].refreshed > first,
+            "not refreshed"
+        );
+        guard.release().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            list(s.as_ref()).unwrap().is_empty(),
+            "a refresh recreated the lock"
         );
     }
 
