@@ -61,8 +61,8 @@ fn local_datadir(s: &mut Session) -> Result<PathBuf> {
     let auto = std::fs::read_to_string(datadir.join("auto.cnf")).unwrap_or_default();
     if !auto.contains(&uuid) || uuid.is_empty() {
         return Err(Error::Usage(format!(
-            "{} is not on this host (its datadir {} is not here): run a clone backup on the database host, \
-             or give --mysqld to clone it from here into a temporary server",
+            "{} is not on this host (its datadir {} is not here): a local clone is written to the server's \
+             own disk, so run the clone backup on the database host (or use --method logical from here)",
             s.address(),
             datadir.display()
         )));

@@ -82,17 +82,17 @@ impl S3Storage {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .filter(|e| !e.is_empty());
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = opts
-            .s3_region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-        {
+        if let Some(region) = opts.s3_region.clone() {
             loader = loader.region(aws_config::Region::new(region));
-        } else {
-            loader = loader.region(aws_config::Region::new("us-east-1"));
         }
+        // AWS_REGION, AWS_DEFAULT_REGION and profiles are the SDK's own chain; S3-compatible
+        // stores often have no region at all, and the SDK needs one to sign.
         let shared = rt.block_on(loader.load());
-        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            conf = conf.region(aws_config::Region::new("us-east-1"));
+        }
+        let mut conf = conf
             // A dead endpoint fails within seconds, not minutes; transient errors are
             // retried a few times here and again by the callers that can wait.
             .retry_config(RetryConfig::standard().with_max_attempts(3))
