@@ -9,8 +9,10 @@ pub mod reader;
 pub mod replay;
 pub mod source;
 pub mod spool;
+pub mod statements;
 pub mod transaction;
 pub mod uploader;
+pub mod walk;
 
 #[cfg(test)]
 mod tests;

@@ -5,49 +5,18 @@
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::event::{
-    self, Checksum, FormatDescription, GtidInfo, HEADER_LEN, Header, RawEvent, types,
-};
-use super::transaction::{Step, Tracker, TxId};
+use super::event::{self, Checksum, HEADER_LEN, RawEvent, types};
+use super::walk::{Sink, Walk};
 use crate::mysql::decode::Reader;
-use crate::mysql::gtid::{Gtid, GtidSet};
+use crate::mysql::gtid::GtidSet;
 use crate::mysql::wire::server::ServerConn;
-use crate::repo::Repo;
-use crate::repo::manifest::{BinlogSegment, FileEntry, FileKind};
 
-/// Where replay ends.
-#[derive(Debug, Clone)]
-pub enum StopAt {
-    /// Every transaction committed at or before this instant (microseconds), none after.
-    Time(u64),
-    /// Up to and including these transactions (and everything before them).
-    AfterGtids(GtidSet),
-    /// Everything before the first of these transactions.
-    BeforeGtids(GtidSet),
-    /// The end of the archive.
-    End,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReplayFile {
-    pub repo: Arc<Repo>,
-    pub segment: BinlogSegment,
-}
-
-#[derive(Debug, Default)]
-pub struct ReplayProgress {
-    pub transactions: AtomicU64,
-    pub skipped: AtomicU64,
-    pub bytes: AtomicU64,
-    pub last_commit_us: AtomicU64,
-    /// All of the plan has been sent (or the boundary reached).
-    pub done: AtomicBool,
-}
+pub use super::walk::{ReplayFile, ReplayProgress, StopAt};
 
 /// What the source sent: the GTIDs the target must end up with, and why it stopped.
 #[derive(Debug, Clone, Default)]
@@ -311,7 +280,61 @@ impl Session<'_> {
         f(&mut self.served.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn artificial_rotate(&self, conn: &mut ServerConn, file: &str) -> std::io::Result<()> {
+    fn stream(&mut self, conn: &mut ServerConn, have: &GtidSet) -> Result<(), String> {
+        let walk = Walk {
+            files: self.files,
+            stop_at: self.stop_at,
+            cancel: self.stop,
+            progress: self.progress,
+        };
+        let mut sink = ReplicationSink {
+            conn,
+            identity: &self.identity,
+        };
+        let served = self.served;
+        let walked = walk.run(have, &mut sink, &mut |g| {
+            served
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .gtids
+                .add(g)
+        });
+        let walked = match walked {
+            Ok(w) => w,
+            Err(msg) => {
+                self.record(|s| s.error = Some(msg.clone()));
+                return Err(msg);
+            }
+        };
+        if walked.cancelled {
+            return Ok(());
+        }
+        conn.flush().map_err(|e| e.to_string())?;
+        self.record(|s| s.boundary_reached = walked.boundary_reached);
+        self.progress.done.store(true, Ordering::SeqCst);
+        // Keep the connection alive until the orchestrator has seen everything applied.
+        let mut last = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            if last.elapsed() >= self.heartbeat {
+                if heartbeat(conn, &self.identity, &walked.last_file, walked.last_pos).is_err() {
+                    return Ok(());
+                }
+                last = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// Serves walked events to a replica over the replication protocol.
+struct ReplicationSink<'a, 'c> {
+    conn: &'c mut ServerConn,
+    identity: &'a Identity,
+}
+
+impl Sink for ReplicationSink<'_, '_> {
+    fn rotate(&mut self, file: &str) -> std::io::Result<()> {
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(file.as_bytes());
         let ev = event::build(
@@ -323,202 +346,41 @@ impl Session<'_> {
             &body,
             self.identity.checksum,
         );
-        conn.send_event(&ev)
+        self.conn.send_event(&ev)
     }
 
-    fn heartbeat(&self, conn: &mut ServerConn, file: &str, pos: u32) -> std::io::Result<()> {
-        let ev = event::build(
-            types::HEARTBEAT,
-            self.identity.server_id,
-            0,
-            pos,
-            0,
-            file.as_bytes(),
-            self.identity.checksum,
-        );
-        conn.send_event(&ev)?;
-        conn.flush()
+    fn event(&mut self, ev: &RawEvent<'_>, _checksum: Checksum) -> std::io::Result<()> {
+        self.conn.send_event(ev.bytes())
     }
 
-    fn stream(&mut self, conn: &mut ServerConn, have: &GtidSet) -> Result<(), String> {
-        let mut sent = GtidSet::new();
-        let mut remaining = match self.stop_at {
-            StopAt::AfterGtids(set) => Some(set.subtract(have)),
-            _ => None,
-        };
-        let mut last_file = String::new();
-        let mut last_pos = 4u32;
-        let mut boundary = matches!(remaining, Some(ref r) if r.is_empty());
-        let mut prev_ended_with_rotate = false;
-        'files: for rf in self.files {
-            if boundary {
-                break;
-            }
-            let seg = &rf.segment;
-            if !prev_ended_with_rotate {
-                self.artificial_rotate(conn, &seg.file)
-                    .map_err(|e| e.to_string())?;
-            }
-            last_file = seg.file.clone();
-            let entry = FileEntry {
-                path: seg.file.clone(),
-                kind: FileKind::File,
-                mode: 0o640,
-                size: seg.size,
-                sha256: Some(seg.sha256),
-                target: None,
-                refs: seg.refs.clone(),
-            };
-            let mut reader = rf.repo.open_file(&entry).map_err(|e| e.to_string())?;
-            let mut magic = [0u8; 4];
-            reader
-                .read_exact(&mut magic)
-                .map_err(|e| format!("{}: {e}", seg.file))?;
-            let mut offset = 4u64;
-            let mut checksum = Checksum::None;
-            let mut tracker = Tracker::new();
-            let mut skipping = false;
-            let mut small = Vec::new();
-            prev_ended_with_rotate = false;
-            while offset < seg.size {
-                if self.stop.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                let mut head = [0u8; HEADER_LEN];
-                reader
-                    .read_exact(&mut head)
-                    .map_err(|e| format!("{} at {offset}: {e}", seg.file))?;
-                let header = Header::parse(&head)
-                    .map_err(|_| format!("{}: bad event header at {offset}", seg.file))?;
-                let size = header.event_size as usize;
-                let body_len = size
-                    .checked_sub(HEADER_LEN)
-                    .ok_or_else(|| format!("{}: bad event size at {offset}", seg.file))?;
-                let whole = body_len <= 4 << 20;
-                let raw = if whole {
-                    small.clear();
-                    small.extend_from_slice(&head);
-                    small.resize(size, 0);
-                    reader
-                        .read_exact(&mut small[HEADER_LEN..])
-                        .map_err(|e| format!("{} at {offset}: {e}", seg.file))?;
-                    Some(RawEvent::frame(&small, offset).map_err(|e| e.to_string())?)
-                } else {
-                    None
-                };
-                if header.type_code == types::FORMAT_DESCRIPTION
-                    && let Some(r) = &raw
-                {
-                    checksum = FormatDescription::parse(r, offset)
-                        .map_err(|e| e.to_string())?
-                        .checksum;
-                }
-                let step = tracker
-                    .feed(header.type_code, raw.as_ref(), checksum, offset)
-                    .map_err(|e| e.to_string())?;
-                let mut this_gtid: Option<Gtid> = None;
-                if let Step::Begin(id) = &step {
-                    let (gtid, commit_us) = match id {
-                        TxId::Mysql(GtidInfo {
-                            gtid,
-                            immediate_commit_us,
-                            ..
-                        }) => (gtid.clone(), *immediate_commit_us),
-                        TxId::Mariadb(_) => (None, u64::from(header.timestamp) * 1_000_000),
-                    };
-                    let stop_here = match (self.stop_at, &gtid) {
-                        (StopAt::Time(t), _) => commit_us > *t,
-                        (StopAt::BeforeGtids(set), Some(g)) => set.contains(g),
-                        _ => false,
-                    };
-                    if stop_here {
-                        boundary = true;
-                        break 'files;
-                    }
-                    skipping = gtid
-                        .as_ref()
-                        .is_some_and(|g| have.contains(g) || sent.contains(g));
-                    this_gtid = gtid;
-                    if skipping {
-                        self.progress.skipped.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        self.progress
-                            .last_commit_us
-                            .store(commit_us, Ordering::Relaxed);
-                    }
-                }
-                let in_tx = tracker.in_transaction()
-                    || matches!(step, Step::Commit)
-                    || matches!(step, Step::Begin(_));
-                let send = !(in_tx && skipping) && header.type_code != types::STOP;
-                if send {
-                    match &raw {
-                        Some(r) => conn.send_event(r.bytes()).map_err(|e| e.to_string())?,
-                        None => conn
-                            .send_event_streaming(
-                                &head,
-                                &mut (&mut reader).take(body_len as u64),
-                                body_len,
-                            )
-                            .map_err(|e| e.to_string())?,
-                    }
-                    self.progress
-                        .bytes
-                        .fetch_add(size as u64, Ordering::Relaxed);
-                } else if raw.is_none() {
-                    std::io::copy(
-                        &mut (&mut reader).take(body_len as u64),
-                        &mut std::io::sink(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                }
-                if let Some(g) = this_gtid.filter(|_| !skipping) {
-                    sent.add(&g);
-                    self.record(|s| s.gtids.add(&g));
-                }
-                if header.type_code == types::ROTATE && !header.is_artificial() {
-                    prev_ended_with_rotate = true;
-                }
-                // Before any stop below: heartbeats carry this position, and the replica
-                // refuses one behind the end of the last event it received.
-                offset += size as u64;
-                last_pos = u32::try_from(offset).unwrap_or(u32::MAX);
-                if matches!(step, Step::Commit) {
-                    if !skipping {
-                        self.progress.transactions.fetch_add(1, Ordering::Relaxed);
-                    }
-                    skipping = false;
-                    if let Some(r) = remaining.as_mut() {
-                        *r = r.subtract(&sent);
-                        if r.is_empty() {
-                            boundary = true;
-                            break 'files;
-                        }
-                    }
-                }
-            }
-        }
-        conn.flush().map_err(|e| e.to_string())?;
-        if let Some(r) = remaining.filter(|r| !r.is_empty()) {
-            let msg = format!("the archive ends before these transactions: {r}");
-            self.record(|s| s.error = Some(msg.clone()));
-            return Err(msg);
-        }
-        self.record(|s| s.boundary_reached = boundary);
-        self.progress.done.store(true, Ordering::SeqCst);
-        // Keep the connection alive until the orchestrator has seen everything applied.
-        let mut last = Instant::now();
-        while !self.stop.load(Ordering::SeqCst) {
-            if last.elapsed() >= self.heartbeat {
-                if self.heartbeat(conn, &last_file, last_pos).is_err() {
-                    return Ok(());
-                }
-                last = Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+    fn large_event(
+        &mut self,
+        head: &[u8; HEADER_LEN],
+        body: &mut dyn Read,
+        body_len: usize,
+        _checksum: Checksum,
+    ) -> std::io::Result<()> {
+        self.conn.send_event_streaming(head, body, body_len)
     }
+}
+
+fn heartbeat(
+    conn: &mut ServerConn,
+    identity: &Identity,
+    file: &str,
+    pos: u32,
+) -> std::io::Result<()> {
+    let ev = event::build(
+        types::HEARTBEAT,
+        identity.server_id,
+        0,
+        pos,
+        0,
+        file.as_bytes(),
+        identity.checksum,
+    );
+    conn.send_event(&ev)?;
+    conn.flush()
 }
 
 /// The replica's executed GTID set from COM_BINLOG_DUMP_GTID.

@@ -12,6 +12,7 @@ use crate::mysql::gtid::GtidSet;
 use crate::ops;
 use crate::restore::logical::{LoadOptions, LoadProgress};
 use crate::restore::pitr::plan::{Kind, PitrPlan, Target};
+use crate::restore::pitr::replay::Engine;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
@@ -81,6 +82,12 @@ pub struct RestoreArgs {
     /// Print what would be done (snapshot, binlog files, boundary, end state) and change nothing.
     #[arg(long)]
     pub plan: bool,
+
+    /// How binlogs are replayed: `applier` (the target's own replication applier, fed by
+    /// myvault acting as its source; fastest) or `sql` (statements in one session, as
+    /// mysqlbinlog | mysql; for targets that cannot connect back to this host).
+    #[arg(long, value_name = "ENGINE", default_value = "applier")]
+    pub engine: String,
 
     /// Address the replay source listens on, reachable from the target
     /// (default: this host's address towards the target, free port).
@@ -222,6 +229,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             dir,
             owner,
             keep_uuid: a.keep_server_uuid,
+            engine: Engine::parse(&a.engine, a.replay_listen.as_deref())?,
             pitr: pitr_with,
         };
         let report = ops::restore_datadir::run(&repo, &req, &|applied, _, _| {
@@ -265,7 +273,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             snapshot: a.pitr_snapshot(),
             server: &server,
             load: &opts,
-            listen: a.replay_listen.as_deref(),
+            engine: Engine::parse(&a.engine, a.replay_listen.as_deref())?,
         };
         let report = ops::pitr::run(&repo, &req, &load_progress, &|applied, bytes, served| {
             let secs = started.elapsed().as_secs_f64().max(0.001);

@@ -37,8 +37,7 @@ pub struct PitrRequest<'a> {
     pub snapshot: Option<&'a str>,
     pub server: &'a ConnectOptions,
     pub load: &'a LoadOptions,
-    /// Where the replay source listens (default: our address towards the server).
-    pub listen: Option<&'a str>,
+    pub engine: replay::Engine<'a>,
 }
 
 pub fn run(
@@ -47,8 +46,8 @@ pub fn run(
     load_progress: &LoadProgress,
     replay_progress: replay::Progress<'_>,
 ) -> Result<PitrReport> {
-    let (target, snapshot, server, load_opts, listen) =
-        (req.target, req.snapshot, req.server, req.load, req.listen);
+    let (target, snapshot, server, load_opts, engine) =
+        (req.target, req.snapshot, req.server, req.load, req.engine);
     let _lock = LockGuard::acquire(repo.storage().clone(), LockKind::Shared, "restore")?;
     let plan = plan::plan(repo, target, snapshot, plan::Kind::Logical)?;
     let snap = plan
@@ -72,12 +71,12 @@ pub fn run(
         .stop
         .clone()
         .ok_or_else(|| Error::Internal("plan without boundary".into()))?;
-    let replay = replay::replay(
+    let replay = replay::run(
+        engine,
         server,
         plan.replay.clone(),
         stop,
         &expected,
-        listen,
         replay_progress,
     )?;
     Ok(PitrReport { plan, load, replay })

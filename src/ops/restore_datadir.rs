@@ -32,6 +32,7 @@ pub struct DatadirRequest<'a> {
     pub dir: &'a Path,
     pub owner: Option<Owner>,
     pub keep_uuid: bool,
+    pub engine: replay::Engine<'a>,
     /// Replay the archive up to this point, with this server binary.
     pub pitr: Option<(&'a Target, &'a Path)>,
 }
@@ -66,12 +67,12 @@ pub fn run(
         .stop
         .clone()
         .ok_or_else(|| Error::Internal("plan without boundary".into()))?;
-    let result = replay::replay(
+    let result = replay::run(
+        req.engine,
         &server.root_options(),
         plan.replay.clone(),
         stop,
         &expected,
-        None,
         progress,
     );
     let run_dir = server.config().rundir.clone();

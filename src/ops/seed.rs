@@ -310,6 +310,7 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
                 dir,
                 owner: *owner,
                 keep_uuid: false,
+                engine: crate::restore::pitr::replay::Engine::Applier { listen: None },
                 pitr: None,
             };
             crate::ops::restore_datadir::run(repo(req)?, &request, &|_, _, _| {})?;

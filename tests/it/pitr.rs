@@ -178,6 +178,104 @@ fn restore_to_five_instants_equals_the_source_at_each() {
             "0",
             "{what}: the replay channel was left behind"
         );
+        // The fallback engine, on the instant whose history spans rotations and a restart.
+        if what == "after a source restart" {
+            let target = TestServer::mysql97();
+            myvault(&[
+                "restore",
+                "--repo",
+                &repo,
+                "--to-time",
+                &rfc3339(t),
+                "--target",
+                &target.url(),
+                "--engine",
+                "sql",
+            ])
+            .expect_code(0);
+            assert_eq!(target.gtid_executed(), truth, "{what}: SQL engine GTIDs");
+            assert_eq!(
+                load::checksums(&target, "sb"),
+                load::checksums(&replica, "sb"),
+                "{what}: SQL engine data"
+            );
+        }
+    }
+}
+
+/// Both engines on a history with what a SQL replay finds hard: compressed transactions,
+/// tagged GTIDs, DDL under a non-default SQL mode and character set, latin1 and binary
+/// bytes, a row event larger than the walk reads whole, and a rotation.
+#[test]
+fn both_engines_replay_compressed_tagged_ddl_and_large_events_exactly() {
+    let src = TestServer::builder(Flavor::Mysql97)
+        .option("--binlog-transaction-compression=ON")
+        .option("--max-allowed-packet=64M")
+        .start();
+    src.sql("CREATE DATABASE h;\nCREATE TABLE h.t (id INT PRIMARY KEY, b VARBINARY(255), l VARCHAR(20) CHARACTER SET latin1)");
+    let dir = Scratch::new("engines");
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    myvault(&["backup", "--repo", &repo, "--source", &src.url()]).expect_code(0);
+    let spool = dir.join("spool");
+    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &[]);
+    let mut s = src.session();
+    for stmt in [
+        "INSERT INTO h.t VALUES (1, UNHEX('00FF27225C0A0D1A'), 'caf\u{e9}')",
+        "SET SESSION binlog_transaction_compression = OFF",
+        "INSERT INTO h.t VALUES (2, 'plain', 'x')",
+        "SET SESSION binlog_transaction_compression = ON",
+        "START TRANSACTION",
+        "INSERT INTO h.t VALUES (3, 'a', 'b'), (4, 'c', 'd')",
+        "UPDATE h.t SET l = 'upd' WHERE id = 2",
+        "DELETE FROM h.t WHERE id = 4",
+        "COMMIT",
+        "SET SESSION sql_mode = 'ANSI_QUOTES,NO_ZERO_DATE', SESSION character_set_client = latin1",
+        "CREATE TABLE h.\"quoted\" (id INT PRIMARY KEY, c VARCHAR(10) DEFAULT 'd\u{e9}f', ts TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))",
+        "SET SESSION sql_mode = DEFAULT, SESSION character_set_client = utf8mb4",
+        "INSERT INTO h.quoted (id) VALUES (1)",
+        "SET gtid_next = 'AUTOMATIC:tagged'",
+        "INSERT INTO h.t VALUES (5, 'tag', 'tag')",
+        "SET gtid_next = 'AUTOMATIC'",
+        "ALTER TABLE h.t ADD COLUMN big LONGBLOB",
+        "FLUSH BINARY LOGS",
+        "SET SESSION binlog_transaction_compression = OFF",
+        "INSERT INTO h.t (id, big) VALUES (6, REPEAT(UNHEX('0123456789ABCDEF'), 800000))",
+        "UPDATE h.t SET b = NULL WHERE id = 1",
+    ] {
+        s.exec(stmt).unwrap_or_else(|e| panic!("{stmt}: {e}"));
+    }
+    let goal = src.gtid_executed();
+    src.sql("FLUSH BINARY LOGS");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    let mut drain = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
+    assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+    let sums = load::checksums(&src, "h");
+    for engine in ["applier", "sql"] {
+        let target = TestServer::builder(Flavor::Mysql97)
+            .option("--max-allowed-packet=64M")
+            .start();
+        let run = myvault(&[
+            "restore",
+            "--repo",
+            &repo,
+            "--to-gtid",
+            &goal.to_string(),
+            "--target",
+            &target.url(),
+            "--engine",
+            engine,
+            "--json",
+        ]);
+        run.expect_code(0);
+        assert_eq!(target.gtid_executed(), goal, "{engine}: GTIDs");
+        assert_eq!(load::checksums(&target, "h"), sums, "{engine}: data");
+        assert_eq!(
+            target.value("SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_NAME = 'quoted' AND COLUMN_NAME = 'c'"),
+            src.value("SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_NAME = 'quoted' AND COLUMN_NAME = 'c'"),
+            "{engine}: DDL under another character set"
+        );
     }
 }
 

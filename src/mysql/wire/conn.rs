@@ -237,11 +237,17 @@ impl Conn {
         Ok(&self.buf)
     }
 
-    fn send_query(&mut self, sql: &str) -> Result<(), Error> {
+    fn send_query(&mut self, sql: &[u8]) -> Result<(), Error> {
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(COM_QUERY);
-        payload.extend_from_slice(sql.as_bytes());
+        payload.extend_from_slice(sql);
         self.write_command(&payload)
+    }
+
+    /// Runs a statement given as bytes: SQL text from a binlog is in the character set its
+    /// session had, not necessarily UTF-8.
+    pub fn exec_bytes(&mut self, sql: &[u8]) -> Result<OkPacket, Error> {
+        self.exec_inner(sql, None)
     }
 
     /// Runs a statement; any rows are read and discarded.
@@ -254,6 +260,14 @@ impl Conn {
     pub fn exec_with_infile(
         &mut self,
         sql: &str,
+        data: Option<&mut dyn Read>,
+    ) -> Result<OkPacket, Error> {
+        self.exec_inner(sql.as_bytes(), data)
+    }
+
+    fn exec_inner(
+        &mut self,
+        sql: &[u8],
         mut data: Option<&mut dyn Read>,
     ) -> Result<OkPacket, Error> {
         self.send_query(sql)?;
@@ -310,7 +324,7 @@ impl Conn {
 
     /// Runs a query and streams its rows without copying them.
     pub fn query_stream(&mut self, sql: &str) -> Result<RowStream<'_>, Error> {
-        self.send_query(sql)?;
+        self.send_query(sql.as_bytes())?;
         let first = self.read_packet()?.first().copied();
         match first {
             Some(0xFF) => Err(self.server_error(&self.buf)),

@@ -2,3 +2,4 @@
 
 pub mod plan;
 pub mod replay;
+pub mod sql_replay;

@@ -29,7 +29,62 @@ pub struct ReplayReport {
 /// Progress as the target applies: (applied transactions, bytes served, done serving).
 pub type Progress<'a> = &'a dyn Fn(u64, u64, u64);
 
-fn gtid_executed(s: &mut Session) -> Result<GtidSet> {
+/// How archived transactions reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine<'a> {
+    /// The target's own (multi-threaded) replication applier, fed by myvault acting as a
+    /// source that listens on `listen` (default: our address towards the target).
+    Applier { listen: Option<&'a str> },
+    /// SQL in one session, as mysqlbinlog's output would be applied.
+    Sql,
+}
+
+impl<'a> Engine<'a> {
+    pub fn parse(name: &str, listen: Option<&'a str>) -> Result<Engine<'a>> {
+        match name {
+            "applier" => Ok(Engine::Applier { listen }),
+            "sql" if listen.is_none() => Ok(Engine::Sql),
+            "sql" => Err(Error::Usage(
+                "--replay-listen goes with --engine applier".into(),
+            )),
+            other => Err(Error::Usage(format!(
+                "--engine {other} is not one of applier, sql"
+            ))),
+        }
+    }
+}
+
+/// Replays `files` into `target` up to `stop` with the chosen engine; the target must end
+/// with exactly `expected`.
+pub fn run(
+    engine: Engine<'_>,
+    target: &ConnectOptions,
+    files: Vec<ReplayFile>,
+    stop: StopAt,
+    expected: &GtidSet,
+    progress: Progress<'_>,
+) -> Result<ReplayReport> {
+    match engine {
+        Engine::Applier { listen } => replay(target, files, stop, expected, listen, progress),
+        Engine::Sql => super::sql_replay::replay(target, files, stop, expected, progress),
+    }
+}
+
+/// A replay needs a MySQL target with GTIDs on.
+pub fn check_target(s: &mut Session) -> Result<()> {
+    if !s.info().is_mysql() {
+        return Err(Error::Usage("replay needs a MySQL target".into()));
+    }
+    let mode = s.global_var("gtid_mode")?.unwrap_or_default();
+    if !mode.eq_ignore_ascii_case("ON") {
+        return Err(Error::TargetRefused(format!(
+            "the target has gtid_mode={mode}; replay needs gtid_mode=ON"
+        )));
+    }
+    Ok(())
+}
+
+pub fn gtid_executed(s: &mut Session) -> Result<GtidSet> {
     let text = s.global_var("gtid_executed")?.unwrap_or_default();
     GtidSet::parse(&text).map_err(|e| s.unexpected("@@gtid_executed", e.to_string()).into())
 }
@@ -64,8 +119,7 @@ fn file_checksum(f: &ReplayFile) -> Result<Checksum> {
         .checksum)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn replay(
+fn replay(
     target: &ConnectOptions,
     files: Vec<ReplayFile>,
     stop: StopAt,
@@ -75,17 +129,7 @@ pub fn replay(
 ) -> Result<ReplayReport> {
     let started = Instant::now();
     let mut s = Session::connect(target)?;
-    if !s.info().is_mysql() {
-        return Err(Error::Usage(
-            "replay through the applier needs a MySQL target".into(),
-        ));
-    }
-    let mode = s.global_var("gtid_mode")?.unwrap_or_default();
-    if !mode.eq_ignore_ascii_case("ON") {
-        return Err(Error::TargetRefused(format!(
-            "the target has gtid_mode={mode}; replay needs gtid_mode=ON"
-        )));
-    }
+    check_target(&mut s)?;
     let version = s.info().version_string.clone();
     let checksum = match files.first() {
         Some(f) => file_checksum(f)?,

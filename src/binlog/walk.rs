@@ -1,0 +1,257 @@
+//! Reading the archive for a replay: the planned files in order, each event once, with the
+//! decisions both replay engines share. Transactions the target already has are skipped;
+//! the walk ends exactly at the boundary (a time, a GTID set, or the archive's end), so
+//! nothing after it ever reaches a target. What to do with each event is the sink's job:
+//! serve it over the replication protocol, or turn it into SQL.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::event::{Checksum, FormatDescription, GtidInfo, HEADER_LEN, Header, RawEvent, types};
+use super::transaction::{Step, Tracker, TxId};
+use crate::mysql::gtid::{Gtid, GtidSet};
+use crate::repo::Repo;
+use crate::repo::manifest::{BinlogSegment, FileEntry, FileKind};
+
+/// Where replay ends.
+#[derive(Debug, Clone)]
+pub enum StopAt {
+    /// Every transaction committed at or before this instant (microseconds), none after.
+    Time(u64),
+    /// Up to and including these transactions (and everything before them).
+    AfterGtids(GtidSet),
+    /// Everything before the first of these transactions.
+    BeforeGtids(GtidSet),
+    /// The end of the archive.
+    End,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayFile {
+    pub repo: Arc<Repo>,
+    pub segment: BinlogSegment,
+}
+
+#[derive(Debug, Default)]
+pub struct ReplayProgress {
+    pub transactions: AtomicU64,
+    pub skipped: AtomicU64,
+    pub bytes: AtomicU64,
+    pub last_commit_us: AtomicU64,
+    /// All of the plan has been sent (or the boundary reached).
+    pub done: AtomicBool,
+}
+
+/// Events up to this size are read whole; larger ones are handed over as a stream, so a
+/// transaction larger than memory passes through in bounded memory.
+pub const WHOLE_EVENT_MAX: usize = 4 << 20;
+
+/// Where the walked events go.
+pub trait Sink {
+    /// A file begins that no real ROTATE event led to.
+    fn rotate(&mut self, file: &str) -> std::io::Result<()>;
+    /// An event read whole, with the file's checksum algorithm.
+    fn event(&mut self, ev: &RawEvent<'_>, checksum: Checksum) -> std::io::Result<()>;
+    /// An event larger than [`WHOLE_EVENT_MAX`]: its header, then exactly `body_len` bytes.
+    fn large_event(
+        &mut self,
+        head: &[u8; HEADER_LEN],
+        body: &mut dyn Read,
+        body_len: usize,
+        checksum: Checksum,
+    ) -> std::io::Result<()>;
+}
+
+pub struct Walk<'a> {
+    pub files: &'a [ReplayFile],
+    pub stop_at: &'a StopAt,
+    /// Set by another thread to end the walk early.
+    pub cancel: &'a AtomicBool,
+    pub progress: &'a ReplayProgress,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Walked {
+    /// The transactions handed to the sink.
+    pub sent: GtidSet,
+    pub boundary_reached: bool,
+    /// The file and the end of the last event walked (heartbeats carry them).
+    pub last_file: String,
+    pub last_pos: u32,
+    pub cancelled: bool,
+}
+
+impl Walk<'_> {
+    /// Hands every event the target needs to `sink`. `have` is what the target already
+    /// executed; `on_gtid` sees each transaction as it is handed over.
+    pub fn run(
+        &self,
+        have: &GtidSet,
+        sink: &mut dyn Sink,
+        on_gtid: &mut dyn FnMut(&Gtid),
+    ) -> Result<Walked, String> {
+        let mut w = Walked {
+            last_pos: 4,
+            ..Walked::default()
+        };
+        let mut remaining = match self.stop_at {
+            StopAt::AfterGtids(set) => Some(set.subtract(have)),
+            _ => None,
+        };
+        w.boundary_reached = matches!(remaining, Some(ref r) if r.is_empty());
+        let mut prev_ended_with_rotate = false;
+        'files: for rf in self.files {
+            if w.boundary_reached {
+                break;
+            }
+            let seg = &rf.segment;
+            if !prev_ended_with_rotate {
+                sink.rotate(&seg.file).map_err(|e| e.to_string())?;
+            }
+            w.last_file = seg.file.clone();
+            let entry = FileEntry {
+                path: seg.file.clone(),
+                kind: FileKind::File,
+                mode: 0o640,
+                size: seg.size,
+                sha256: Some(seg.sha256),
+                target: None,
+                refs: seg.refs.clone(),
+            };
+            let mut reader = rf.repo.open_file(&entry).map_err(|e| e.to_string())?;
+            let mut magic = [0u8; 4];
+            reader
+                .read_exact(&mut magic)
+                .map_err(|e| format!("{}: {e}", seg.file))?;
+            let mut offset = 4u64;
+            let mut checksum = Checksum::None;
+            let mut tracker = Tracker::new();
+            let mut skipping = false;
+            let mut small = Vec::new();
+            prev_ended_with_rotate = false;
+            while offset < seg.size {
+                if self.cancel.load(Ordering::SeqCst) {
+                    w.cancelled = true;
+                    return Ok(w);
+                }
+                let mut head = [0u8; HEADER_LEN];
+                reader
+                    .read_exact(&mut head)
+                    .map_err(|e| format!("{} at {offset}: {e}", seg.file))?;
+                let header = Header::parse(&head)
+                    .map_err(|_| format!("{}: bad event header at {offset}", seg.file))?;
+                let size = header.event_size as usize;
+                let body_len = size
+                    .checked_sub(HEADER_LEN)
+                    .ok_or_else(|| format!("{}: bad event size at {offset}", seg.file))?;
+                let raw = if body_len <= WHOLE_EVENT_MAX {
+                    small.clear();
+                    small.extend_from_slice(&head);
+                    small.resize(size, 0);
+                    reader
+                        .read_exact(&mut small[HEADER_LEN..])
+                        .map_err(|e| format!("{} at {offset}: {e}", seg.file))?;
+                    Some(RawEvent::frame(&small, offset).map_err(|e| e.to_string())?)
+                } else {
+                    None
+                };
+                if header.type_code == types::FORMAT_DESCRIPTION
+                    && let Some(r) = &raw
+                {
+                    checksum = FormatDescription::parse(r, offset)
+                        .map_err(|e| e.to_string())?
+                        .checksum;
+                }
+                let step = tracker
+                    .feed(header.type_code, raw.as_ref(), checksum, offset)
+                    .map_err(|e| e.to_string())?;
+                let mut this_gtid: Option<Gtid> = None;
+                if let Step::Begin(id) = &step {
+                    let (gtid, commit_us) = match id {
+                        TxId::Mysql(GtidInfo {
+                            gtid,
+                            immediate_commit_us,
+                            ..
+                        }) => (gtid.clone(), *immediate_commit_us),
+                        TxId::Mariadb(_) => (None, u64::from(header.timestamp) * 1_000_000),
+                    };
+                    let stop_here = match (self.stop_at, &gtid) {
+                        (StopAt::Time(t), _) => commit_us > *t,
+                        (StopAt::BeforeGtids(set), Some(g)) => set.contains(g),
+                        _ => false,
+                    };
+                    if stop_here {
+                        w.boundary_reached = true;
+                        break 'files;
+                    }
+                    skipping = gtid
+                        .as_ref()
+                        .is_some_and(|g| have.contains(g) || w.sent.contains(g));
+                    this_gtid = gtid;
+                    if skipping {
+                        self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.progress
+                            .last_commit_us
+                            .store(commit_us, Ordering::Relaxed);
+                    }
+                }
+                let in_tx = tracker.in_transaction()
+                    || matches!(step, Step::Commit)
+                    || matches!(step, Step::Begin(_));
+                let send = !(in_tx && skipping) && header.type_code != types::STOP;
+                if send {
+                    match &raw {
+                        Some(r) => sink.event(r, checksum).map_err(|e| e.to_string())?,
+                        None => sink
+                            .large_event(
+                                &head,
+                                &mut (&mut reader).take(body_len as u64),
+                                body_len,
+                                checksum,
+                            )
+                            .map_err(|e| e.to_string())?,
+                    }
+                    self.progress
+                        .bytes
+                        .fetch_add(size as u64, Ordering::Relaxed);
+                } else if raw.is_none() {
+                    std::io::copy(
+                        &mut (&mut reader).take(body_len as u64),
+                        &mut std::io::sink(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                if let Some(g) = this_gtid.filter(|_| !skipping) {
+                    w.sent.add(&g);
+                    on_gtid(&g);
+                }
+                if header.type_code == types::ROTATE && !header.is_artificial() {
+                    prev_ended_with_rotate = true;
+                }
+                // Before any stop below: heartbeats carry this position, and a replica
+                // refuses one behind the end of the last event it received.
+                offset += size as u64;
+                w.last_pos = u32::try_from(offset).unwrap_or(u32::MAX);
+                if matches!(step, Step::Commit) {
+                    if !skipping {
+                        self.progress.transactions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    skipping = false;
+                    if let Some(r) = remaining.as_mut() {
+                        *r = r.subtract(&w.sent);
+                        if r.is_empty() {
+                            w.boundary_reached = true;
+                            break 'files;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(r) = remaining.filter(|r| !r.is_empty()) {
+            return Err(format!("the archive ends before these transactions: {r}"));
+        }
+        Ok(w)
+    }
+}
