@@ -63,10 +63,17 @@ pub struct BackupArgs {
     #[arg(long, value_name = "DIR")]
     pub clone_dir: Option<PathBuf>,
 
-    /// A mysqld of the source's version, for the temporary server that reads a clone's
-    /// GTID state (default: the source's own binary, from @@basedir).
+    /// A mysqld of the source's series: for the temporary server that reads a local
+    /// clone's GTID state (default: the source's own binary, from @@basedir), and the one
+    /// that receives a remote clone.
     #[arg(long, value_name = "PATH")]
     pub mysqld: Option<PathBuf>,
+
+    /// --method clone of a server on another host: a temporary server here (--mysqld)
+    /// runs CLONE INSTANCE FROM it and is packed. Chosen by itself when the source's data
+    /// directory is not on this host.
+    #[arg(long)]
+    pub remote: bool,
 
     /// --method cold: the data directory of a stopped server.
     #[arg(long, value_name = "DIR")]
@@ -106,6 +113,7 @@ pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
             let opts = crate::snapshot::clone::CloneOptions {
                 clone_dir: a.clone_dir.as_deref(),
                 mysqld: mysqld.as_deref(),
+                remote: a.remote,
             };
             out.with_ticker(
                 || "cloning and packing".to_string(),

@@ -144,7 +144,7 @@ pub fn clone_local(
     run(repos, store, |writer| {
         let mut s = Session::connect(source)?;
         let info = logical::source_info(&mut s)?;
-        let snap = clone::backup_local(&mut s, info, writer, opts)?;
+        let snap = clone::backup(&mut s, source, info, writer, opts)?;
         Ok(physical_taken("clone", snap))
     })
 }

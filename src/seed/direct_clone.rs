@@ -9,24 +9,14 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::mysql::privileges::{self, Need};
-use crate::mysql::session::{Session, quote_str};
+use crate::mysql::session::Session;
 use crate::mysql::wire::ConnectOptions;
-use crate::secret::Secret;
 use crate::snapshot::clone::ensure_plugin;
 
 pub const DONOR_NEEDS: &[Need] = &[("BACKUP_ADMIN", "serve a clone (CLONE INSTANCE FROM)")];
 pub const RECIPIENT_NEEDS: &[Need] = &[("CLONE_ADMIN", "clone from the source and restart")];
 
-/// Error 3707: the clone finished but the recipient cannot restart itself.
-const RESTART_NOT_SUPERVISED: u16 = 3707;
-
-/// The source as the target reaches it.
-pub struct Donor<'a> {
-    pub host: &'a str,
-    pub port: u16,
-    pub user: &'a str,
-    pub password: &'a Secret,
-}
+pub use crate::snapshot::clone::Donor;
 
 /// Privileges and plugins on both sides; installs the clone plugin where it is missing.
 pub fn prepare(src: &mut Session, tgt: &mut Session) -> Result<()> {
@@ -52,34 +42,13 @@ pub fn run(
 ) -> Result<Cloned> {
     let started = Instant::now();
     let mut tgt = Session::connect(target)?;
-    tgt.exec(&format!(
-        "SET GLOBAL clone_valid_donor_list = {}",
-        quote_str(&format!("{}:{}", donor.host, donor.port))
-    ))?;
     status(&format!(
         "cloning {}:{} into {} (CLONE INSTANCE FROM)",
         donor.host,
         donor.port,
         tgt.address()
     ));
-    let statement = format!(
-        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
-        quote_str(donor.user),
-        quote_str(donor.host),
-        donor.port,
-        quote_str(donor.password.expose())
-    );
-    match tgt.exec(&statement) {
-        Ok(_) => {}
-        Err(e) if e.server_code() == Some(RESTART_NOT_SUPERVISED) || e.is_connection_loss() => {}
-        // The server's message never contains the statement, so the password stays out.
-        Err(e) => {
-            return Err(Error::TargetRefused(format!(
-                "CLONE INSTANCE FROM {}:{} failed on the target: {e}",
-                donor.host, donor.port
-            )));
-        }
-    }
+    crate::snapshot::clone::clone_instance_from(&mut tgt, donor)?;
     drop(tgt);
     let ended = Instant::now();
     status("clone copied; waiting for the target to restart on it");

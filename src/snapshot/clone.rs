@@ -61,8 +61,8 @@ fn local_datadir(s: &mut Session) -> Result<PathBuf> {
     let auto = std::fs::read_to_string(datadir.join("auto.cnf")).unwrap_or_default();
     if !auto.contains(&uuid) || uuid.is_empty() {
         return Err(Error::Usage(format!(
-            "{} is not on this host (its datadir {} is not here): a local clone is written to the server's \
-             own disk, so run the clone backup on the database host (or use --method logical from here)",
+            "{} is not on this host (its datadir {} is not here): run the clone backup on the database host, \
+             or give --mysqld PATH (a server of the same series) to clone it into a temporary server here",
             s.address(),
             datadir.display()
         )));
@@ -213,15 +213,61 @@ pub fn locate(s: &mut Session, gtids: &GtidSet) -> Result<(String, u64)> {
     }
 }
 
-pub struct CloneOptions<'a> {
-    /// Where the clone is written (on the server's host); must not exist yet.
-    pub clone_dir: Option<&'a Path>,
-    pub mysqld: Option<&'a Path>,
+/// The source as a clone recipient reaches it.
+pub struct Donor<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a crate::secret::Secret,
 }
 
-/// Clones the server into a staging directory, packs it into `writer`, removes it.
-pub fn backup_local(
+/// Error 3707: the clone finished but the recipient cannot restart itself.
+const RESTART_NOT_SUPERVISED: u16 = 3707;
+
+/// Runs `CLONE INSTANCE FROM` on `recipient`. Success means the data is copied and the
+/// recipient is restarting (by itself under a supervisor, or it has stopped and must be
+/// started again).
+pub fn clone_instance_from(recipient: &mut Session, donor: &Donor<'_>) -> Result<()> {
+    recipient.exec(&format!(
+        "SET GLOBAL clone_valid_donor_list = {}",
+        quote_str(&format!("{}:{}", donor.host, donor.port))
+    ))?;
+    let statement = format!(
+        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
+        quote_str(donor.user),
+        quote_str(donor.host),
+        donor.port,
+        quote_str(donor.password.expose())
+    );
+    match recipient.exec(&statement) {
+        Ok(_) => Ok(()),
+        Err(e) if e.server_code() == Some(RESTART_NOT_SUPERVISED) || e.is_connection_loss() => {
+            Ok(())
+        }
+        // The server's message never contains the statement, so the password stays out.
+        Err(e) => Err(Error::TargetRefused(format!(
+            "CLONE INSTANCE FROM {}:{} failed on {}: {e}",
+            donor.host,
+            donor.port,
+            recipient.address()
+        ))),
+    }
+}
+
+pub struct CloneOptions<'a> {
+    /// Where the clone is written (on the server's host, or here for a remote clone); must
+    /// not exist yet.
+    pub clone_dir: Option<&'a Path>,
+    pub mysqld: Option<&'a Path>,
+    /// Clone over the network into a temporary server here, even if the source is local.
+    pub remote: bool,
+}
+
+/// A server on another host (or `remote` asked for) with a `--mysqld` to receive it is
+/// cloned over the network; otherwise locally.
+pub fn backup(
     s: &mut Session,
+    source_opts: &crate::mysql::wire::ConnectOptions,
     source: SourceInfo,
     writer: &MultiWriter,
     opts: &CloneOptions<'_>,
@@ -233,6 +279,25 @@ pub fn backup_local(
             s.info().version
         )));
     }
+    let remote = opts.remote || local_datadir(s).is_err();
+    match (remote, opts.mysqld) {
+        (true, Some(mysqld)) => {
+            super::clone_remote::backup(s, source_opts, source, writer, mysqld, opts.clone_dir)
+        }
+        (true, None) if opts.remote => Err(Error::Usage(
+            "--remote needs --mysqld PATH, a server binary of the source's series".into(),
+        )),
+        _ => backup_local(s, source, writer, opts),
+    }
+}
+
+/// Clones the server into a staging directory, packs it into `writer`, removes it.
+fn backup_local(
+    s: &mut Session,
+    source: SourceInfo,
+    writer: &MultiWriter,
+    opts: &CloneOptions<'_>,
+) -> Result<PhysicalSnapshot> {
     privileges::require(s, NEEDS, "take a clone backup")?;
     let datadir = local_datadir(s)?;
     let mysqld = find_mysqld(opts.mysqld, s)?;

@@ -35,29 +35,37 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
     let load = Load::start(&src, "sb", 4, 5000, 2, 600);
     std::thread::sleep(Duration::from_secs(2));
 
-    // Under load the clone's point is found from the clone itself, not from a quiet server.
-    let backup = myvault(&[
-        "backup",
-        "--method",
-        "clone",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--mysqld",
-        &mysqld(),
-        "--json",
-    ]);
-    backup.expect_code(0);
-    let snap = backup.json();
-    let snap_gtids = GtidSet::parse(snap["gtid_executed"].as_str().unwrap()).unwrap();
-    assert!(!snap_gtids.is_empty(), "the clone snapshot has no GTID set");
-    assert!(
-        snap["binlog_file"]
-            .as_str()
-            .is_some_and(|f| f.starts_with("binlog.")),
-        "the clone snapshot has no binlog coordinates: {snap}"
-    );
+    // Under load: a local clone's point is found from the clone itself; a remote clone
+    // (a temporary recipient here, CLONE INSTANCE FROM) reports its own.
+    let mut snaps = Vec::new();
+    for mode in ["local", "remote"] {
+        let mut args = vec!["backup", "--method", "clone", "--repo", &repo];
+        let (url, mysqld) = (src.url(), mysqld());
+        args.extend(["--source", &url, "--mysqld", &mysqld, "--json"]);
+        if mode == "remote" {
+            args.push("--remote");
+        }
+        let backup = myvault(&args);
+        backup.expect_code(0);
+        let snap = backup.json();
+        let snap_gtids = GtidSet::parse(snap["gtid_executed"].as_str().unwrap()).unwrap();
+        assert!(
+            !snap_gtids.is_empty(),
+            "{mode}: the clone snapshot has no GTID set"
+        );
+        assert!(
+            snap["binlog_file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("binlog.")),
+            "{mode}: the clone snapshot has no binlog coordinates: {snap}"
+        );
+        snaps.push((
+            mode,
+            snap["snapshot"].as_str().unwrap().to_string(),
+            snap_gtids,
+        ));
+        std::thread::sleep(Duration::from_secs(1));
+    }
     std::thread::sleep(Duration::from_secs(3));
     let goal = src.gtid_executed();
     std::thread::sleep(Duration::from_secs(1));
@@ -85,48 +93,53 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
     .expect_code(12);
     assert_eq!(std::fs::read(busy.join("keep")).unwrap(), b"x");
 
-    let (repo2, goal_text) = (repo.clone(), goal.to_string());
-    let report = std::rc::Rc::new(std::cell::RefCell::new(None));
-    let report_in = report.clone();
-    let restored = TestServer::builder(Flavor::Mysql97)
-        .datadir_from(move |d| {
-            let run = myvault(&[
-                "restore",
-                "--repo",
-                &repo2,
-                "--datadir",
-                d.to_str().unwrap(),
-                "--to-gtid",
-                &goal_text,
-                "--mysqld",
-                &mysqld(),
-                "--json",
-            ]);
-            run.expect_code(0);
-            assert!(
-                !d.join("auto.cnf").exists(),
-                "auto.cnf was left in the restored datadir"
-            );
-            *report_in.borrow_mut() = Some(run.json());
-        })
-        .start();
-    let report = report.borrow_mut().take().unwrap();
-    assert_eq!(restored.gtid_executed(), goal, "restored GTIDs");
-    // Exactly the transactions after the clone were replayed: no more, no fewer.
-    assert_eq!(
-        report["replay"]["transactions"].as_u64().unwrap(),
-        goal.subtract(&snap_gtids).count(),
-        "replayed transactions vs the GTIDs between the clone and the goal: {report}"
-    );
-    assert_eq!(
-        load::checksums(&restored, "sb"),
-        load::checksums(&replica, "sb")
-    );
-    assert_ne!(
-        restored.value("SELECT @@server_uuid"),
-        src.value("SELECT @@server_uuid"),
-        "the restored server kept the source's identity"
-    );
+    for (mode, id, snap_gtids) in snaps {
+        let (repo2, goal_text) = (repo.clone(), goal.to_string());
+        let report = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let report_in = report.clone();
+        let restored = TestServer::builder(Flavor::Mysql97)
+            .datadir_from(move |d| {
+                let run = myvault(&[
+                    "restore",
+                    "--repo",
+                    &repo2,
+                    "--snapshot",
+                    &id,
+                    "--datadir",
+                    d.to_str().unwrap(),
+                    "--to-gtid",
+                    &goal_text,
+                    "--mysqld",
+                    &mysqld(),
+                    "--json",
+                ]);
+                run.expect_code(0);
+                assert!(
+                    !d.join("auto.cnf").exists(),
+                    "auto.cnf was left in the restored datadir"
+                );
+                *report_in.borrow_mut() = Some(run.json());
+            })
+            .start();
+        let report = report.borrow_mut().take().unwrap();
+        assert_eq!(restored.gtid_executed(), goal, "{mode}: restored GTIDs");
+        // Exactly the transactions after the clone were replayed: no more, no fewer.
+        assert_eq!(
+            report["replay"]["transactions"].as_u64().unwrap(),
+            goal.subtract(&snap_gtids).count(),
+            "{mode}: replayed transactions vs the GTIDs between the clone and the goal: {report}"
+        );
+        assert_eq!(
+            load::checksums(&restored, "sb"),
+            load::checksums(&replica, "sb"),
+            "{mode}: data"
+        );
+        assert_ne!(
+            restored.value("SELECT @@server_uuid"),
+            src.value("SELECT @@server_uuid"),
+            "{mode}: the restored server kept the source's identity"
+        );
+    }
 }
 
 #[test]
