@@ -576,6 +576,9 @@ fn receive(
     let mut caught_up = false;
     // A heartbeat means the server has sent everything it wrote.
     let mut complete_at: Option<chrono::DateTime<Utc>> = None;
+    // Measuring the spool lists its directory: a few times a second, not once per event.
+    let mut spool_checked: Option<Instant> = None;
+    let mut spool_full = false;
     loop {
         if stopping() || (caught_up && !spool.in_transaction()) {
             let since = *stop_requested.get_or_insert_with(Instant::now);
@@ -587,7 +590,11 @@ fn receive(
                 return Ok(());
             }
         }
-        if spool.bytes() > opts.max_spool_bytes {
+        if spool_checked.is_none_or(|t| spool_full || t.elapsed() >= Duration::from_millis(250)) {
+            spool_full = spool.bytes() > opts.max_spool_bytes;
+            spool_checked = Some(Instant::now());
+        }
+        if spool_full {
             // The repositories cannot keep up: stop reading (the server keeps the binlog) and
             // let the uploads catch up.
             status.last_error = Some(format!(
