@@ -48,11 +48,21 @@ pub fn run(
         donor.port,
         tgt.address()
     ));
+    // A recipient on this host leaves its pid file until it has fully stopped; starting it
+    // again before that would race the old instance for its files.
+    let pid_file = tgt
+        .global_var("pid_file")?
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists());
     crate::snapshot::clone::clone_instance_from(&mut tgt, donor)?;
     drop(tgt);
     let ended = Instant::now();
     status("clone copied; waiting for the target to restart on it");
-    let mut tgt = wait_restarted(target, ended, start_command, start_timeout)?;
+    let restart = Restart {
+        command: start_command,
+        pid_file: pid_file.as_deref(),
+    };
+    let mut tgt = wait_restarted(target, ended, &restart, start_timeout)?;
     let rows = tgt.query(
         "SELECT STATE, ERROR_NO, ERROR_MESSAGE, GTID_EXECUTED FROM performance_schema.clone_status",
     )?;
@@ -85,29 +95,66 @@ fn uptime(s: &mut Session) -> Option<u64> {
 
 /// Waits for a server instance started after `ended`; runs `start_command` once the old
 /// instance is gone.
+/// How the recipient comes back after the clone when it is not supervised.
+struct Restart<'a> {
+    command: Option<&'a str>,
+    pid_file: Option<&'a std::path::Path>,
+}
+
+impl Restart<'_> {
+    /// The old instance is gone: its pid file removed (on this host), or no answer for a
+    /// few seconds (elsewhere).
+    fn old_instance_gone(&self, down_since: Instant) -> bool {
+        match self.pid_file {
+            Some(p) => !p.exists(),
+            None => down_since.elapsed() >= Duration::from_secs(5),
+        }
+    }
+}
+
 fn wait_restarted(
     target: &ConnectOptions,
     ended: Instant,
-    start_command: Option<&str>,
+    restart: &Restart<'_>,
     timeout: Duration,
 ) -> Result<Session> {
-    let mut command = start_command;
+    let mut command = restart.command;
+    let mut last_start_error = None;
+    let mut next_start = Instant::now();
+    let mut down_since: Option<Instant> = None;
     loop {
         match Session::connect(target) {
             Ok(mut s) => {
+                down_since = None;
                 if let Some(up) = uptime(&mut s)
                     && up <= ended.elapsed().as_secs() + 1
                 {
                     return Ok(s);
                 }
             }
-            Err(_) => {
-                if let Some(cmd) = command.take() {
-                    run_start_command(cmd)?;
+            // A start that fails anyway is tried again a little later.
+            Err(_)
+                if Instant::now() >= next_start
+                    && restart.old_instance_gone(*down_since.get_or_insert_with(Instant::now)) =>
+            {
+                if let Some(cmd) = command {
+                    match run_start_command(cmd) {
+                        Ok(()) => command = None,
+                        Err(e) => {
+                            last_start_error = Some(e);
+                            next_start = Instant::now() + Duration::from_secs(3);
+                        }
+                    }
                 }
+            }
+            Err(_) => {
+                down_since.get_or_insert_with(Instant::now);
             }
         }
         if ended.elapsed() > timeout {
+            if let Some(e) = last_start_error {
+                return Err(e);
+            }
             return Err(Error::TargetRefused(format!(
                 "the target did not come back within {} s after the clone. It is not under a supervisor \
                  (systemd, mysqld_safe): start mysqld on its data directory (or give --start-command), \
