@@ -579,6 +579,9 @@ fn receive(
     // Measuring the spool lists its directory: a few times a second, not once per event.
     let mut spool_checked: Option<Instant> = None;
     let mut spool_full = false;
+    // A repository that starts failing is reported at once, not at the next status line.
+    let mut upload_checked = Instant::now();
+    let mut upload_error_shown: Option<String> = None;
     loop {
         if stopping() || (caught_up && !spool.in_transaction()) {
             let since = *stop_requested.get_or_insert_with(Instant::now);
@@ -713,6 +716,15 @@ fn receive(
         if last_upload.elapsed() >= opts.upload_interval {
             upload_open_file(facts, spool, uploader, complete_at)?;
             last_upload = Instant::now();
+        }
+        if upload_checked.elapsed() >= Duration::from_secs(1) {
+            upload_checked = Instant::now();
+            let stats = uploader.stats();
+            if stats.last_error.is_some() && stats.last_error != upload_error_shown {
+                upload_error_shown = stats.last_error.clone();
+                apply_upload_stats(status, &stats);
+                report(status);
+            }
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             apply_upload_stats(status, &uploader.stats());

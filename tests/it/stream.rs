@@ -356,3 +356,90 @@ fn purged_binlogs_are_a_gap_with_the_lost_gtids_named() {
     let gaps = list.json()["gaps"].as_array().cloned().unwrap_or_default();
     assert_eq!(gaps.len(), 1, "{}", list.stdout);
 }
+
+/// The repository (S3) goes away for a while: the streamer keeps spooling locally, warns,
+/// and once the store is back uploads everything; the archive then equals the server's files.
+#[test]
+fn an_unreachable_repository_is_caught_up_from_the_spool() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE DATABASE d;\nCREATE TABLE d.t (id INT PRIMARY KEY, v VARCHAR(100))");
+    let mut s3 = crate::support::s3::S3Server::start();
+    let env_owned = s3.env();
+    let env: Vec<(&str, &str)> = env_owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let repo = s3.repo("stream-outage");
+    crate::support::myvault_env(&["init", "--repo", &repo], &env).expect_code(0);
+    let dir = Scratch::new("stream-s3");
+    let spool = dir.join("spool");
+    let mut streamer = Streamer::start_env(&src.url(), &repo, &spool, &[], &env);
+    sleep_ms(1500);
+    src.sql("INSERT INTO d.t VALUES (1, 'before')");
+    sleep_ms(3000);
+    s3.kill();
+    for i in 2..200 {
+        src.sql(&format!("INSERT INTO d.t VALUES ({i}, REPEAT('x', 100))"));
+    }
+    src.sql("FLUSH BINARY LOGS");
+    src.sql("INSERT INTO d.t VALUES (1000, 'during')");
+    // Spooling goes on; the failing repository is reported once its retries give up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !streamer.log_text().contains("last error") {
+        assert!(
+            streamer.running(),
+            "the streamer gave up: {}",
+            streamer.log_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no warning while the repository is down: {}",
+            streamer.log_text()
+        );
+        sleep_ms(500);
+    }
+    s3.restart();
+    src.sql("FLUSH BINARY LOGS");
+    sleep_ms(5000);
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+
+    let dest = dir.join("fetched");
+    crate::support::myvault_env(
+        &[
+            "binlog",
+            "fetch",
+            "--repo",
+            &repo,
+            "--dest",
+            dest.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .expect_code(0);
+    let current = src
+        .session()
+        .query("SHOW BINARY LOG STATUS")
+        .unwrap()
+        .first()
+        .unwrap()
+        .text("File")
+        .unwrap();
+    let mut sealed = 0;
+    for entry in std::fs::read_dir(src.datadir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.starts_with("binlog.0") || name == current {
+            continue;
+        }
+        let ours = std::fs::read(dest.join(&name))
+            .unwrap_or_else(|e| panic!("{name} was not archived: {e}"));
+        assert!(
+            ours == std::fs::read(src.datadir().join(&name)).unwrap(),
+            "{name} differs from the server's"
+        );
+        sealed += 1;
+    }
+    assert!(
+        sealed >= 2,
+        "expected the files sealed during and after the outage"
+    );
+}
