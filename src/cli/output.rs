@@ -92,16 +92,21 @@ impl Output {
         status: impl Fn() -> String + Sync,
         work: impl FnOnce() -> R,
     ) -> R {
-        let stop = std::sync::atomic::AtomicBool::new(false);
+        // The ticker wakes as soon as the work ends (the sender is dropped), so it never
+        // adds its interval to the command's run time.
+        let (stop, ticks) = std::sync::mpsc::channel::<()>();
+        let status = &status;
         let result = std::thread::scope(|s| {
-            s.spawn(|| {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            s.spawn(move || {
+                self.progress(&status());
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    ticks.recv_timeout(std::time::Duration::from_millis(500))
+                {
                     self.progress(&status());
-                    std::thread::sleep(std::time::Duration::from_millis(500));
                 }
             });
             let r = work();
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(stop);
             r
         });
         self.progress_done();
