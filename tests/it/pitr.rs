@@ -367,3 +367,98 @@ fn pitr_refuses_times_outside_the_archive_and_plans_without_touching_anything() 
         "{p:#}"
     );
 }
+
+/// A history with two server_uuids: the streamer follows a failover from the old primary to
+/// its promoted replica, and a restore to a time after the promotion replays both servers'
+/// transactions, each once.
+#[test]
+fn pitr_across_a_failover_replays_both_primaries_history() {
+    let mut a = TestServer::mysql97();
+    a.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%';\nCREATE DATABASE d;\nCREATE TABLE d.t (id INT PRIMARY KEY, v VARCHAR(20))");
+    let b = TestServer::mysql97();
+    b.replicate_from(&a, "repl", "Repl-1");
+    b.sql("START REPLICA");
+    let dir = Scratch::new("failover");
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    myvault(&["backup", "--repo", &repo, "--source", &a.url()]).expect_code(0);
+    let spool = dir.join("spool");
+    let mut streamer = Streamer::start(&a.url(), &repo, &spool, &["--source", &b.url()]);
+    for i in 1..=20 {
+        a.sql(&format!("INSERT INTO d.t VALUES ({i}, 'on a')"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !a.gtid_executed().is_subset(&b.gtid_executed()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // The primary dies; its replica is promoted and takes writes under its own server_uuid.
+    a.server.kill();
+    b.sql("STOP REPLICA;\nRESET REPLICA ALL");
+    b.sql("INSERT INTO d.t VALUES (100, 'on b, kept')");
+    std::thread::sleep(Duration::from_millis(1200));
+    let t = server_now_us(&b);
+    std::thread::sleep(Duration::from_millis(1200));
+    b.sql("INSERT INTO d.t VALUES (101, 'on b, too late')");
+    b.sql("FLUSH BINARY LOGS");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = myvault(&["binlog", "list", "--repo", &repo, "--json"]);
+        if list
+            .stdout
+            .contains(&b.value("SELECT @@server_uuid").unwrap())
+            && list.stdout.contains("sealed")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streamer did not follow the failover:\n{}",
+            streamer.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    let mut drain = Streamer::start(&b.url(), &repo, &spool, &["--until-caught-up"]);
+    assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+
+    let target = TestServer::mysql97();
+    let run = myvault(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--to-time",
+        &rfc3339(t),
+        "--target",
+        &target.url(),
+        "--json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(
+        target
+            .value("SELECT COUNT(*) FROM d.t WHERE v = 'on a'")
+            .as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        target
+            .value("SELECT GROUP_CONCAT(id ORDER BY id) FROM d.t WHERE id >= 100")
+            .as_deref(),
+        Some("100")
+    );
+    // Everything but B's second transaction (the one after the instant).
+    let b_uuid = b.value("SELECT @@server_uuid").unwrap();
+    let expected = b
+        .gtid_executed()
+        .subtract(&GtidSet::parse(&format!("{b_uuid}:2")).unwrap());
+    assert_eq!(
+        target.gtid_executed(),
+        expected,
+        "A's transactions and B's first, each once"
+    );
+}
