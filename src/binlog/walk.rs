@@ -12,7 +12,7 @@ use super::event::{Checksum, FormatDescription, GtidInfo, HEADER_LEN, Header, Ra
 use super::transaction::{Step, Tracker, TxId};
 use crate::mysql::gtid::{Gtid, GtidSet};
 use crate::repo::Repo;
-use crate::repo::manifest::{BinlogSegment, FileEntry, FileKind};
+use crate::repo::manifest::BinlogSegment;
 
 /// Where replay ends.
 #[derive(Debug, Clone)]
@@ -110,15 +110,7 @@ impl Walk<'_> {
                 sink.rotate(&seg.file).map_err(|e| e.to_string())?;
             }
             w.last_file = seg.file.clone();
-            let entry = FileEntry {
-                path: seg.file.clone(),
-                kind: FileKind::File,
-                mode: 0o640,
-                size: seg.size,
-                sha256: Some(seg.sha256),
-                target: None,
-                refs: seg.refs.clone(),
-            };
+            let entry = seg.file_entry();
             let mut reader = rf.repo.open_file(&entry).map_err(|e| e.to_string())?;
             let mut magic = [0u8; 4];
             reader

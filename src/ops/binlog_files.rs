@@ -11,7 +11,7 @@ use crate::binlog::file_sequence;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::repo::Repo;
-use crate::repo::manifest::{BinlogSegment, FileEntry, FileKind};
+use crate::repo::manifest::BinlogSegment;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchivedFile {
@@ -155,15 +155,7 @@ pub fn fetch(
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(&seg.file);
         let tmp = dir.join(format!(".{}.partial", seg.file));
-        let entry = FileEntry {
-            path: seg.file.clone(),
-            kind: FileKind::File,
-            mode: 0o640,
-            size: seg.size,
-            sha256: Some(seg.sha256),
-            target: None,
-            refs: seg.refs.clone(),
-        };
+        let entry = seg.file_entry();
         let mut f = std::fs::File::create(&tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
         out.bytes += repo.copy_file(&entry, &mut f)?;

@@ -351,15 +351,7 @@ fn resume_point(
         let path = spool.dir().join(&seg.file);
         let mut out = File::create(&path)
             .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-        let entry = crate::repo::manifest::FileEntry {
-            path: seg.file.clone(),
-            kind: crate::repo::manifest::FileKind::File,
-            mode: 0o640,
-            size: seg.size,
-            sha256: Some(seg.sha256),
-            target: None,
-            refs: seg.refs.clone(),
-        };
+        let entry = seg.file_entry();
         repo.copy_file(&entry, &mut out)?;
         out.sync_all()
             .map_err(|e| Error::io(format!("cannot sync {}", path.display()), e))?;

@@ -127,6 +127,21 @@ pub struct BinlogSegment {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl BinlogSegment {
+    /// The archived file as a file entry, to read it back through the repository.
+    pub fn file_entry(&self) -> FileEntry {
+        FileEntry {
+            path: self.file.clone(),
+            kind: FileKind::File,
+            mode: 0o640,
+            size: self.size,
+            sha256: Some(self.sha256),
+            target: None,
+            refs: self.refs.clone(),
+        }
+    }
+}
+
 /// A hole in a source's archive, recorded by the streamer when the source had purged binlogs
 /// the archive needed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

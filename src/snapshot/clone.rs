@@ -54,6 +54,14 @@ pub fn chunker_for(name: &str, page: ChunkerConfig, stream: ChunkerConfig) -> Ch
     if innodb { page } else { stream }
 }
 
+/// Packs a data directory into `writer`, InnoDB files by page and the rest by content.
+pub fn pack_datadir(writer: &MultiWriter, dir: &Path) -> Result<usize> {
+    let (page, stream) = (writer.page_chunker(), writer.stream_chunker());
+    Ok(files::add_tree(writer, dir, &|name| {
+        chunker_for(name, page, stream)
+    })?)
+}
+
 /// The server's data directory, checked to be this host's: a local clone writes there.
 fn local_datadir(s: &mut Session) -> Result<PathBuf> {
     let datadir = PathBuf::from(s.global_var("datadir")?.unwrap_or_default());
@@ -336,8 +344,7 @@ fn backup_local(
             let (file, pos) = locate(s, &gtids)?;
             (gtids, file, pos)
         };
-        let (page, stream) = (writer.page_chunker(), writer.stream_chunker());
-        let files = files::add_tree(writer, &staging, &|name| chunker_for(name, page, stream))?;
+        let files = pack_datadir(writer, &staging)?;
         Ok(PhysicalSnapshot {
             source,
             binlog_file,

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::clone::{
-    Donor, PhysicalSnapshot, chunker_for, clone_instance_from, ensure_plugin, run_dir, server_now,
+    Donor, PhysicalSnapshot, clone_instance_from, ensure_plugin, pack_datadir, run_dir, server_now,
     temporary_server,
 };
-use super::files;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::privileges;
@@ -147,8 +146,7 @@ pub fn backup(
             GtidSet::parse(&gtids).map_err(|e| Error::Internal(format!("clone GTIDs: {e}")))?;
         // The recipient's identity is not the snapshot's.
         let _ = std::fs::remove_file(datadir.join("auto.cnf"));
-        let (page, stream) = (writer.page_chunker(), writer.stream_chunker());
-        let files = files::add_tree(writer, &datadir, &|name| chunker_for(name, page, stream))?;
+        let files = pack_datadir(writer, &datadir)?;
         Ok(PhysicalSnapshot {
             source,
             binlog_file,

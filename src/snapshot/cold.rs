@@ -5,8 +5,7 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::clone::{PhysicalSnapshot, chunker_for};
-use super::files;
+use super::clone::{PhysicalSnapshot, pack_datadir};
 use crate::binlog::index;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
@@ -95,8 +94,7 @@ pub fn backup(datadir: &Path, writer: &MultiWriter) -> Result<PhysicalSnapshot> 
         }
         None => (String::new(), 0, GtidSet::new(), None),
     };
-    let (page, stream) = (writer.page_chunker(), writer.stream_chunker());
-    let files = files::add_tree(writer, datadir, &|name| chunker_for(name, page, stream))?;
+    let files = pack_datadir(writer, datadir)?;
     // A file that changed while it was read means the server was started meanwhile.
     if in_use(datadir) {
         return Err(Error::TargetRefused(format!(

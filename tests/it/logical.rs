@@ -217,7 +217,7 @@ fn restore_refuses_a_non_empty_target() {
 fn backup_under_write_load_equals_the_source_at_the_snapshot_gtid_set() {
     let src = TestServer::mysql97();
     load::prepare(&src, "sbtest", 4, 20_000);
-    src.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'");
+    src.add_replication_user();
     // A replica that will stop exactly at the snapshot's GTID set: the independent truth.
     let replica = TestServer::builder(crate::support::Flavor::Mysql97)
         .option("--replica-parallel-workers=1")

@@ -23,7 +23,7 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
         .option("--max-binlog-size=1048576")
         .start();
     load::prepare(&src, "sb", 4, 5000);
-    src.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'");
+    src.add_replication_user();
     let replica = TestServer::mysql97();
     replica.replicate_from(&src, "repl", "Repl-1");
 

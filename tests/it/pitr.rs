@@ -77,7 +77,7 @@ fn restore_to_five_instants_equals_the_source_at_each() {
         .option("--max-binlog-size=1048576")
         .start();
     load::prepare(&src, "sb", 4, 5000);
-    src.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'");
+    src.add_replication_user();
     let replica = TestServer::builder(Flavor::Mysql97)
         .option("--replica-parallel-workers=1")
         .start();
@@ -374,7 +374,8 @@ fn pitr_refuses_times_outside_the_archive_and_plans_without_touching_anything() 
 #[test]
 fn pitr_across_a_failover_replays_both_primaries_history() {
     let mut a = TestServer::mysql97();
-    a.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%';\nCREATE DATABASE d;\nCREATE TABLE d.t (id INT PRIMARY KEY, v VARCHAR(20))");
+    a.add_replication_user();
+    a.sql("CREATE DATABASE d;\nCREATE TABLE d.t (id INT PRIMARY KEY, v VARCHAR(20))");
     let b = TestServer::mysql97();
     b.replicate_from(&a, "repl", "Repl-1");
     b.sql("START REPLICA");

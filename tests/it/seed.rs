@@ -17,9 +17,7 @@ fn repl_args() -> [&'static str; 2] {
 fn primary() -> TestServer {
     let src = TestServer::mysql97();
     load::prepare(&src, "sb", 4, 5000);
-    src.sql(
-        "CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
-    );
+    src.add_replication_user();
     src
 }
 
@@ -261,13 +259,7 @@ fn seeding_is_refused_before_anything_changes() {
 
     // Binlogs the snapshot would need purged on the source: refused with the lost GTIDs.
     src.sql("CREATE DATABASE later;\nCREATE TABLE later.t (id INT PRIMARY KEY);\nINSERT INTO later.t VALUES (1);\nFLUSH BINARY LOGS");
-    let current = src
-        .session()
-        .query("SHOW BINARY LOG STATUS")
-        .unwrap()
-        .first()
-        .and_then(|r| r.text("File"))
-        .unwrap();
+    let current = src.current_binlog();
     src.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
     let without_plan: Vec<&str> = args.iter().copied().filter(|a| *a != "--plan").collect();
     let run = myvault_env(&without_plan, REPL_ENV);

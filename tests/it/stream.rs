@@ -63,10 +63,7 @@ fn assert_archive_matches(src: &TestServer, repo: &str, scratch: &Scratch) {
     ])
     .expect_code(0);
     let arch = archived(repo);
-    let current: String = {
-        let rows = src.session().query("SHOW BINARY LOG STATUS").unwrap();
-        rows.first().unwrap().text("File").unwrap()
-    };
+    let current = src.current_binlog();
     assert!(!arch.files.is_empty());
     let mut union = GtidSet::new();
     let mut total = 0u64;
@@ -334,14 +331,7 @@ fn purged_binlogs_are_a_gap_with_the_lost_gtids_named() {
     drain(&src, &repo, &spool);
     // While no streamer runs, the source writes and purges what the archive has not seen.
     src.sql("FLUSH BINARY LOGS;\nINSERT INTO g.t VALUES (1);\nINSERT INTO g.t VALUES (2);\nFLUSH BINARY LOGS;\nINSERT INTO g.t VALUES (3)");
-    let newest: String = src
-        .session()
-        .query("SHOW BINARY LOG STATUS")
-        .unwrap()
-        .first()
-        .unwrap()
-        .text("File")
-        .unwrap();
+    let newest: String = src.current_binlog();
     src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
     let mut s = Streamer::start(&src.url(), &repo, &spool, &[]);
     assert_eq!(s.wait(), 11, "{}", s.log_text());
@@ -416,14 +406,7 @@ fn an_unreachable_repository_is_caught_up_from_the_spool() {
         &env,
     )
     .expect_code(0);
-    let current = src
-        .session()
-        .query("SHOW BINARY LOG STATUS")
-        .unwrap()
-        .first()
-        .unwrap()
-        .text("File")
-        .unwrap();
+    let current = src.current_binlog();
     let mut sealed = 0;
     for entry in std::fs::read_dir(src.datadir()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();

@@ -13,7 +13,7 @@ use crate::binlog::replay::{ReplayFile, StopAt};
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::repo::Repo;
-use crate::repo::manifest::{BinlogSegment, FileEntry, FileKind, SnapshotManifest};
+use crate::repo::manifest::{BinlogSegment, SnapshotManifest};
 
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -179,15 +179,7 @@ fn format_file(template: &str, seq: u64) -> String {
 
 /// Transactions of one archived file, read back from the repository.
 fn transactions(repo: &Repo, seg: &BinlogSegment) -> Result<Vec<TxInfo>> {
-    let entry = FileEntry {
-        path: seg.file.clone(),
-        kind: FileKind::File,
-        mode: 0o640,
-        size: seg.size,
-        sha256: Some(seg.sha256),
-        target: None,
-        refs: seg.refs.clone(),
-    };
+    let entry = seg.file_entry();
     let reader = repo.open_file(&entry)?;
     let mut txs = Vec::new();
     index::scan(std::io::BufReader::with_capacity(1 << 20, reader), |t| {

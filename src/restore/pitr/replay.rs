@@ -93,14 +93,10 @@ pub fn gtid_executed(s: &mut Session) -> Result<GtidSet> {
 fn file_checksum(f: &ReplayFile) -> Result<Checksum> {
     use std::io::Read;
     let seg = &f.segment;
+    // Only the head is read: the whole-file hash is never reached, so none is asked for.
     let entry = crate::repo::manifest::FileEntry {
-        path: seg.file.clone(),
-        kind: crate::repo::manifest::FileKind::File,
-        mode: 0o640,
-        size: seg.size,
         sha256: None,
-        target: None,
-        refs: seg.refs.clone(),
+        ..seg.file_entry()
     };
     let mut reader = f.repo.open_file(&entry)?;
     let mut head = vec![0u8; 4 + 19];

@@ -266,6 +266,21 @@ impl TestServer {
         }
     }
 
+    /// The account replicas of this server use in the tests: `repl` / `Repl-1`.
+    pub fn add_replication_user(&self) {
+        self.sql("CREATE USER 'repl'@'%' IDENTIFIED BY 'Repl-1';\nGRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
+    }
+
+    /// The binlog file the server writes now.
+    pub fn current_binlog(&self) -> String {
+        self.session()
+            .query("SHOW BINARY LOG STATUS")
+            .expect("SHOW BINARY LOG STATUS")
+            .first()
+            .and_then(|r| r.text("File"))
+            .expect("the binary log is on")
+    }
+
     /// Makes this server a replica of `source` (GTID auto-positioning), not started.
     pub fn replicate_from(&self, source: &TestServer, user: &str, password: &str) {
         self.sql(&format!(
