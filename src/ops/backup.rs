@@ -13,6 +13,7 @@ use super::repos::{self, WriteSet};
 use crate::error::Result;
 use crate::mysql::session::Session;
 use crate::mysql::wire::ConnectOptions;
+use crate::repo::Repo;
 use crate::repo::lock::this_host;
 use crate::repo::manifest::{SnapshotManifest, SourceInfo};
 use crate::repo::writer::{MultiWriter, TargetOutcome, new_snapshot_id};
@@ -51,10 +52,39 @@ struct Taken {
     extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// Which earlier snapshot a new one most likely resembles: the latest of the same method
+/// from the same source. Its files are the bases of delta blobs (see `repo::delta`).
+struct Lineage<'a> {
+    method: &'static str,
+    /// The source's address, or the backed-up path for `files`.
+    origin: &'a str,
+}
+
+impl Lineage<'_> {
+    fn parent(&self, repo: &Repo) -> Option<SnapshotManifest> {
+        let origin = |m: &SnapshotManifest| match &m.source {
+            Some(s) => s.address.clone(),
+            None => m
+                .extra
+                .get("path")
+                .and_then(|p| p.as_str())
+                .unwrap_or_default()
+                .to_string(),
+        };
+        // Unreadable manifests only cost the deltas, never the backup.
+        repo.snapshots()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.method == self.method && origin(m) == self.origin)
+            .max_by_key(|m| m.time)
+    }
+}
+
 /// Opens and locks the repositories, runs `engine` into a writer for them, and commits.
 fn run(
     repo_locations: &[String],
     store_opts: &OpenOptions,
+    lineage: Lineage<'_>,
     engine: impl FnOnce(&MultiWriter) -> Result<Taken>,
 ) -> Result<BackupReport> {
     let started = Utc::now();
@@ -64,7 +94,11 @@ fn run(
         locks,
         unavailable,
     } = repos::open_for_write(repo_locations, store_opts, "backup")?;
-    let writer = MultiWriter::new(repos)?;
+    let parent = repos.first().and_then(|r| lineage.parent(r));
+    let mut writer = MultiWriter::new(repos)?;
+    if let Some(parent) = &parent {
+        writer.set_parent(parent);
+    }
     let t = engine(&writer)?;
     let template = SnapshotManifest {
         id: new_snapshot_id(t.time),
@@ -111,7 +145,12 @@ pub fn logical(
     opts: &LogicalOptions,
     progress: &Progress,
 ) -> Result<BackupReport> {
-    run(repos, store, |writer| {
+    let origin = source.address();
+    let lineage = Lineage {
+        method: "logical",
+        origin: &origin,
+    };
+    run(repos, store, lineage, |writer| {
         let snap = logical::dump(source, writer, opts, progress)?;
         let p = snap.point;
         Ok(Taken {
@@ -141,7 +180,12 @@ pub fn clone_local(
     source: &ConnectOptions,
     opts: &CloneOptions<'_>,
 ) -> Result<BackupReport> {
-    run(repos, store, |writer| {
+    let origin = source.address();
+    let lineage = Lineage {
+        method: "clone",
+        origin: &origin,
+    };
+    run(repos, store, lineage, |writer| {
         let mut s = Session::connect(source)?;
         let info = logical::source_info(&mut s)?;
         let snap = clone::backup(&mut s, source, info, writer, opts)?;
@@ -150,7 +194,12 @@ pub fn clone_local(
 }
 
 pub fn cold(repos: &[String], store: &OpenOptions, datadir: &Path) -> Result<BackupReport> {
-    run(repos, store, |writer| {
+    let origin = datadir.display().to_string();
+    let lineage = Lineage {
+        method: "cold",
+        origin: &origin,
+    };
+    run(repos, store, lineage, |writer| {
         Ok(physical_taken("cold", cold::backup(datadir, writer)?))
     })
 }
@@ -169,7 +218,12 @@ fn physical_taken(method: &'static str, snap: clone::PhysicalSnapshot) -> Taken 
 }
 
 pub fn files(repos: &[String], store: &OpenOptions, path: &Path) -> Result<BackupReport> {
-    run(repos, store, |writer| {
+    let origin = path.display().to_string();
+    let lineage = Lineage {
+        method: "files",
+        origin: &origin,
+    };
+    run(repos, store, lineage, |writer| {
         let stream = writer.stream_chunker();
         files::add_tree(writer, path, &|_| stream)?;
         Ok(Taken {

@@ -12,6 +12,8 @@ pub const MAX_BLOB: usize = 64 * 1024 * 1024;
 pub enum Codec {
     Raw = 0,
     Zstd = 1,
+    /// zstd against an older blob's plaintext; see [`super::delta`].
+    Delta = 2,
 }
 
 impl Codec {
@@ -19,6 +21,7 @@ impl Codec {
         match b {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
+            2 => Some(Codec::Delta),
             _ => None,
         }
     }
@@ -32,7 +35,8 @@ pub fn encode(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
     }
 }
 
-/// Restores the plaintext of a blob of `raw_len` bytes.
+/// Restores the plaintext of a blob of `raw_len` bytes. Delta blobs need their base as well:
+/// they go through the repository (`Repo::read_blob`), not through here.
 pub fn decode(codec: Codec, stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     if raw_len > MAX_BLOB {
         return Err(format!(
@@ -51,6 +55,7 @@ pub fn decode(codec: Codec, stored: &[u8], raw_len: usize) -> Result<Vec<u8>, St
             }
             Ok(out)
         }
+        Codec::Delta => Err("a delta blob cannot be decoded without its base".into()),
     }
 }
 

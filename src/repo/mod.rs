@@ -21,6 +21,7 @@ pub mod chunker;
 pub mod codec;
 pub mod config;
 pub mod copy;
+pub mod delta;
 pub mod error;
 pub mod id;
 pub mod index;

@@ -6,7 +6,8 @@
 
 use std::io::{self, Read, Write};
 
-use super::codec;
+use super::codec::{self, Codec};
+use super::delta;
 use super::error::{RepoError, Result};
 use super::id::{Hasher, Id};
 use super::index::BlobLocation;
@@ -29,10 +30,25 @@ impl Repo {
         })
     }
 
-    fn decode_blob(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn decode_blob(
+        &self,
+        id: &Id,
+        loc: &BlobLocation,
+        stored: &[u8],
+    ) -> Result<Vec<u8>> {
         let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
-        let data = codec::decode(loc.codec, stored, loc.raw_len as usize)
-            .map_err(|d| RepoError::integrity(self.name(), what(), d))?;
+        let raw_len = loc.raw_len as usize;
+        let data = match loc.codec {
+            Codec::Delta => {
+                let base_id = delta::base_of(stored).ok_or_else(|| {
+                    RepoError::integrity(self.name(), what(), "delta blob shorter than its base id")
+                })?;
+                let base = self.read_delta_base(&base_id)?;
+                delta::decode(stored, &base, raw_len)
+            }
+            plain => codec::decode(plain, stored, raw_len),
+        }
+        .map_err(|d| RepoError::integrity(self.name(), what(), d))?;
         if Id::of(&data) != *id {
             return Err(RepoError::integrity(
                 self.name(),
@@ -46,6 +62,44 @@ impl Repo {
     /// One blob's plaintext, verified.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
+        self.read_located(id, &loc)
+    }
+
+    /// The base of a delta blob. Bases are never deltas themselves: any chunk then needs at
+    /// most one other blob, and no chain of bases can loop.
+    fn read_delta_base(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        if loc.codec == Codec::Delta {
+            return Err(RepoError::integrity(
+                self.name(),
+                format!("chunk {}", id.short()),
+                "named as a delta base but is a delta itself",
+            ));
+        }
+        self.read_located(id, &loc)
+    }
+
+    /// The blob a delta blob was stored against, or `None` when `id` is stored whole.
+    pub fn delta_base(&self, id: &Id) -> Result<Option<Id>> {
+        let loc = self.locate(id)?;
+        if loc.codec != Codec::Delta {
+            return Ok(None);
+        }
+        let head = self.storage().get_range(
+            &pack_key(&loc.pack),
+            u64::from(loc.offset),
+            Id::LEN as u64,
+        )?;
+        delta::base_of(&head).map(Some).ok_or_else(|| {
+            RepoError::integrity(
+                self.name(),
+                format!("chunk {}", id.short()),
+                "delta blob shorter than its base id",
+            )
+        })
+    }
+
+    fn read_located(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let stored = self.storage().get_range(
             &pack_key(&loc.pack),
             u64::from(loc.offset),
@@ -58,7 +112,7 @@ impl Repo {
                 "shorter than its index says",
             ));
         }
-        self.decode_blob(id, &loc, &stored)
+        self.decode_blob(id, loc, &stored)
     }
 
     /// The chunk ids of a file or segment, in order.

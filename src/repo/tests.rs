@@ -304,3 +304,143 @@ fn open_rejects_non_repositories_and_double_init() {
         RepoError::Integrity { .. }
     ));
 }
+
+/// A dump-like table file: one text row per id, like sysbench's in TSV.
+fn rows(n: u32, bump: impl Fn(u32) -> bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in 1..=n {
+        let k = id.wrapping_mul(2_654_435_761) % 1_000_000 + u32::from(bump(id));
+        let c: String = (0..11u64)
+            .map(|j| {
+                let x = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j << 40);
+                format!("{:011}", x % 99_999_999_999)
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        out.extend_from_slice(format!("{id}\t{k}\t{c}\t{:060}\n", id ^ 0x5a5a).as_bytes());
+    }
+    out
+}
+
+fn backup_after(
+    repos: Vec<Arc<Repo>>,
+    parent: &str,
+    files: &[(&str, &[u8])],
+) -> (String, Vec<super::writer::TargetOutcome>) {
+    let mut w = MultiWriter::new(repos.clone()).unwrap();
+    w.set_parent(&repos[0].snapshot(parent).unwrap());
+    for (name, bytes) in files {
+        w.add_file(name, 0o644, *bytes, w.stream_chunker()).unwrap();
+    }
+    let t = template();
+    let id = t.id.clone();
+    (id, w.commit_snapshot(t).unwrap().outcomes)
+}
+
+fn delta_repo() -> (Arc<MemoryStorage>, Arc<Repo>) {
+    let mem = Arc::new(MemoryStorage::new());
+    let config = RepoConfig {
+        chunker: ChunkerConfig::cdc(256 * 1024),
+        pack_size: 1 << 20,
+        ..RepoConfig::new()
+    };
+    let repo = Arc::new(Repo::init(mem.clone(), config).unwrap());
+    (mem, repo)
+}
+
+fn count_codec(repo: &Repo, codec: super::codec::Codec) -> usize {
+    repo.with_index(|idx| {
+        idx.entries_by_pack()
+            .iter()
+            .flat_map(|(_, e)| e)
+            .filter(|e| e.codec == codec)
+            .count()
+    })
+    .unwrap()
+}
+
+#[test]
+fn spread_edits_are_stored_as_small_deltas_with_whole_bases() {
+    let (_, repo) = delta_repo();
+    let v1 = rows(40_000, |_| false);
+    let v2 = rows(40_000, |id| id % 100 == 0);
+    let v3 = rows(40_000, |id| id % 100 == 0 || id % 77 == 0);
+    assert!(v1.len() > 6 << 20, "{}", v1.len());
+    let (s1, o1) = backup(vec![repo.clone()], &[("t", &v1)]).unwrap();
+    let (s2, o2) = backup_after(vec![repo.clone()], &s1, &[("t", &v2)]);
+    assert!(
+        o2[0].new_bytes * 10 < o1[0].new_bytes,
+        "every 100th row changed: {} new bytes of {}",
+        o2[0].new_bytes,
+        o1[0].new_bytes
+    );
+    assert!(count_codec(&repo, super::codec::Codec::Delta) > 10);
+    // The third version's chunks are deltas too, against the first version's whole chunks.
+    let (s3, o3) = backup_after(vec![repo.clone()], &s2, &[("t", &v3)]);
+    assert!(o3[0].new_bytes * 5 < o1[0].new_bytes, "{}", o3[0].new_bytes);
+    for (id, want) in [(&s1, &v1), (&s2, &v2), (&s3, &v3)] {
+        assert!(restore(&repo, id, "t").unwrap() == *want, "snapshot {id}");
+    }
+    let report = verify::verify(&repo, true, |_, _| {}).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    repo.with_index(|idx| {
+        for (_, entries) in idx.entries_by_pack() {
+            for e in entries
+                .iter()
+                .filter(|e| e.codec == super::codec::Codec::Delta)
+            {
+                let base = repo.delta_base(&e.id).unwrap().unwrap();
+                assert_eq!(repo.delta_base(&base).unwrap(), None, "a base is a delta");
+            }
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_repo_without_the_base_gets_whole_chunks_and_a_damaged_base_is_named() {
+    let (mem, a) = delta_repo();
+    let (_, b) = delta_repo();
+    let v1 = rows(20_000, |_| false);
+    let v2 = rows(20_000, |id| id % 100 == 0);
+    let (s1, _) = backup(vec![a.clone()], &[("t", &v1)]).unwrap();
+    let (s2, outcomes) = backup_after(vec![a.clone(), b.clone()], &s1, &[("t", &v2)]);
+    assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+    assert!(
+        outcomes[0].new_bytes * 5 < outcomes[1].new_bytes,
+        "{outcomes:?}"
+    );
+    assert_eq!(count_codec(&b, super::codec::Codec::Delta), 0);
+    assert!(restore(&b, &s2, "t").unwrap() == v2);
+
+    // Damage the packs of the first snapshot: the second, made of deltas on them, is named.
+    let first_packs: Vec<String> = a
+        .with_index(|idx| idx.packs().iter().map(super::pack_key).collect())
+        .unwrap();
+    let delta_packs: Vec<String> = a
+        .with_index(|idx| {
+            idx.entries_by_pack()
+                .into_iter()
+                .filter(|(_, e)| e.iter().any(|e| e.codec == super::codec::Codec::Delta))
+                .map(|(p, _)| super::pack_key(&p))
+                .collect()
+        })
+        .unwrap();
+    let base_pack = first_packs
+        .iter()
+        .find(|k| !delta_packs.contains(k))
+        .unwrap();
+    mem.tamper(base_pack, |b| b[100] ^= 0x40);
+    let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
+    assert!(matches!(
+        restore(&fresh, &s2, "t").unwrap_err(),
+        RepoError::Integrity { .. }
+    ));
+    let report = verify::verify(&fresh, true, |_, _| {}).unwrap();
+    let affected: Vec<&String> = report.problems.iter().flat_map(|p| &p.affects).collect();
+    assert!(
+        affected.iter().any(|a| a.contains(&s2)),
+        "{:?}",
+        report.problems
+    );
+}

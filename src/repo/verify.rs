@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::codec::Codec;
 use super::error::Result;
 use super::id::Id;
-use super::index::Index;
+use super::index::{BlobLocation, Index};
 use super::manifest::{self, BinlogSegment, ChunkRefs, SnapshotManifest};
 use super::{Repo, codec, index, pack};
 
@@ -105,10 +106,29 @@ pub fn verify(
         }
         for e in entries {
             let start = e.offset as usize;
-            let blob = bytes.get(start..start + e.stored_len as usize);
-            let ok = blob
-                .and_then(|b| codec::decode(e.codec, b, e.raw_len as usize).ok())
-                .is_some_and(|plain| Id::of(&plain) == e.id);
+            let Some(blob) = bytes.get(start..start + e.stored_len as usize) else {
+                bad_blobs.insert(e.id, format!("outside pack {}", pack_id.short()));
+                pack_problem.get_or_insert_with(|| "a blob lies outside the pack".into());
+                continue;
+            };
+            if e.codec == Codec::Delta {
+                // Decoded through the repository, which also reads (and checks) the base.
+                let loc = BlobLocation {
+                    pack: *pack_id,
+                    codec: e.codec,
+                    offset: e.offset,
+                    raw_len: e.raw_len,
+                    stored_len: e.stored_len,
+                };
+                if let Err(err) = repo.decode_blob(&e.id, &loc, blob) {
+                    bad_blobs.insert(e.id, format!("delta blob unreadable: {err}"));
+                    pack_problem
+                        .get_or_insert_with(|| format!("a delta blob is unreadable: {err}"));
+                }
+                continue;
+            }
+            let ok = codec::decode(e.codec, blob, e.raw_len as usize)
+                .is_ok_and(|plain| Id::of(&plain) == e.id);
             if !ok {
                 bad_blobs.insert(e.id, format!("damaged in pack {}", pack_id.short()));
                 pack_problem.get_or_insert_with(|| "a blob does not match its id".into());

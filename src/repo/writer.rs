@@ -8,7 +8,7 @@
 //! Write order per repository: packs, then an index file for them, then the manifest. A
 //! manifest is therefore never visible before every blob it names is stored and indexed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use super::chunker::ChunkerConfig;
 use super::codec::{self, Codec};
+use super::delta;
 use super::error::{RepoError, Result};
 use super::id::{Hasher, Id};
 use super::manifest::{self, ChunkRefs, FileEntry, FileKind, INLINE_CHUNKS, SnapshotManifest};
@@ -113,6 +114,11 @@ impl Target {
         lock(&self.state).failed.is_some()
     }
 
+    /// Whether blob `id` is in this repository or on its way there.
+    fn holds(&self, id: &Id) -> bool {
+        lock(&self.state).added.contains(id) || self.repo.has_blob(id).unwrap_or(false)
+    }
+
     fn fail(&self, why: String) {
         let mut st = lock(&self.state);
         if st.failed.is_none() {
@@ -205,6 +211,15 @@ pub struct MultiWriter {
     pack_size: usize,
     targets: Vec<Target>,
     files: Mutex<Vec<FileEntry>>,
+    /// The snapshot this one follows: changed chunks of a file are stored as deltas against
+    /// the same region of the file's previous version.
+    parent: Option<Parent>,
+}
+
+struct Parent {
+    /// The repository the parent snapshot was read from (the first one written to).
+    repo: Arc<Repo>,
+    files: HashMap<String, ChunkRefs>,
 }
 
 impl MultiWriter {
@@ -225,6 +240,7 @@ impl MultiWriter {
             pack_size: cfg.pack_size as usize,
             targets: Vec::new(),
             files: Mutex::new(Vec::new()),
+            parent: None,
         };
         let capacity = writer.pack_capacity();
         writer.targets = repos
@@ -232,6 +248,24 @@ impl MultiWriter {
             .map(|r| Target::new(r, capacity))
             .collect();
         Ok(writer)
+    }
+
+    /// Makes `parent` (a snapshot of the first repository) the base for delta blobs: a
+    /// file written under a path the parent also has is compared chunk by chunk with it.
+    pub fn set_parent(&mut self, parent: &SnapshotManifest) {
+        let Some(first) = self.targets.first() else {
+            return;
+        };
+        let files = parent
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::File && f.refs.chunk_count > 0)
+            .map(|f| (f.path.clone(), f.refs.clone()))
+            .collect();
+        self.parent = Some(Parent {
+            repo: first.repo.clone(),
+            files,
+        });
     }
 
     /// The chunker used for streams; callers pick the repository's page chunker for files
@@ -273,31 +307,53 @@ impl MultiWriter {
 
     /// Stores one blob where it is missing; returns its id.
     pub fn store_blob(&self, data: &[u8]) -> Result<Id> {
+        self.store_chunk(data, None)
+    }
+
+    /// Stores one chunk where it is missing, as a delta against `older` where that pays.
+    fn store_chunk(&self, data: &[u8], older: Option<(&mut OlderVersion, u64)>) -> Result<Id> {
         self.check_alive()?;
         let id = Id::of(data);
+        let needed = self.missing_in(&id);
+        if needed.is_empty() {
+            return Ok(id);
+        }
+        let mut whole = Whole::new(data, self.level);
+        let delta = older.and_then(|(older, offset)| older.delta(data, offset, &mut whole));
+        let raw_len = data.len() as u32;
+        for i in needed {
+            let t = &self.targets[i];
+            match &delta {
+                Some((base, stored)) if t.holds(base) => {
+                    self.add_to_pack(t, id, Codec::Delta, raw_len, stored)
+                }
+                _ => {
+                    let (codec, stored) = whole.get();
+                    self.add_to_pack(t, id, *codec, raw_len, stored)
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    /// The targets that still need blob `id`; marks it as added in each.
+    fn missing_in(&self, id: &Id) -> Vec<usize> {
         let mut needed = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let mut st = lock(&t.state);
-            if st.failed.is_some() || st.added.contains(&id) {
+            if st.failed.is_some() || st.added.contains(id) {
                 continue;
             }
-            match t.repo.has_blob(&id) {
+            match t.repo.has_blob(id) {
                 Ok(true) => {}
                 Ok(false) => {
-                    st.added.insert(id);
+                    st.added.insert(*id);
                     needed.push(i);
                 }
                 Err(e) => st.failed = Some(e.to_string()),
             }
         }
-        if needed.is_empty() {
-            return Ok(id);
-        }
-        let (codec, stored) = codec::encode(data, self.level);
-        for i in needed {
-            self.add_to_pack(&self.targets[i], id, codec, data.len() as u32, &stored);
-        }
-        Ok(id)
+        needed
     }
 
     fn add_to_pack(&self, t: &Target, id: Id, codec: Codec, raw_len: u32, stored: &[u8]) {
@@ -327,14 +383,24 @@ impl MultiWriter {
         reader: impl Read,
         chunker: ChunkerConfig,
     ) -> Result<(u64, Id, ChunkRefs)> {
+        self.write_version(reader, chunker, None)
+    }
+
+    /// [`MultiWriter::write_stream`] for a new version of `older`, when there is one.
+    fn write_version(
+        &self,
+        reader: impl Read,
+        chunker: ChunkerConfig,
+        mut older: Option<OlderVersion>,
+    ) -> Result<(u64, Id, ChunkRefs)> {
         let mut ids = Vec::new();
         let mut hasher = Hasher::new();
         let mut size = 0u64;
         for chunk in chunker.chunks(reader) {
             let chunk = chunk.map_err(|e| RepoError::io("reading the data to back up", e))?;
             hasher.update(&chunk);
+            ids.push(self.store_chunk(&chunk, older.as_mut().map(|o| (o, size)))?);
             size += chunk.len() as u64;
-            ids.push(self.store_blob(&chunk)?);
         }
         Ok((size, hasher.finish(), self.chunk_refs(ids)?))
     }
@@ -377,7 +443,15 @@ impl MultiWriter {
         reader: impl Read,
         chunker: ChunkerConfig,
     ) -> Result<FileEntry> {
-        let (size, sha, refs) = self.write_stream(reader, chunker)?;
+        let older = self.parent.as_ref().and_then(|p| {
+            p.files.get(path).map(|refs| OlderVersion {
+                repo: p.repo.clone(),
+                refs: refs.clone(),
+                chunks: None,
+                misses: 0,
+            })
+        });
+        let (size, sha, refs) = self.write_version(reader, chunker, older)?;
         let entry = FileEntry {
             path: path.to_string(),
             kind: FileKind::File,
@@ -481,6 +555,97 @@ impl MultiWriter {
             size,
             files: files.len(),
         })
+    }
+}
+
+/// A chunk's whole (non-delta) encoding, made only when some target needs it.
+struct Whole<'a> {
+    data: &'a [u8],
+    level: i32,
+    encoded: Option<(Codec, Vec<u8>)>,
+}
+
+impl<'a> Whole<'a> {
+    fn new(data: &'a [u8], level: i32) -> Self {
+        Whole {
+            data,
+            level,
+            encoded: None,
+        }
+    }
+
+    fn get(&mut self) -> &(Codec, Vec<u8>) {
+        self.encoded
+            .get_or_insert_with(|| codec::encode(self.data, self.level))
+    }
+}
+
+/// A delta this small is kept without comparing it with the whole encoding: compressed
+/// table data is rarely below a third of its size.
+const SURELY_SMALL: usize = 16;
+/// After this many chunks in a row that did not pay as deltas, a file stops trying: it was
+/// rewritten, not edited.
+const GIVE_UP_AFTER: u32 = 4;
+
+/// The previous version of a file being written, loaded when its first changed chunk needs it.
+struct OlderVersion {
+    repo: Arc<Repo>,
+    refs: ChunkRefs,
+    /// End offset and id of each chunk.
+    chunks: Option<Vec<(u64, Id)>>,
+    misses: u32,
+}
+
+impl OlderVersion {
+    /// `data` (at `offset` in the new version) as a delta blob against the old chunk at the
+    /// same place, with the base's id; `None` when that does not pay or cannot be done. Any
+    /// failure here only means the chunk is stored whole.
+    fn delta(&mut self, data: &[u8], offset: u64, whole: &mut Whole) -> Option<(Id, Vec<u8>)> {
+        if self.misses >= GIVE_UP_AFTER {
+            return None;
+        }
+        let near = self.chunk_at(offset + data.len() as u64 / 2)?;
+        // A delta's base is always a whole blob, so restores read at most one extra blob.
+        let base_id = match self.repo.delta_base(&near) {
+            Ok(base) => base.unwrap_or(near),
+            Err(_) => return None,
+        };
+        let base = self.repo.read_blob(&base_id).ok()?;
+        let stored = delta::encode(&base_id, &base, data, whole.level)?;
+        let pays =
+            stored.len() * SURELY_SMALL <= data.len() || stored.len() * 2 <= whole.get().1.len();
+        if pays {
+            self.misses = 0;
+            Some((base_id, stored))
+        } else {
+            self.misses += 1;
+            None
+        }
+    }
+
+    fn chunk_at(&mut self, offset: u64) -> Option<Id> {
+        if self.chunks.is_none() {
+            self.chunks = self.load();
+            if self.chunks.is_none() {
+                self.misses = GIVE_UP_AFTER;
+            }
+        }
+        let chunks = self.chunks.as_ref()?;
+        let i = chunks.partition_point(|(end, _)| *end <= offset);
+        chunks
+            .get(i.min(chunks.len().saturating_sub(1)))
+            .map(|(_, id)| *id)
+    }
+
+    fn load(&self) -> Option<Vec<(u64, Id)>> {
+        let ids = self.repo.chunk_ids(&self.refs).ok()?;
+        let mut end = 0u64;
+        let mut chunks = Vec::with_capacity(ids.len());
+        for id in ids {
+            end += u64::from(self.repo.blob(&id).ok()??.raw_len);
+            chunks.push((end, id));
+        }
+        Some(chunks)
     }
 }
 
