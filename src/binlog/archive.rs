@@ -96,11 +96,12 @@ impl Archiver {
         // the file grows; the last one ended where the data did, unless the file is sealed.
         // So each chunk is committed once the next one exists.
         let mut pending: Option<(Id, Vec<u8>)> = None;
-        for chunk in chunker.chunks(f.take(job.len - progress.chunked)) {
+        let mut chunks = chunker.chunks(f.take(job.len - progress.chunked));
+        while let Some(chunk) = chunks.next_chunk() {
             let chunk =
                 chunk.map_err(|e| RepoError::io(format!("read {}", job.path.display()), e))?;
-            let id = writer.store_blob(&chunk)?;
-            if let Some((id, bytes)) = pending.replace((id, chunk)) {
+            let id = writer.store_blob(chunk)?;
+            if let Some((id, bytes)) = pending.replace((id, chunk.to_vec())) {
                 progress.commit(id, &bytes);
             }
         }

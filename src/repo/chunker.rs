@@ -80,62 +80,107 @@ impl ChunkerConfig {
     }
 
     /// Chunks of `reader`, in order. The config must have been validated.
-    pub fn chunks<'r, R: Read + 'r>(
-        &self,
-        reader: R,
-    ) -> Box<dyn Iterator<Item = io::Result<Vec<u8>>> + 'r> {
-        match *self {
-            ChunkerConfig::Cdc { min, avg, max } => Box::new(
-                fastcdc::v2020::StreamCDC::new(reader, min, avg, max).map(|r| {
-                    r.map(|c| c.data).map_err(|e| match e {
-                        fastcdc::v2020::Error::IoError(e) => e,
-                        other => io::Error::other(other.to_string()),
-                    })
-                }),
-            ),
-            ChunkerConfig::Fixed { size } => Box::new(FixedChunks {
-                reader,
-                size: size as usize,
-                done: false,
-            }),
+    pub fn chunks<R: Read>(&self, reader: R) -> Chunks<R> {
+        // Room for several maximal chunks: the unread tail is moved to the front only when
+        // less than one maximal chunk is left, so at most a third of the bytes move twice.
+        let capacity = 4 * self.max_chunk();
+        let mut buf = SPARE_BUFFER.take();
+        if buf.len() != capacity {
+            buf = vec![0; capacity];
+        }
+        Chunks {
+            config: *self,
+            reader,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
         }
     }
 }
 
-struct FixedChunks<R> {
-    reader: R,
-    size: usize,
-    done: bool,
+thread_local! {
+    /// The buffer of the last stream this thread chunked: a dump cuts thousands of files one
+    /// after the other, and a fresh 16 MiB buffer each time would be page-faulted in again.
+    static SPARE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-impl<R: Read> Iterator for FixedChunks<R> {
-    type Item = io::Result<Vec<u8>>;
+/// A stream being cut into chunks. Each chunk is lent from one buffer that is reused for the
+/// whole stream: no allocation and no copy per chunk.
+pub struct Chunks<R> {
+    config: ChunkerConfig,
+    reader: R,
+    buf: Vec<u8>,
+    /// The unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
+impl<R: Read> Chunks<R> {
+    /// The next chunk, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> Option<io::Result<&[u8]>> {
+        if let Err(e) = self.fill() {
+            self.eof = true;
+            self.start = self.end;
+            return Some(Err(e));
+        }
+        let pending = &self.buf[self.start..self.end];
+        if pending.is_empty() {
             return None;
         }
-        let mut buf = vec![0u8; self.size];
-        let mut filled = 0;
-        while filled < self.size {
-            match self.reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
+        let len = match self.config {
+            ChunkerConfig::Cdc { min, avg, max } => {
+                fastcdc::v2020::FastCDC::new(pending, min, avg, max)
+                    .cut(0, pending.len())
+                    .1
+            }
+            ChunkerConfig::Fixed { size } => pending.len().min(size as usize),
+        };
+        // A cut point is never zero on non-empty input; never loop on it anyway.
+        let len = len.clamp(1, pending.len());
+        let chunk = self.start..self.start + len;
+        self.start += len;
+        Some(Ok(&self.buf[chunk]))
+    }
+
+    /// Makes at least one maximal chunk available, unless the stream ends first.
+    fn fill(&mut self) -> io::Result<()> {
+        let max = self.config.max_chunk();
+        if self.eof || self.end - self.start >= max {
+            return Ok(());
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
                 }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        if filled < self.size {
-            self.done = true;
-            if filled == 0 {
-                return None;
-            }
-            buf.truncate(filled);
+        Ok(())
+    }
+
+    /// Every remaining chunk, copied (for tests).
+    #[cfg(test)]
+    pub fn collect_all(mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk() {
+            out.push(chunk.expect("chunking failed").to_vec());
         }
-        Some(Ok(buf))
+        out
+    }
+}
+
+impl<R> Drop for Chunks<R> {
+    fn drop(&mut self) {
+        SPARE_BUFFER.set(std::mem::take(&mut self.buf));
     }
 }
 
@@ -160,14 +205,14 @@ mod tests {
         let cfg = ChunkerConfig::cdc(16 * 1024);
         cfg.validate().unwrap();
         let a = data(1 << 20, 7);
-        let chunks: Vec<Vec<u8>> = cfg.chunks(&a[..]).map(Result::unwrap).collect();
+        let chunks: Vec<Vec<u8>> = cfg.chunks(&a[..]).collect_all();
         assert_eq!(chunks.concat(), a);
         assert!(chunks.len() > 20);
         // Insert 100 bytes near the start: almost every later chunk is unchanged.
         let mut b = a.clone();
         b.splice(1000..1000, data(100, 9));
         let after: std::collections::HashSet<Vec<u8>> =
-            cfg.chunks(&b[..]).map(Result::unwrap).collect();
+            cfg.chunks(&b[..]).collect_all().into_iter().collect();
         let same = chunks.iter().filter(|c| after.contains(*c)).count();
         assert!(
             same + 3 >= chunks.len(),
@@ -177,16 +222,34 @@ mod tests {
     }
 
     #[test]
+    fn cut_points_are_those_of_fastcdc_stream() {
+        // Repositories written before this chunker must keep deduplicating against new data.
+        let cfg = ChunkerConfig::cdc(64 * 1024);
+        let a = data(5 << 20, 11);
+        let ours: Vec<usize> = cfg
+            .chunks(&a[..])
+            .collect_all()
+            .iter()
+            .map(Vec::len)
+            .collect();
+        let theirs: Vec<usize> =
+            fastcdc::v2020::StreamCDC::new(&a[..], 16 * 1024, 64 * 1024, 256 * 1024)
+                .map(|c| c.unwrap().length)
+                .collect();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
     fn fixed_chunks_are_aligned() {
         let cfg = ChunkerConfig::Fixed { size: 4096 };
         let a = data(10_000, 3);
-        let chunks: Vec<Vec<u8>> = cfg.chunks(&a[..]).map(Result::unwrap).collect();
+        let chunks: Vec<Vec<u8>> = cfg.chunks(&a[..]).collect_all();
         assert_eq!(
             chunks.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![4096, 4096, 1808]
         );
         assert_eq!(chunks.concat(), a);
-        assert_eq!(cfg.chunks(&[][..]).count(), 0);
+        assert!(cfg.chunks(&[][..]).collect_all().is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! How a blob is stored: compressed or not. The codec byte is recorded per blob in the pack
 //! header and the index, which leaves room for encryption as a later codec.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 /// Largest plaintext a blob may have; guards allocations against a damaged index.
@@ -27,9 +29,28 @@ impl Codec {
     }
 }
 
+thread_local! {
+    /// One compression context per thread and level: a new context per chunk would allocate
+    /// and clear its tables (megabytes) every time.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot {
+            Some((_, c)) => c.compress(data),
+            None => zstd::bulk::compress(data, level),
+        }
+    })
+}
+
 /// Compresses `data` at `level`; keeps it raw when compression does not pay.
 pub fn encode(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
-    match zstd::bulk::compress(data, level) {
+    match compress(data, level) {
         Ok(z) if z.len() < data.len() => (Codec::Zstd, z),
         _ => (Codec::Raw, data.to_vec()),
     }

@@ -396,10 +396,11 @@ impl MultiWriter {
         let mut ids = Vec::new();
         let mut hasher = Hasher::new();
         let mut size = 0u64;
-        for chunk in chunker.chunks(reader) {
+        let mut chunks = chunker.chunks(reader);
+        while let Some(chunk) = chunks.next_chunk() {
             let chunk = chunk.map_err(|e| RepoError::io("reading the data to back up", e))?;
-            hasher.update(&chunk);
-            ids.push(self.store_chunk(&chunk, older.as_mut().map(|o| (o, size)))?);
+            hasher.update(chunk);
+            ids.push(self.store_chunk(chunk, older.as_mut().map(|o| (o, size)))?);
             size += chunk.len() as u64;
         }
         Ok((size, hasher.finish(), self.chunk_refs(ids)?))
