@@ -77,7 +77,8 @@ pub struct FetchArgs {
     pub repo: Option<String>,
     #[arg(long, value_name = "DIR")]
     pub dest: PathBuf,
-    /// Only files holding something at or after this TIME or GTID set.
+    /// Only files holding something at or after this TIME, or a transaction outside this
+    /// GTID set (e.g. a snapshot's gtid_executed).
     #[arg(long, value_name = "TIME|GTID")]
     pub from: Option<String>,
     /// Only files holding something at or before this TIME or GTID set.

@@ -92,15 +92,16 @@ fn segment_gtids(s: &BinlogSegment) -> GtidSet {
 }
 
 /// Does the segment hold anything at or after `from` (and at or before `to`)?
+///
+/// A GTID set as `from` is the state already applied (typically a snapshot's
+/// `gtid_executed`): the files wanted are those holding a transaction outside it.
 fn selected(s: &BinlogSegment, from: Option<&Bound>, to: Option<&Bound>) -> bool {
     let after_from = match from {
         None => true,
         Some(Bound::Time(t)) => s
             .last_event_time
             .is_none_or(|l| l >= t.with_timezone(&Utc) - chrono::Duration::seconds(1)),
-        Some(Bound::Gtids(g)) => {
-            !segment_gtids(s).subtract(g).is_empty() || !segment_gtids(s).intersect(g).is_empty()
-        }
+        Some(Bound::Gtids(applied)) => !segment_gtids(s).subtract(applied).is_empty(),
     };
     let before_to = match to {
         None => true,
@@ -166,4 +167,65 @@ pub fn fetch(
         out.files.push(path.display().to_string());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+
+    fn segment(gtids: &str, previous: &str) -> BinlogSegment {
+        BinlogSegment {
+            source_uuid: U.into(),
+            server_id: 1,
+            file: "binlog.000001".into(),
+            size: 1,
+            sealed: true,
+            first_event_time: None,
+            last_event_time: None,
+            first_commit_us: None,
+            last_commit_us: None,
+            transactions: 0,
+            gtids: gtids.into(),
+            previous_gtids: previous.into(),
+            sha256: crate::repo::Id::of(b""),
+            archived_at: Utc::now(),
+            host: "h".into(),
+            refs: Default::default(),
+            extra: Default::default(),
+        }
+    }
+
+    fn gtids(s: &str) -> Bound {
+        Bound::Gtids(GtidSet::parse(s).unwrap())
+    }
+
+    #[test]
+    fn gtid_bounds_select_only_the_files_that_matter() {
+        let files = [
+            segment(&format!("{U}:1-100"), ""),
+            segment(&format!("{U}:101-200"), &format!("{U}:1-100")),
+            segment(&format!("{U}:201-300"), &format!("{U}:1-200")),
+        ];
+        let pick = |from: Option<&Bound>, to: Option<&Bound>| -> Vec<usize> {
+            (0..files.len())
+                .filter(|&i| selected(&files[i], from, to))
+                .collect()
+        };
+        // What replays after a snapshot at 1-150: the files holding 151 and later.
+        assert_eq!(pick(Some(&gtids(&format!("{U}:1-150"))), None), [1, 2]);
+        assert_eq!(
+            pick(Some(&gtids(&format!("{U}:1-300"))), None),
+            [] as [usize; 0]
+        );
+        assert_eq!(pick(None, Some(&gtids(&format!("{U}:1-150")))), [0, 1]);
+        assert_eq!(
+            pick(
+                Some(&gtids(&format!("{U}:1-120"))),
+                Some(&gtids(&format!("{U}:1-180")))
+            ),
+            [1]
+        );
+    }
 }
