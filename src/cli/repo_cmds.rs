@@ -118,6 +118,27 @@ pub struct VerifyArgs {
     /// Check structure and references only, without reading the packs.
     #[arg(long)]
     pub no_read_data: bool,
+    /// Also restore a snapshot on a temporary server and read every table back.
+    #[arg(long)]
+    pub restore_test: bool,
+    /// The snapshot the restore test uses (default: the latest).
+    #[arg(long, value_name = "ID", requires = "restore_test")]
+    pub snapshot: Option<String>,
+    /// The mysqld binary for the restore test (default: `[restore] mysqld` of the config).
+    #[arg(long, value_name = "PATH", requires = "restore_test")]
+    pub mysqld: Option<std::path::PathBuf>,
+    /// Directory for the restore test's data (default: the system's temporary directory).
+    #[arg(long, value_name = "DIR", requires = "restore_test")]
+    pub scratch_dir: Option<std::path::PathBuf>,
+}
+
+/// `verify`'s output: the integrity report, plus the restore test when one ran.
+#[derive(serde::Serialize)]
+struct VerifyOutput {
+    #[serde(flatten)]
+    integrity: ops::verify::VerifyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_test: Option<ops::restore_test::RestoreTestReport>,
 }
 
 pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
@@ -126,13 +147,67 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
         &store.options(),
     )?;
-    let report = ops::verify::run(&repo, !a.no_read_data, |done, total| {
+    // Checked before reading anything: a missing binary is a usage error, not an hour later.
+    let mysqld = match a.restore_test {
+        false => None,
+        true => Some(
+            a.mysqld
+                .clone()
+                .or_else(|| {
+                    ctx.cfg()
+                        .and_then(|c| c.restore.as_ref())
+                        .and_then(|r| r.mysqld.clone())
+                })
+                .ok_or_else(|| {
+                    crate::error::Error::Usage(
+                        "--restore-test needs --mysqld PATH (a server of the snapshot's version)"
+                            .into(),
+                    )
+                })?,
+        ),
+    };
+    let integrity = ops::verify::run(&repo, !a.no_read_data, |done, total| {
         if total > 0 && (done % 16 == 0 || done == total) {
             out.progress(&format!("verifying packs {done}/{total}"));
         }
     })?;
     out.progress_done();
-    out.report(&report, |r| {
+    let damaged = !integrity.problems.is_empty();
+    let mut output = VerifyOutput {
+        integrity,
+        restore_test: None,
+    };
+    if let (Some(mysqld), false) = (&mysqld, damaged) {
+        let request = ops::restore_test::RestoreTestRequest {
+            snapshot: a.snapshot.as_deref().unwrap_or("latest"),
+            mysqld,
+            scratch: a.scratch_dir.as_deref(),
+        };
+        let tested = ops::restore_test::run(&repo, &request, &|s| out.progress(s));
+        out.progress_done();
+        match tested {
+            Ok(t) => output.restore_test = Some(t),
+            Err(e) => {
+                print_verify(out, &output);
+                return Err(e);
+            }
+        }
+    }
+    print_verify(out, &output);
+    if damaged {
+        return Err(RepoError::integrity(
+            &output.integrity.repo,
+            "the repository",
+            format!("{} problem(s) found", output.integrity.problems.len()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn print_verify(out: output::Output, v: &VerifyOutput) {
+    out.report(v, |v| {
+        let r = &v.integrity;
         outln!(
             "{}: {} packs, {} blobs, {} read, {} snapshots, {} binlog segments",
             r.repo,
@@ -157,17 +232,23 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         if r.problems.is_empty() {
             outln!("no problems found");
         }
+        if let Some(t) = &v.restore_test {
+            outln!(
+                "restore test of snapshot {} ({}): {} tables, {} rows read back; gtid_executed {}; restore {:.1} s, check {:.1} s",
+                t.snapshot,
+                t.method,
+                t.tables,
+                t.rows,
+                if t.gtid_executed.is_empty() {
+                    "empty"
+                } else {
+                    &t.gtid_executed
+                },
+                t.restore_seconds,
+                t.check_seconds
+            );
+        }
     });
-    if report.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(RepoError::integrity(
-            &report.repo,
-            "the repository",
-            format!("{} problem(s) found", report.problems.len()),
-        )
-        .into())
-    }
 }
 
 #[derive(Args, Debug)]

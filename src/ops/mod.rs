@@ -12,6 +12,7 @@ pub mod repos;
 pub mod restore_datadir;
 pub mod restore_files;
 pub mod restore_logical;
+pub mod restore_test;
 pub mod seed;
 pub mod stream;
 pub mod unlock;

@@ -556,3 +556,60 @@ fn spread_updates_cost_small_deltas_and_restore_exactly() {
     .expect_code(0);
     assert_eq!(load::checksums(&src, "sb"), load::checksums(&dst, "sb"));
 }
+
+/// `verify --restore-test` on a logical snapshot: loaded into a server of its own, every row
+/// read back and counted against the dump; bad requests are refused before any work.
+#[test]
+fn restore_test_reads_a_logical_snapshot_back() {
+    let src = TestServer::mysql97();
+    load::prepare(&src, "sb", 2, 3000);
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    let backup = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
+    backup.expect_code(0);
+    let mysqld = crate::support::testbed().path("MYVAULT_MYSQLD_97");
+    let mysqld = mysqld.to_str().unwrap();
+    let tested = myvault(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--restore-test",
+        "--mysqld",
+        mysqld,
+        "--json",
+    ]);
+    tested.expect_code(0);
+    let t = &tested.json()["restore_test"];
+    assert_eq!(t["method"], "logical");
+    assert_eq!(t["rows"], 6000, "{t}");
+    assert_eq!(t["rows_dumped"], 6000, "{t}");
+    assert_eq!(
+        t["gtid_executed"],
+        backup.json()["gtid_executed"]
+            .as_str()
+            .unwrap()
+            .replace('\n', "")
+    );
+
+    let no_binary = myvault(&["verify", "--repo", &repo, "--restore-test"]);
+    no_binary.expect_code(2);
+    assert!(
+        no_binary.stderr.contains("--mysqld"),
+        "{}",
+        no_binary.stderr
+    );
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("a"), b"a").unwrap();
+    myvault(&["backup", "--repo", &repo, "--path", files.to_str().unwrap()]).expect_code(0);
+    let plain = myvault(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--restore-test",
+        "--mysqld",
+        mysqld,
+    ]);
+    plain.expect_code(2);
+    assert!(plain.stderr.contains("plain files"), "{}", plain.stderr);
+}

@@ -205,4 +205,32 @@ fn cold_backup_refuses_a_running_server_and_restores_a_stopped_one() {
             .as_deref(),
         Some("kept,also kept")
     );
+
+    // The restore test brings the same snapshot up on a server of its own and reads it all.
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let tested = myvault(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--restore-test",
+        "--mysqld",
+        &mysqld(),
+        "--scratch-dir",
+        scratch.to_str().unwrap(),
+        "--json",
+    ]);
+    tested.expect_code(0);
+    let t = &tested.json()["restore_test"];
+    assert_eq!(t["method"], "cold");
+    assert_eq!(t["rows"], 4002, "{t}");
+    assert_eq!(
+        GtidSet::parse(t["gtid_executed"].as_str().unwrap()).unwrap(),
+        gtids
+    );
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "a passed restore test leaves nothing behind"
+    );
 }
