@@ -305,6 +305,18 @@ fn backup_under_write_load_equals_the_source_at_the_snapshot_gtid_set() {
     );
 }
 
+/// A source with `tables` sysbench tables of `rows` rows (statistics fresh, so the chunk plan
+/// is stable), and a new repository.
+fn sysbench_source(tables: u32, rows: u32) -> (TestServer, Scratch, String) {
+    let src = TestServer::mysql97();
+    load::prepare(&src, "sb", tables, rows);
+    let names: Vec<String> = (1..=tables).map(|i| format!("sb.sbtest{i}")).collect();
+    src.sql(&format!("ANALYZE TABLE {}", names.join(", ")));
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    (src, dir, repo)
+}
+
 fn new_repo(dir: &Scratch) -> String {
     let repo = dir.join("repo").to_str().unwrap().to_string();
     myvault(&["init", "--repo", &repo]).expect_code(0);
@@ -469,11 +481,7 @@ fn source_lost_in_the_middle_of_the_dump_leaves_no_snapshot() {
 
 #[test]
 fn killed_restore_run_again_finishes_without_duplicates() {
-    let src = TestServer::mysql97();
-    load::prepare(&src, "sb", 3, 30_000);
-    src.sql("ANALYZE TABLE sb.sbtest1, sb.sbtest2, sb.sbtest3");
-    let dir = Scratch::new("repo");
-    let repo = new_repo(&dir);
+    let (src, _dir, repo) = sysbench_source(3, 30_000);
     // Small chunks so that the restore has many steps to be killed between.
     myvault(&[
         "backup",
@@ -524,11 +532,7 @@ fn killed_restore_run_again_finishes_without_duplicates() {
 /// backup stores those chunks as deltas against the first one's and still restores exactly.
 #[test]
 fn spread_updates_cost_small_deltas_and_restore_exactly() {
-    let src = TestServer::mysql97();
-    load::prepare(&src, "sb", 2, 60_000);
-    src.sql("ANALYZE TABLE sb.sbtest1, sb.sbtest2");
-    let dir = Scratch::new("repo");
-    let repo = new_repo(&dir);
+    let (src, _dir, repo) = sysbench_source(2, 60_000);
     let new_bytes =
         |run: &crate::support::Run| run.json()["repos"][0]["new_bytes"].as_u64().unwrap();
     let first = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
@@ -561,23 +565,10 @@ fn spread_updates_cost_small_deltas_and_restore_exactly() {
 /// read back and counted against the dump; bad requests are refused before any work.
 #[test]
 fn restore_test_reads_a_logical_snapshot_back() {
-    let src = TestServer::mysql97();
-    load::prepare(&src, "sb", 2, 3000);
-    let dir = Scratch::new("repo");
-    let repo = new_repo(&dir);
+    let (src, dir, repo) = sysbench_source(2, 3000);
     let backup = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
     backup.expect_code(0);
-    let mysqld = crate::support::testbed().path("MYVAULT_MYSQLD_97");
-    let mysqld = mysqld.to_str().unwrap();
-    let tested = myvault(&[
-        "verify",
-        "--repo",
-        &repo,
-        "--restore-test",
-        "--mysqld",
-        mysqld,
-        "--json",
-    ]);
+    let tested = crate::support::restore_test(&repo, &[]);
     tested.expect_code(0);
     let t = &tested.json()["restore_test"];
     assert_eq!(t["method"], "logical");
@@ -602,14 +593,7 @@ fn restore_test_reads_a_logical_snapshot_back() {
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("a"), b"a").unwrap();
     myvault(&["backup", "--repo", &repo, "--path", files.to_str().unwrap()]).expect_code(0);
-    let plain = myvault(&[
-        "verify",
-        "--repo",
-        &repo,
-        "--restore-test",
-        "--mysqld",
-        mysqld,
-    ]);
+    let plain = crate::support::restore_test(&repo, &[]);
     plain.expect_code(2);
     assert!(plain.stderr.contains("plain files"), "{}", plain.stderr);
 }

@@ -209,17 +209,7 @@ fn cold_backup_refuses_a_running_server_and_restores_a_stopped_one() {
     // The restore test brings the same snapshot up on a server of its own and reads it all.
     let scratch = dir.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    let tested = myvault(&[
-        "verify",
-        "--repo",
-        &repo,
-        "--restore-test",
-        "--mysqld",
-        &mysqld(),
-        "--scratch-dir",
-        scratch.to_str().unwrap(),
-        "--json",
-    ]);
+    let tested = crate::support::restore_test(&repo, &["--scratch-dir", scratch.to_str().unwrap()]);
     tested.expect_code(0);
     let t = &tested.json()["restore_test"];
     assert_eq!(t["method"], "cold");

@@ -366,6 +366,22 @@ pub fn myvault(args: &[&str]) -> Run {
     myvault_env(args, &[])
 }
 
+/// `myvault verify --repo REPO --restore-test --mysqld <the testbed's 9.7> --json EXTRA...`.
+pub fn restore_test(repo: &str, extra: &[&str]) -> Run {
+    let mysqld = testbed().path("MYVAULT_MYSQLD_97");
+    let mut args = vec![
+        "verify",
+        "--repo",
+        repo,
+        "--restore-test",
+        "--mysqld",
+        mysqld.to_str().expect("testbed paths are UTF-8"),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    myvault(&args)
+}
+
 pub fn myvault_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(myvault_command(args, env).output().expect("run myvault"))
 }
