@@ -18,6 +18,7 @@ pub mod check;
 pub mod config;
 pub mod connection;
 pub mod output;
+pub mod prune;
 pub mod repo_cmds;
 pub mod restore;
 pub mod seed;
@@ -84,6 +85,8 @@ pub enum Command {
     Copy(repo_cmds::CopyArgs),
     /// Remove stale repository locks.
     Unlock(repo_cmds::UnlockArgs),
+    /// Retention: forget old snapshots and the binlogs no kept snapshot needs, free their space.
+    Prune(prune::PruneArgs),
     /// Make a server a new replica of a running source: from a snapshot or a direct clone,
     /// attached by GTID, optionally waited for and verified.
     SeedReplica(seed::SeedArgs),
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => repo_cmds::init(args, &ctx),
         Command::Copy(args) => repo_cmds::copy(args, &ctx),
         Command::Unlock(args) => repo_cmds::unlock(args, &ctx),
+        Command::Prune(args) => prune::run(args, &ctx),
         Command::SeedReplica(args) => seed::run(args, &ctx),
         Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), &ctx),
     }

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod init;
 pub mod list;
 pub mod pitr;
+pub mod prune;
 pub mod repos;
 pub mod restore_datadir;
 pub mod restore_files;

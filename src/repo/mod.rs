@@ -28,6 +28,7 @@ pub mod index;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+pub mod prune;
 pub mod reader;
 pub mod verify;
 pub mod writer;

@@ -444,3 +444,42 @@ fn a_repo_without_the_base_gets_whole_chunks_and_a_damaged_base_is_named() {
         report.problems
     );
 }
+
+#[test]
+fn prune_keeps_every_blob_a_remaining_snapshot_needs_including_delta_bases() {
+    let (mem, repo) = delta_repo();
+    let v1 = rows(20_000, |_| false);
+    let v2 = rows(20_000, |id| id % 100 == 0);
+    let only_in_v1 = data(3 << 20, 42);
+    let (s1, _) = backup(vec![repo.clone()], &[("t", &v1), ("gone", &only_in_v1)]).unwrap();
+    let (s2, _) = backup_after(vec![repo.clone()], &s1, &[("t", &v2)]);
+    assert!(count_codec(&repo, super::codec::Codec::Delta) > 0);
+    // A pack left by an interrupted write, named by no index.
+    mem.put("packs/ab/ab00", b"orphan").unwrap();
+    let before = mem.bytes();
+
+    let forget = super::prune::Forget {
+        manifests: vec![super::snapshot_key(&s1)],
+    };
+    let plan = super::prune::plan(&repo, &forget).unwrap();
+    assert!(!plan.packs.is_empty(), "the packs of `gone` are unused");
+    assert_eq!(plan.orphan_packs, ["packs/ab/ab00"]);
+    assert_eq!(mem.bytes(), before, "planning deletes nothing");
+    super::prune::execute(&repo, &plan).unwrap();
+    assert!(
+        mem.bytes() + (1 << 20) < before,
+        "{} of {before}",
+        mem.bytes()
+    );
+
+    // The second snapshot's deltas still find their bases, stored with the first one.
+    let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
+    assert!(restore(&fresh, &s2, "t").unwrap() == v2);
+    assert!(fresh.snapshot(&s1).is_err());
+    let report = verify::verify(&fresh, true, |_, _| {}).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.unindexed_packs, 0);
+    // Nothing more to collect.
+    let again = super::prune::plan(&fresh, &super::prune::Forget::default()).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}

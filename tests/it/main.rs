@@ -7,6 +7,7 @@ mod config;
 mod logical;
 mod physical;
 mod pitr;
+mod prune;
 mod seed;
 mod storage_s3;
 mod stream;

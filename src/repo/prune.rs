@@ -1,0 +1,154 @@
+//! Garbage collection: after some manifests are forgotten, the packs no remaining manifest
+//! needs are deleted. Planned first (nothing written), then executed in the reverse of the
+//! write order: manifests, then index entries, then packs. Runs under the exclusive lock, so
+//! no writer can be relying on a blob it deletes.
+//!
+//! A pack is deleted only when none of its blobs is needed; partly used packs stay whole (no
+//! repacking), so their unused bytes are reported, not reclaimed.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::codec::Codec;
+use super::error::{RepoError, Result};
+use super::id::Id;
+use super::manifest::ChunkRefs;
+use super::pack::PackEntry;
+use super::{Repo, index, index_key, pack_key};
+
+/// What to forget: manifest keys (`snapshots/..`, `binlog/..`).
+#[derive(Debug, Clone, Default)]
+pub struct Forget {
+    pub manifests: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcPlan {
+    pub manifests: Vec<String>,
+    /// Packs none of whose blobs is needed.
+    pub packs: Vec<String>,
+    pub pack_bytes: u64,
+    /// Packs no index names (left by interrupted writes).
+    pub orphan_packs: Vec<String>,
+    pub orphan_bytes: u64,
+    /// Kept packs that also hold blobs nothing needs, and those blobs' stored bytes.
+    pub partly_used_packs: usize,
+    pub unused_bytes_kept: u64,
+    #[serde(skip)]
+    kept_index: Vec<(Id, Vec<PackEntry>)>,
+}
+
+impl GcPlan {
+    pub fn is_empty(&self) -> bool {
+        self.manifests.is_empty() && self.packs.is_empty() && self.orphan_packs.is_empty()
+    }
+}
+
+/// What deleting `forget` would free. Refuses when a remaining manifest needs a blob the
+/// index does not have: collecting garbage in a damaged repository could make it worse.
+pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
+    let storage = repo.storage();
+    let forgotten: HashSet<&str> = forget.manifests.iter().map(String::as_str).collect();
+    let mut needed: HashSet<Id> = HashSet::new();
+    let mut need_refs = |refs: &ChunkRefs| -> Result<()> {
+        needed.extend(refs.chunk_list);
+        needed.extend(repo.chunk_ids(refs)?);
+        Ok(())
+    };
+    for m in repo.snapshots()? {
+        if !forgotten.contains(super::snapshot_key(&m.id).as_str()) {
+            for f in &m.files {
+                need_refs(&f.refs)?;
+            }
+        }
+    }
+    for s in repo.binlog_segments()? {
+        if !forgotten.contains(super::binlog_key(&s.source_uuid, &s.file, s.size).as_str()) {
+            need_refs(&s.refs)?;
+        }
+    }
+    // A delta blob needs its base.
+    let mut bases = Vec::new();
+    for id in &needed {
+        let loc = repo.blob(id)?.ok_or_else(|| {
+            RepoError::integrity(
+                repo.name(),
+                format!("chunk {}", id.short()),
+                "needed by a manifest but in no index; run `myvault verify` before pruning",
+            )
+        })?;
+        if loc.codec == Codec::Delta
+            && let Some(base) = repo.delta_base(id)?
+        {
+            bases.push(base);
+        }
+    }
+    for base in bases {
+        if !repo.has_blob(&base)? {
+            return Err(RepoError::integrity(
+                repo.name(),
+                format!("chunk {}", base.short()),
+                "a delta base missing from every index; run `myvault verify` before pruning",
+            ));
+        }
+        needed.insert(base);
+    }
+
+    let mut plan = GcPlan {
+        manifests: forget.manifests.clone(),
+        ..Default::default()
+    };
+    let by_pack = repo.with_index(|idx| idx.entries_by_pack())?;
+    let indexed: HashSet<String> = by_pack.iter().map(|(p, _)| pack_key(p)).collect();
+    for (pack, entries) in by_pack {
+        let unused: u64 = entries
+            .iter()
+            .filter(|e| !needed.contains(&e.id))
+            .map(|e| u64::from(e.stored_len))
+            .sum();
+        if entries.iter().any(|e| needed.contains(&e.id)) {
+            if unused > 0 {
+                plan.partly_used_packs += 1;
+                plan.unused_bytes_kept += unused;
+            }
+            plan.kept_index.push((pack, entries));
+        } else {
+            plan.pack_bytes += storage.stat(&pack_key(&pack))?.unwrap_or(0);
+            plan.packs.push(pack_key(&pack));
+        }
+    }
+    for obj in storage.list("packs/")? {
+        if !indexed.contains(&obj.key) {
+            plan.orphan_bytes += obj.size;
+            plan.orphan_packs.push(obj.key);
+        }
+    }
+    Ok(plan)
+}
+
+/// Carries out a plan made under the same exclusive lock.
+pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
+    let storage = repo.storage();
+    for key in &plan.manifests {
+        storage.delete(key)?;
+    }
+    if !plan.packs.is_empty() || !plan.orphan_packs.is_empty() {
+        // One index file for what stays, written before the old ones go: at every moment
+        // each kept pack is indexed.
+        let file = index::encode_file(&plan.kept_index);
+        let merged = index_key(&Id::of(&file));
+        storage.put(&merged, &file)?;
+        for obj in storage.list("index/")? {
+            if obj.key != merged {
+                storage.delete(&obj.key)?;
+            }
+        }
+        // No index names these packs any more.
+        for key in plan.packs.iter().chain(&plan.orphan_packs) {
+            storage.delete(key)?;
+        }
+    }
+    repo.reload_index();
+    Ok(())
+}
