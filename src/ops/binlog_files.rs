@@ -176,25 +176,7 @@ mod tests {
     const U: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
 
     fn segment(gtids: &str, previous: &str) -> BinlogSegment {
-        BinlogSegment {
-            source_uuid: U.into(),
-            server_id: 1,
-            file: "binlog.000001".into(),
-            size: 1,
-            sealed: true,
-            first_event_time: None,
-            last_event_time: None,
-            first_commit_us: None,
-            last_commit_us: None,
-            transactions: 0,
-            gtids: gtids.into(),
-            previous_gtids: previous.into(),
-            sha256: crate::repo::Id::of(b""),
-            archived_at: Utc::now(),
-            host: "h".into(),
-            refs: Default::default(),
-            extra: Default::default(),
-        }
+        BinlogSegment::sample(U, "binlog.000001", gtids, previous)
     }
 
     fn gtids(s: &str) -> Bound {

@@ -218,23 +218,8 @@ mod tests {
 
     fn segment(file: &str, gtids: &str, sealed: bool) -> BinlogSegment {
         BinlogSegment {
-            source_uuid: U.into(),
-            server_id: 1,
-            file: file.into(),
-            size: 10,
             sealed,
-            first_event_time: None,
-            last_event_time: None,
-            first_commit_us: None,
-            last_commit_us: None,
-            transactions: 0,
-            gtids: gtids.into(),
-            previous_gtids: String::new(),
-            sha256: crate::repo::Id::of(b""),
-            archived_at: Utc::now(),
-            host: "h".into(),
-            refs: Default::default(),
-            extra: Default::default(),
+            ..BinlogSegment::sample(U, file, gtids, "")
         }
     }
 

@@ -128,6 +128,30 @@ pub struct BinlogSegment {
 }
 
 impl BinlogSegment {
+    /// A sealed segment with the given facts and no data, for tests of the logic above it.
+    #[cfg(test)]
+    pub fn sample(source_uuid: &str, file: &str, gtids: &str, previous_gtids: &str) -> Self {
+        BinlogSegment {
+            source_uuid: source_uuid.into(),
+            server_id: 1,
+            file: file.into(),
+            size: 10,
+            sealed: true,
+            first_event_time: None,
+            last_event_time: None,
+            first_commit_us: None,
+            last_commit_us: None,
+            transactions: 0,
+            gtids: gtids.into(),
+            previous_gtids: previous_gtids.into(),
+            sha256: Id::of(b""),
+            archived_at: Utc::now(),
+            host: "h".into(),
+            refs: ChunkRefs::default(),
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// The archived file as a file entry, to read it back through the repository.
     pub fn file_entry(&self) -> FileEntry {
         FileEntry {
