@@ -81,6 +81,16 @@ impl Lineage<'_> {
 }
 
 /// Opens and locks the repositories, runs `engine` into a writer for them, and commits.
+/// How many threads compress one file: the logical dump already writes one file per worker
+/// connection; the file methods often have one large file at a time, which alone would
+/// keep one core busy.
+fn stream_threads(method: &str) -> usize {
+    match method {
+        "logical" => 1,
+        _ => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    }
+}
+
 fn run(
     repo_locations: &[String],
     store_opts: &OpenOptions,
@@ -96,6 +106,7 @@ fn run(
     } = repos::open_for_write(repo_locations, store_opts, "backup")?;
     let parent = repos.first().and_then(|r| lineage.parent(r));
     let mut writer = MultiWriter::new(repos)?;
+    writer.set_stream_threads(stream_threads(lineage.method));
     if let Some(parent) = &parent {
         writer.set_parent(parent);
     }

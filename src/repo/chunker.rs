@@ -81,9 +81,10 @@ impl ChunkerConfig {
 
     /// Chunks of `reader`, in order. The config must have been validated.
     pub fn chunks<R: Read>(&self, reader: R) -> Chunks<R> {
-        // Room for several maximal chunks: the unread tail is moved to the front only when
-        // less than one maximal chunk is left, so at most a third of the bytes move twice.
-        let capacity = 4 * self.max_chunk();
+        // Room for two maximal chunks: the unread tail moves to the front only when less than
+        // one maximal chunk is left, so each byte moves at most once more (memory over copies:
+        // streamers and dump workers each hold one of these).
+        let capacity = 2 * self.max_chunk();
         let mut buf = SPARE_BUFFER.take();
         if buf.len() != capacity {
             buf = vec![0; capacity];
@@ -101,7 +102,7 @@ impl ChunkerConfig {
 
 thread_local! {
     /// The buffer of the last stream this thread chunked: a dump cuts thousands of files one
-    /// after the other, and a fresh 16 MiB buffer each time would be page-faulted in again.
+    /// after the other, and a fresh 8 MiB buffer each time would be page-faulted in again.
     static SPARE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 

@@ -483,3 +483,35 @@ fn prune_keeps_every_blob_a_remaining_snapshot_needs_including_delta_bases() {
     let again = super::prune::plan(&fresh, &super::prune::Forget::default()).unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
+
+#[test]
+fn parallel_stream_threads_store_the_same_chunks_in_order() {
+    let (_, one) = delta_repo();
+    let (_, three) = delta_repo();
+    let v1 = rows(30_000, |_| false);
+    let v2 = rows(30_000, |id| id % 100 == 0);
+    let write = |repo: &Arc<Repo>, threads: usize, parent: Option<&str>, bytes: &[u8]| {
+        let mut w = MultiWriter::new(vec![repo.clone()]).unwrap();
+        w.set_stream_threads(threads);
+        if let Some(p) = parent {
+            w.set_parent(&repo.snapshot(p).unwrap());
+        }
+        let entry = w.add_file("t", 0o644, bytes, w.stream_chunker()).unwrap();
+        let t = template();
+        let id = t.id.clone();
+        let outcomes = w.commit_snapshot(t).unwrap().outcomes;
+        (id, entry, outcomes[0].new_bytes)
+    };
+    let (_, seq, _) = write(&one, 1, None, &v1);
+    let (s1, par, n1) = write(&three, 3, None, &v1);
+    assert_eq!(seq, par, "same chunks, same order, same file hash");
+    let (s2, _, n2) = write(&three, 3, Some(&s1), &v2);
+    assert!(n2 * 10 < n1, "{n2} of {n1}");
+    assert!(restore(&three, &s2, "t").unwrap() == v2);
+    assert!(
+        verify::verify(&three, true, |_, _| {})
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+}

@@ -10,8 +10,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use super::chunker::ChunkerConfig;
@@ -214,6 +215,7 @@ pub struct MultiWriter {
     /// The snapshot this one follows: changed chunks of a file are stored as deltas against
     /// the same region of the file's previous version.
     parent: Option<Parent>,
+    stream_threads: usize,
 }
 
 struct Parent {
@@ -241,6 +243,7 @@ impl MultiWriter {
             targets: Vec::new(),
             files: Mutex::new(Vec::new()),
             parent: None,
+            stream_threads: 1,
         };
         let capacity = writer.pack_capacity();
         writer.targets = repos
@@ -311,7 +314,7 @@ impl MultiWriter {
     }
 
     /// Stores one chunk where it is missing, as a delta against `older` where that pays.
-    fn store_chunk(&self, data: &[u8], older: Option<(&mut OlderVersion, u64)>) -> Result<Id> {
+    fn store_chunk(&self, data: &[u8], older: Option<(&OlderVersion, u64)>) -> Result<Id> {
         self.check_alive()?;
         let id = Id::of(data);
         let needed = self.missing_in(&id);
@@ -391,8 +394,11 @@ impl MultiWriter {
         &self,
         reader: impl Read,
         chunker: ChunkerConfig,
-        mut older: Option<OlderVersion>,
+        older: Option<OlderVersion>,
     ) -> Result<(u64, Id, ChunkRefs)> {
+        if self.stream_threads > 1 {
+            return self.write_version_in_parallel(reader, chunker, older);
+        }
         let mut ids = Vec::new();
         let mut hasher = Hasher::new();
         let mut size = 0u64;
@@ -400,10 +406,98 @@ impl MultiWriter {
         while let Some(chunk) = chunks.next_chunk() {
             let chunk = chunk.map_err(|e| RepoError::io("reading the data to back up", e))?;
             hasher.update(chunk);
-            ids.push(self.store_chunk(chunk, older.as_mut().map(|o| (o, size)))?);
+            ids.push(self.store_chunk(chunk, older.as_ref().map(|o| (o, size)))?);
             size += chunk.len() as u64;
         }
         Ok((size, hasher.finish(), self.chunk_refs(ids)?))
+    }
+
+    /// The same, with the chunks hashed and compressed by `stream_threads` threads while this
+    /// one reads, cuts and hashes the whole stream. At most two chunks per thread wait.
+    fn write_version_in_parallel(
+        &self,
+        reader: impl Read,
+        chunker: ChunkerConfig,
+        older: Option<OlderVersion>,
+    ) -> Result<(u64, Id, ChunkRefs)> {
+        let threads = self.stream_threads;
+        let (tx, rx) = sync_channel::<(usize, u64, Vec<u8>)>(threads * 2);
+        let rx = Mutex::new(rx);
+        let ids: Mutex<Vec<Option<Id>>> = Mutex::new(Vec::new());
+        let failure: Mutex<Option<RepoError>> = Mutex::new(None);
+        let failed = AtomicBool::new(false);
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((n, offset, data)) = job else { break };
+                        if failed.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        match self.store_chunk(&data, older.as_ref().map(|o| (o, offset))) {
+                            Ok(id) => {
+                                let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+                                if ids.len() <= n {
+                                    ids.resize(n + 1, None);
+                                }
+                                ids[n] = Some(id);
+                            }
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                failure
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .get_or_insert(e);
+                            }
+                        }
+                    }
+                });
+            }
+            let mut chunks = chunker.chunks(reader);
+            let mut n = 0;
+            while let Some(chunk) = chunks.next_chunk() {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        failure
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(RepoError::io("reading the data to back up", e));
+                        break;
+                    }
+                };
+                hasher.update(chunk);
+                if tx.send((n, size, chunk.to_vec())).is_err() {
+                    break;
+                }
+                n += 1;
+                size += chunk.len() as u64;
+            }
+            drop(tx);
+        });
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        let ids: Option<Vec<Id>> = ids
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .collect();
+        let ids = ids.ok_or_else(|| RepoError::Invalid("a chunk of the stream was lost".into()))?;
+        Ok((size, hasher.finish(), self.chunk_refs(ids)?))
+    }
+
+    /// How many threads store the chunks of one stream (default 1). Worth more than one when
+    /// few streams are written at once, as for a single large file.
+    pub fn set_stream_threads(&mut self, threads: usize) {
+        self.stream_threads = threads.max(1);
     }
 
     /// Lists chunk ids inline, or stores them as a chunk-list blob when there are many.
@@ -445,12 +539,9 @@ impl MultiWriter {
         chunker: ChunkerConfig,
     ) -> Result<FileEntry> {
         let older = self.parent.as_ref().and_then(|p| {
-            p.files.get(path).map(|refs| OlderVersion {
-                repo: p.repo.clone(),
-                refs: refs.clone(),
-                chunks: None,
-                misses: 0,
-            })
+            p.files
+                .get(path)
+                .map(|refs| OlderVersion::new(p.repo.clone(), refs.clone()))
         });
         let (size, sha, refs) = self.write_version(reader, chunker, older)?;
         let entry = FileEntry {
@@ -589,20 +680,30 @@ const SURELY_SMALL: usize = 16;
 const GIVE_UP_AFTER: u32 = 4;
 
 /// The previous version of a file being written, loaded when its first changed chunk needs it.
+/// Shared by the threads storing one stream's chunks.
 struct OlderVersion {
     repo: Arc<Repo>,
     refs: ChunkRefs,
-    /// End offset and id of each chunk.
-    chunks: Option<Vec<(u64, Id)>>,
-    misses: u32,
+    /// End offset and id of each chunk; `None` inside when they cannot be read.
+    chunks: OnceLock<Option<Vec<(u64, Id)>>>,
+    misses: AtomicU32,
 }
 
 impl OlderVersion {
+    fn new(repo: Arc<Repo>, refs: ChunkRefs) -> Self {
+        OlderVersion {
+            repo,
+            refs,
+            chunks: OnceLock::new(),
+            misses: AtomicU32::new(0),
+        }
+    }
+
     /// `data` (at `offset` in the new version) as a delta blob against the old chunk at the
     /// same place, with the base's id; `None` when that does not pay or cannot be done. Any
     /// failure here only means the chunk is stored whole.
-    fn delta(&mut self, data: &[u8], offset: u64, whole: &mut Whole) -> Option<(Id, Vec<u8>)> {
-        if self.misses >= GIVE_UP_AFTER {
+    fn delta(&self, data: &[u8], offset: u64, whole: &mut Whole) -> Option<(Id, Vec<u8>)> {
+        if self.misses.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
             return None;
         }
         let near = self.chunk_at(offset + data.len() as u64 / 2)?;
@@ -616,22 +717,19 @@ impl OlderVersion {
         let pays =
             stored.len() * SURELY_SMALL <= data.len() || stored.len() * 2 <= whole.get().1.len();
         if pays {
-            self.misses = 0;
+            self.misses.store(0, Ordering::Relaxed);
             Some((base_id, stored))
         } else {
-            self.misses += 1;
+            self.misses.fetch_add(1, Ordering::Relaxed);
             None
         }
     }
 
-    fn chunk_at(&mut self, offset: u64) -> Option<Id> {
-        if self.chunks.is_none() {
-            self.chunks = self.load();
-            if self.chunks.is_none() {
-                self.misses = GIVE_UP_AFTER;
-            }
-        }
-        let chunks = self.chunks.as_ref()?;
+    fn chunk_at(&self, offset: u64) -> Option<Id> {
+        let Some(chunks) = self.chunks.get_or_init(|| self.load()) else {
+            self.misses.store(GIVE_UP_AFTER, Ordering::Relaxed);
+            return None;
+        };
         let i = chunks.partition_point(|(end, _)| *end <= offset);
         chunks
             .get(i.min(chunks.len().saturating_sub(1)))
