@@ -16,6 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::index::FileSummary;
 use crate::repo::id::{Hasher, Id};
+use crate::repo::lock::{LockGuard, LockKind};
 use crate::repo::manifest::{self, BinlogSegment};
 use crate::repo::writer::{MultiWriter, TargetOutcome};
 use crate::repo::{Repo, RepoError, binlog_key};
@@ -55,6 +56,8 @@ pub struct Archiver {
     repos: Vec<Arc<Repo>>,
     host: String,
     files: HashMap<(String, String), Progress>,
+    /// Per repository, the prune mark its loaded index was read under.
+    pruned_marks: HashMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +78,37 @@ impl Archiver {
             repos,
             host: crate::repo::lock::this_host(),
             files: HashMap::new(),
+            pruned_marks: HashMap::new(),
         }
+    }
+
+    /// Share-locks each repository for one upload. Between uploads the streamer holds no lock,
+    /// so a prune can run; a repository it holds (or that fails) misses this upload and is
+    /// reported. After a prune the index is loaded again: a stale one could name a deleted blob.
+    fn lock_repos(&mut self) -> (Vec<Arc<Repo>>, Vec<LockGuard>, Vec<TargetOutcome>) {
+        let (mut open, mut guards, mut missed) = (Vec::new(), Vec::new(), Vec::new());
+        for repo in &self.repos {
+            let locked =
+                LockGuard::acquire(repo.storage().clone(), LockKind::Shared, "binlog stream")
+                    .and_then(|guard| Ok((guard, repo.pruned_mark()?)));
+            match locked {
+                Ok((guard, mark)) => {
+                    if self.pruned_marks.get(repo.name()) != Some(&mark) {
+                        repo.reload_index();
+                        self.pruned_marks.insert(repo.name().to_string(), mark);
+                    }
+                    open.push(repo.clone());
+                    guards.push(guard);
+                }
+                Err(e) => missed.push(TargetOutcome {
+                    repo: repo.name().to_string(),
+                    error: Some(e.to_string()),
+                    new_bytes: 0,
+                    new_chunks: 0,
+                }),
+            }
+        }
+        (open, guards, missed)
     }
 
     /// Archives the job's bytes in every repository.
@@ -86,7 +119,15 @@ impl Archiver {
             // The file was cut back (crash recovery): start again from its beginning.
             progress = Progress::default();
         }
-        let writer = MultiWriter::new(self.repos.clone())?;
+        let (repos, _locks, missed) = self.lock_repos();
+        if repos.is_empty() {
+            let why: Vec<String> = missed
+                .iter()
+                .map(|o| format!("{}: {}", o.repo, o.error.clone().unwrap_or_default()))
+                .collect();
+            return Err(RepoError::WriteFailed(why.join("; ")));
+        }
+        let writer = MultiWriter::new(repos)?;
         let chunker = writer.stream_chunker();
         let mut f = File::open(&job.path)
             .map_err(|e| RepoError::io(format!("open {}", job.path.display()), e))?;
@@ -165,8 +206,13 @@ impl Archiver {
             }
             Ok(())
         })?;
+        let mut outcomes = outcomes;
+        outcomes.extend(missed);
         let everywhere = outcomes.iter().all(|o| o.error.is_none());
-        if !job.sealed {
+        // Chunks of earlier uploads are only known to be in every repository when this one
+        // reached them all; otherwise the next upload cuts the file again from its start, and
+        // the repository that missed out receives what it lacks.
+        if !job.sealed && everywhere {
             self.files.insert(key, progress);
         }
         Ok(Uploaded {

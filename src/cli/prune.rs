@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::output;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops;
 
 #[derive(Args, Debug)]
@@ -46,18 +46,7 @@ pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
         keep_last: a.keep_last,
         keep_within: a.keep_within,
     };
-    let report = ops::prune::run(&repo, policy, a.plan, chrono::Utc::now()).map_err(|e| match e {
-        Error::Repo(crate::repo::RepoError::Locked { store, holder }) => Error::Repo(
-            crate::repo::RepoError::Locked {
-                store,
-                holder: format!(
-                    "{holder} (prune needs the repository to itself: stop `binlog stream` meanwhile; \
-                     its spool keeps everything until it is started again)"
-                ),
-            },
-        ),
-        other => other,
-    })?;
+    let report = ops::prune::run(&repo, policy, a.plan, chrono::Utc::now())?;
     out.report(&report, |r| {
         let verb = if r.planned_only {
             "would remove"

@@ -1,6 +1,10 @@
 //! `myvault prune`: retention. Decides which snapshots and archived binlog files are no longer
 //! wanted, then has the repository delete them and every pack nothing else needs.
 //!
+//! Prune needs the repository to itself. A streamer holds its lock only while it uploads and
+//! loads the index again after a prune (see `repo::PRUNED_KEY`), so prune waits for the upload
+//! in progress; a backup holds its lock to the end, and prune gives up after two minutes.
+//!
 //! Snapshots are grouped by origin (the source server, or the backed-up path) and the policy
 //! applies to each group; the newest snapshot of a group is always kept. A binlog file is
 //! removed only when every transaction in it is already in every kept snapshot (so no kept
@@ -37,6 +41,22 @@ pub struct PruneReport {
     pub gc: GcPlan,
 }
 
+/// How long prune waits for shared locks to go: a streamer holds one only while it uploads.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The exclusive lock, retried while other processes hold theirs.
+fn lock_exclusively(repo: &Repo) -> Result<LockGuard> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match LockGuard::acquire(repo.storage().clone(), LockKind::Exclusive, "prune") {
+            Err(crate::repo::RepoError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 pub fn run(
     repo: &Repo,
     policy: Policy,
@@ -53,7 +73,7 @@ pub fn run(
             "--keep-last must be at least 1 (the newest snapshot is always kept)".into(),
         ));
     }
-    let _lock = LockGuard::acquire(repo.storage().clone(), LockKind::Exclusive, "prune")?;
+    let _lock = lock_exclusively(repo)?;
     let snapshots = repo.snapshots()?;
     let kept = keep(&snapshots, policy, now);
     let segments = repo.binlog_segments()?;

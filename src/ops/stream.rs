@@ -132,9 +132,12 @@ pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<Strea
     let _spool_lock = lock_spool(&opts.spool_dir)?;
     let WriteSet {
         repos,
-        locks: _locks,
+        locks,
         unavailable,
     } = repos::open_for_write(&opts.repos, &opts.store, "binlog stream")?;
+    // Each upload takes the locks again for as long as it writes (binlog::archive), so that a
+    // prune can run while the streamer does; taking them here only checks that none is held.
+    drop(locks);
     for u in &unavailable {
         eprintln!(
             "myvault: warning: {} is unavailable ({}); its archive will lag",

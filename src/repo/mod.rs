@@ -14,6 +14,7 @@
 //! binlog/<server uuid>/<file>/<archived size, 20 digits>   binlog segment manifests
 //! gaps/<time>-<random>            holes in a binlog archive the streamer found
 //! locks/<lock id>                 locks
+//! pruned                          a random mark, rewritten by every prune
 //! ```
 
 pub mod bytes;
@@ -45,6 +46,9 @@ use manifest::{BinlogSegment, GapRecord, SnapshotManifest};
 use pack::PackEntry;
 
 pub const CONFIG_KEY: &str = "config";
+/// Rewritten by every prune before it deletes anything: a writer that loaded the index
+/// before a prune must load it again, or it could deduplicate against a deleted blob.
+pub const PRUNED_KEY: &str = "pruned";
 
 pub fn pack_key(id: &Id) -> String {
     let hex = id.to_hex();
@@ -165,6 +169,15 @@ impl Repo {
             for (pack, entries) in packs {
                 idx.add_pack(*pack, entries);
             }
+        }
+    }
+
+    /// The mark the last prune left (`None`: never pruned).
+    pub fn pruned_mark(&self) -> Result<Option<String>> {
+        match self.storage.get(PRUNED_KEY) {
+            Ok(d) => Ok(Some(String::from_utf8_lossy(&d).into_owned())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

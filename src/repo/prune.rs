@@ -130,6 +130,11 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
 /// Carries out a plan made under the same exclusive lock.
 pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     let storage = repo.storage();
+    if plan.is_empty() {
+        return Ok(());
+    }
+    // First of all, so that even a prune that dies halfway makes writers reload the index.
+    storage.put(super::PRUNED_KEY, super::config::random_hex(16).as_bytes())?;
     for key in &plan.manifests {
         storage.delete(key)?;
     }
