@@ -64,12 +64,7 @@ impl Lineage<'_> {
     fn parent(&self, repo: &Repo) -> Option<SnapshotManifest> {
         let origin = |m: &SnapshotManifest| match &m.source {
             Some(s) => s.address.clone(),
-            None => m
-                .extra
-                .get("path")
-                .and_then(|p| p.as_str())
-                .unwrap_or_default()
-                .to_string(),
+            None => m.backed_up_path().unwrap_or_default().to_string(),
         };
         // Unreadable manifests only cost the deltas, never the backup.
         repo.snapshots()

@@ -117,13 +117,7 @@ pub fn run(
 fn origin(m: &SnapshotManifest) -> String {
     match &m.source {
         Some(s) => format!("server {}", s.server_uuid),
-        None => format!(
-            "path {}",
-            m.extra
-                .get("path")
-                .and_then(|p| p.as_str())
-                .unwrap_or_default()
-        ),
+        None => format!("path {}", m.backed_up_path().unwrap_or_default()),
     }
 }
 

@@ -65,6 +65,13 @@ pub struct SourceInfo {
     pub version: String,
 }
 
+impl SnapshotManifest {
+    /// For a snapshot of plain files (no source server), the path that was backed up.
+    pub fn backed_up_path(&self) -> Option<&str> {
+        self.extra.get("path").and_then(|p| p.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
     pub id: String,

@@ -6,7 +6,7 @@
 //! A pack is deleted only when none of its blobs is needed; partly used packs stay whole (no
 //! repacking), so their unused bytes are reported, not reclaimed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -101,6 +101,12 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
     };
     let by_pack = repo.with_index(|idx| idx.entries_by_pack())?;
     let indexed: HashSet<String> = by_pack.iter().map(|(p, _)| pack_key(p)).collect();
+    // One listing gives every pack's size: no request per pack.
+    let stored: HashMap<String, u64> = storage
+        .list("packs/")?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     for (pack, entries) in by_pack {
         let unused: u64 = entries
             .iter()
@@ -114,16 +120,18 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
             }
             plan.kept_index.push((pack, entries));
         } else {
-            plan.pack_bytes += storage.stat(&pack_key(&pack))?.unwrap_or(0);
-            plan.packs.push(pack_key(&pack));
+            let key = pack_key(&pack);
+            plan.pack_bytes += stored.get(&key).copied().unwrap_or(0);
+            plan.packs.push(key);
         }
     }
-    for obj in storage.list("packs/")? {
-        if !indexed.contains(&obj.key) {
-            plan.orphan_bytes += obj.size;
-            plan.orphan_packs.push(obj.key);
+    for (key, size) in stored {
+        if !indexed.contains(&key) {
+            plan.orphan_bytes += size;
+            plan.orphan_packs.push(key);
         }
     }
+    plan.orphan_packs.sort();
     Ok(plan)
 }
 

@@ -54,8 +54,39 @@ pub fn chunker_for(name: &str, page: ChunkerConfig, stream: ChunkerConfig) -> Ch
     if innodb { page } else { stream }
 }
 
+impl PhysicalSnapshot {
+    /// Packs data directory `dir` into `writer` as the snapshot of `source` holding exactly
+    /// `gtids`, at binlog coordinates `binlog` and server time `time`.
+    pub fn pack(
+        writer: &MultiWriter,
+        dir: &Path,
+        source: SourceInfo,
+        binlog: (String, u64),
+        gtids: &GtidSet,
+        time: DateTime<Utc>,
+    ) -> Result<PhysicalSnapshot> {
+        let files = pack_datadir(writer, dir)?;
+        Ok(PhysicalSnapshot {
+            source,
+            binlog_file: binlog.0,
+            binlog_position: binlog.1,
+            gtid_executed: gtids.to_string(),
+            time,
+            files,
+        })
+    }
+}
+
+/// Runs `work` on a staging directory, which is removed afterwards whatever happened: it is
+/// the size of the database.
+pub fn in_staging<T>(staging: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let result = work();
+    let _ = std::fs::remove_dir_all(staging);
+    result
+}
+
 /// Packs a data directory into `writer`, InnoDB files by page and the rest by content.
-pub fn pack_datadir(writer: &MultiWriter, dir: &Path) -> Result<usize> {
+fn pack_datadir(writer: &MultiWriter, dir: &Path) -> Result<usize> {
     let (page, stream) = (writer.page_chunker(), writer.stream_chunker());
     Ok(files::add_tree(writer, dir, &|name| {
         chunker_for(name, page, stream)
@@ -332,7 +363,7 @@ fn backup_local(
         quote_str(&staging.display().to_string())
     ))
     .map_err(|e| Error::SourceNotReady(format!("CLONE LOCAL DATA DIRECTORY failed: {e}")))?;
-    let result = (|| -> Result<PhysicalSnapshot> {
+    in_staging(&staging, || {
         let time = server_now(s)?;
         let after = binlog_point(s)?;
         // Nothing committed while the clone ran: the clone holds exactly that point.
@@ -344,19 +375,15 @@ fn backup_local(
             let (file, pos) = locate(s, &gtids)?;
             (gtids, file, pos)
         };
-        let files = pack_datadir(writer, &staging)?;
-        Ok(PhysicalSnapshot {
+        PhysicalSnapshot::pack(
+            writer,
+            &staging,
             source,
-            binlog_file,
-            binlog_position,
-            gtid_executed: gtids.to_string(),
+            (binlog_file, binlog_position),
+            &gtids,
             time,
-            files,
-        })
-    })();
-    // The staging copy is the size of the database: never leave it behind.
-    let _ = std::fs::remove_dir_all(&staging);
-    result
+        )
+    })
 }
 
 /// The binlog file, position and executed GTIDs right now.

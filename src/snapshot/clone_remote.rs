@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::clone::{
-    Donor, PhysicalSnapshot, clone_instance_from, ensure_plugin, pack_datadir, run_dir, server_now,
+    Donor, PhysicalSnapshot, clone_instance_from, ensure_plugin, in_staging, run_dir, server_now,
     temporary_server,
 };
 use crate::error::{Error, Result};
@@ -83,7 +83,7 @@ pub fn backup(
             staging.display()
         )));
     }
-    let result = (|| -> Result<PhysicalSnapshot> {
+    in_staging(&staging, || {
         std::fs::create_dir_all(&staging)
             .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
         let datadir = staging.join("data");
@@ -146,17 +146,13 @@ pub fn backup(
             GtidSet::parse(&gtids).map_err(|e| Error::Internal(format!("clone GTIDs: {e}")))?;
         // The recipient's identity is not the snapshot's.
         let _ = std::fs::remove_file(datadir.join("auto.cnf"));
-        let files = pack_datadir(writer, &datadir)?;
-        Ok(PhysicalSnapshot {
+        PhysicalSnapshot::pack(
+            writer,
+            &datadir,
             source,
-            binlog_file,
-            binlog_position,
-            gtid_executed: gtids.to_string(),
+            (binlog_file, binlog_position),
+            &gtids,
             time,
-            files,
-        })
-    })();
-    // The staging copy is the size of the database: never leave it behind.
-    let _ = std::fs::remove_dir_all(&staging);
-    result
+        )
+    })
 }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::clone::{PhysicalSnapshot, pack_datadir};
+use super::clone::PhysicalSnapshot;
 use crate::binlog::index;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
@@ -94,7 +94,22 @@ pub fn backup(datadir: &Path, writer: &MultiWriter) -> Result<PhysicalSnapshot> 
         }
         None => (String::new(), 0, GtidSet::new(), None),
     };
-    let files = pack_datadir(writer, datadir)?;
+    let source = SourceInfo {
+        address: datadir.display().to_string(),
+        server_uuid: uuid,
+        server_id: 0,
+        flavor: "MySQL".into(),
+        version: String::new(),
+    };
+    let time = time.unwrap_or_else(chrono::Utc::now);
+    let snapshot = PhysicalSnapshot::pack(
+        writer,
+        datadir,
+        source,
+        (binlog_file, binlog_position),
+        &gtids,
+        time,
+    )?;
     // A file that changed while it was read means the server was started meanwhile.
     if in_use(datadir) {
         return Err(Error::TargetRefused(format!(
@@ -102,18 +117,5 @@ pub fn backup(datadir: &Path, writer: &MultiWriter) -> Result<PhysicalSnapshot> 
             datadir.display()
         )));
     }
-    Ok(PhysicalSnapshot {
-        source: SourceInfo {
-            address: datadir.display().to_string(),
-            server_uuid: uuid,
-            server_id: 0,
-            flavor: "MySQL".into(),
-            version: String::new(),
-        },
-        binlog_file,
-        binlog_position,
-        gtid_executed: gtids.to_string(),
-        time: time.unwrap_or_else(chrono::Utc::now),
-        files,
-    })
+    Ok(snapshot)
 }
