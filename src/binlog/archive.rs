@@ -15,9 +15,9 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::index::FileSummary;
-use crate::repo::id::{Hasher, Id};
+use crate::repo::id::{HashAlg, Hasher, Id};
 use crate::repo::lock::{LockGuard, LockKind};
-use crate::repo::manifest::{self, BinlogSegment};
+use crate::repo::manifest::{self, BinlogSegment, ContentDigest};
 use crate::repo::writer::{MultiWriter, TargetOutcome};
 use crate::repo::{Repo, RepoError, binlog_key};
 
@@ -37,7 +37,6 @@ pub struct UploadJob {
 }
 
 /// Chunks already cut from the front of a file, reused by the next upload of it.
-#[derive(Default)]
 struct Progress {
     chunks: Vec<Id>,
     chunked: u64,
@@ -45,6 +44,14 @@ struct Progress {
 }
 
 impl Progress {
+    fn new(hash: HashAlg) -> Progress {
+        Progress {
+            chunks: Vec::new(),
+            chunked: 0,
+            hasher: hash.hasher(),
+        }
+    }
+
     fn commit(&mut self, id: Id, bytes: &[u8]) {
         self.chunks.push(id);
         self.chunked += bytes.len() as u64;
@@ -114,11 +121,7 @@ impl Archiver {
     /// Archives the job's bytes in every repository.
     pub fn upload(&mut self, job: &UploadJob) -> Result<Uploaded, RepoError> {
         let key = (job.server_uuid.clone(), job.file.clone());
-        let mut progress = self.files.remove(&key).unwrap_or_default();
-        if job.len < progress.chunked {
-            // The file was cut back (crash recovery): start again from its beginning.
-            progress = Progress::default();
-        }
+        let progress = self.files.remove(&key);
         let (repos, _locks, missed) = self.lock_repos();
         if repos.is_empty() {
             let why: Vec<String> = missed
@@ -128,6 +131,11 @@ impl Archiver {
             return Err(RepoError::WriteFailed(why.join("; ")));
         }
         let writer = MultiWriter::new(repos)?;
+        let mut progress = match progress {
+            // A file cut back (crash recovery) starts again from its beginning.
+            Some(p) if p.chunked <= job.len => p,
+            _ => Progress::new(writer.hash()),
+        };
         let chunker = writer.stream_chunker();
         let mut f = File::open(&job.path)
             .map_err(|e| RepoError::io(format!("open {}", job.path.display()), e))?;
@@ -180,7 +188,7 @@ impl Archiver {
                 (None, Some(l)) => l.to_string(),
                 (None, None) => String::new(),
             },
-            sha256: hasher.finish(),
+            digest: ContentDigest::of(hasher),
             archived_at: Utc::now(),
             host: self.host.clone(),
             refs,

@@ -5,7 +5,7 @@ use clap::Args;
 use super::output;
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::repo::RepoError;
+use crate::repo::{HashAlg, RepoError};
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -20,6 +20,14 @@ pub struct InitArgs {
     pub compression_level: Option<i32>,
     #[arg(long, value_name = "BYTES")]
     pub pack_size: Option<u32>,
+    /// How content is named: blake3 (the default, fastest) or sha256 (to write beside a
+    /// repository created before myvault offered blake3).
+    #[arg(long, value_name = "HASH", value_parser = parse_hash)]
+    pub hash: Option<HashAlg>,
+}
+
+fn parse_hash(name: &str) -> std::result::Result<HashAlg, String> {
+    HashAlg::parse(name).ok_or_else(|| format!("unknown hash '{name}' (blake3 or sha256)"))
 }
 
 pub fn init(a: &InitArgs, ctx: &super::Ctx) -> Result<()> {
@@ -27,6 +35,7 @@ pub fn init(a: &InitArgs, ctx: &super::Ctx) -> Result<()> {
         chunk_size: a.chunk_size,
         compression_level: a.compression_level,
         pack_size: a.pack_size,
+        hash: a.hash,
     };
     let (store, out) = (&ctx.store, ctx.out);
     let location = super::config::one_repo(a.repo.as_ref(), ctx.cfg())?;

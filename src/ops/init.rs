@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::repo::Repo;
 use crate::repo::chunker::ChunkerConfig;
 use crate::repo::config::RepoConfig;
+use crate::repo::{HashAlg, Repo};
 use crate::storage::{self, OpenOptions};
 
 #[derive(Debug, Clone, Default)]
@@ -14,6 +14,7 @@ pub struct InitOptions {
     pub chunk_size: Option<u32>,
     pub compression_level: Option<i32>,
     pub pack_size: Option<u32>,
+    pub hash: Option<HashAlg>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +34,9 @@ pub fn run(location: &str, store_opts: &OpenOptions, opts: &InitOptions) -> Resu
     }
     if let Some(size) = opts.pack_size {
         config.pack_size = size;
+    }
+    if let Some(hash) = opts.hash {
+        config.hash = hash;
     }
     config.validate().map_err(Error::Usage)?;
     let store = storage::create(location, store_opts)?;

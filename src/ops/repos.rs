@@ -52,6 +52,7 @@ pub fn open_for_write(locations: &[String], opts: &OpenOptions, command: &str) -
     if set.repos.is_empty() {
         return Err(first_error.unwrap_or_else(|| Error::Usage("no --repo given".into())));
     }
+    crate::repo::check_same_hash(&set.repos).map_err(Error::Usage)?;
     Ok(set)
 }
 

@@ -110,7 +110,8 @@ fn lock_spool(dir: &Path) -> Result<SpoolLock> {
 /// A stable id for this streamer towards the source, so its reconnects replace its own
 /// stale session instead of looking like another replica.
 fn replica_uuid(spool: &Path, server_id: u32) -> String {
-    let id = crate::repo::Id::of(format!("{}:{server_id}", spool.display()).as_bytes()).to_hex();
+    let id =
+        crate::repo::Id::sha256(format!("{}:{server_id}", spool.display()).as_bytes()).to_hex();
     format!(
         "{}-{}-{}-{}-{}",
         &id[0..8],

@@ -5,8 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::chunker::ChunkerConfig;
+use super::id::HashAlg;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// Format 2 names content with the configured hash; format 1 (no `hash` field) used SHA-256.
+/// Both are read; new repositories are format 2, which older myvault versions refuse.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -14,6 +17,9 @@ pub struct RepoConfig {
     /// Random, identifies the repository (e.g. in caches and copy).
     pub id: String,
     pub created: DateTime<Utc>,
+    /// Names blobs, packs and file contents.
+    #[serde(default)]
+    pub hash: HashAlg,
     /// How streams (dumps, binlogs) are cut.
     pub chunker: ChunkerConfig,
     /// How InnoDB data files, which change in place, are cut.
@@ -29,6 +35,7 @@ impl RepoConfig {
             format: FORMAT_VERSION,
             id: random_hex(16),
             created: Utc::now(),
+            hash: HashAlg::Blake3,
             chunker: ChunkerConfig::default(),
             page_chunker: ChunkerConfig::Fixed { size: 256 * 1024 },
             compression_level: 1,
@@ -37,11 +44,14 @@ impl RepoConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT_VERSION {
-            return Err(format!(
-                "repository format {} is not supported by this myvault (it reads format {FORMAT_VERSION})",
-                self.format
-            ));
+        match (self.format, self.hash) {
+            (2, _) | (1, HashAlg::Sha256) => {}
+            (1, hash) => return Err(format!("repository format 1 cannot use hash {hash}")),
+            (format, _) => {
+                return Err(format!(
+                    "repository format {format} is not supported by this myvault (it reads formats 1 and {FORMAT_VERSION})"
+                ));
+            }
         }
         self.chunker.validate()?;
         self.page_chunker.validate()?;
@@ -72,4 +82,37 @@ pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_1_configs_read_as_sha256() {
+        let mut old = serde_json::to_value(RepoConfig::new()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("hash");
+        fields.insert("format".into(), 1.into());
+        let old: RepoConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.hash, HashAlg::Sha256);
+        assert_eq!(old.validate(), Ok(()));
+
+        let new = RepoConfig::new();
+        assert_eq!((new.format, new.hash), (2, HashAlg::Blake3));
+        assert_eq!(new.validate(), Ok(()));
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""hash":"blake3""#), "{text}");
+
+        let mixed = RepoConfig {
+            format: 1,
+            ..RepoConfig::new()
+        };
+        assert!(mixed.validate().is_err());
+        let future = RepoConfig {
+            format: 3,
+            ..RepoConfig::new()
+        };
+        assert!(future.validate().unwrap_err().contains("format 3"));
+    }
 }

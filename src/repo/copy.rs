@@ -31,6 +31,16 @@ fn keys(repo: &Repo, prefix: &str) -> Result<HashSet<String>> {
 }
 
 pub fn copy(from: &Repo, to: &Repo, mut progress: impl FnMut(&str)) -> Result<CopyReport> {
+    if from.hash() != to.hash() {
+        // Packs keep their names and manifests their chunk ids: both must mean the same.
+        return Err(RepoError::Invalid(format!(
+            "{} names content with {} and {} with {}; copy needs repositories of the same hash",
+            from.name(),
+            from.hash(),
+            to.name(),
+            to.hash()
+        )));
+    }
     let (src, dst) = (from.storage(), to.storage());
     let mut report = CopyReport {
         from: from.name().into(),
@@ -44,7 +54,7 @@ pub fn copy(from: &Repo, to: &Repo, mut progress: impl FnMut(&str)) -> Result<Co
     for key in &wanted {
         let data = src.get(key)?;
         let name = key.rsplit('/').next().and_then(Id::parse);
-        if name != Some(Id::of(&data)) {
+        if name != Some(from.hash().id(&data)) {
             return Err(RepoError::integrity(
                 from.name(),
                 key,

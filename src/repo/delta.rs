@@ -94,7 +94,7 @@ mod tests {
         for i in (0..data.len()).step_by(19_000) {
             data[i] = b'#';
         }
-        let base_id = Id::of(&base);
+        let base_id = Id::sha256(&base);
         let stored = encode(&base_id, &base, &data, 1).unwrap();
         assert_eq!(base_of(&stored), Some(base_id));
         assert!(

@@ -1,4 +1,9 @@
-//! SHA-256 identifiers: of a chunk's plaintext, of a pack file, of an index file.
+//! 32-byte content identifiers, and the hash a repository names its content with.
+//!
+//! Blobs, packs and whole files are named by the repository's [`HashAlg`] (BLAKE3 for new
+//! repositories: about 2.5 times SHA-256's speed here even with SHA instructions, and a backup
+//! hashes every byte three times). Small envelopes (manifests, index files, pack headers)
+//! are always checked with SHA-256 through [`Id::sha256`].
 
 use std::fmt;
 
@@ -10,7 +15,8 @@ pub struct Id([u8; 32]);
 impl Id {
     pub const LEN: usize = 32;
 
-    pub fn of(data: &[u8]) -> Id {
+    /// The SHA-256 of `data`: for envelopes, whatever the repository's hash.
+    pub fn sha256(data: &[u8]) -> Id {
         Id(Sha256::digest(data).into())
     }
 
@@ -89,21 +95,82 @@ impl<'de> serde::Deserialize<'de> for Id {
     }
 }
 
-/// A SHA-256 computed over data that arrives in pieces.
-#[derive(Default, Clone)]
-pub struct Hasher(Sha256);
+/// The hash that names a repository's blobs, packs and files. Fixed when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashAlg {
+    /// Format 1 repositories, which predate the choice, use SHA-256.
+    #[default]
+    Sha256,
+    Blake3,
+}
+
+impl HashAlg {
+    pub fn id(self, data: &[u8]) -> Id {
+        match self {
+            HashAlg::Sha256 => Id::sha256(data),
+            HashAlg::Blake3 => Id(*blake3::hash(data).as_bytes()),
+        }
+    }
+
+    pub fn hasher(self) -> Hasher {
+        match self {
+            HashAlg::Sha256 => Hasher::Sha256(Sha256::new()),
+            HashAlg::Blake3 => Hasher::Blake3(Box::default()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlg::Sha256 => "sha256",
+            HashAlg::Blake3 => "blake3",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<HashAlg> {
+        match name.to_ascii_lowercase().as_str() {
+            "sha256" | "sha-256" => Some(HashAlg::Sha256),
+            "blake3" => Some(HashAlg::Blake3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HashAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A [`HashAlg`] computed over data that arrives in pieces.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
 
 impl Hasher {
-    pub fn new() -> Hasher {
-        Hasher(Sha256::new())
+    pub fn alg(&self) -> HashAlg {
+        match self {
+            Hasher::Sha256(_) => HashAlg::Sha256,
+            Hasher::Blake3(_) => HashAlg::Blake3,
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
     }
 
     pub fn finish(self) -> Id {
-        Id(self.0.finalize().into())
+        match self {
+            Hasher::Sha256(h) => Id(h.finalize().into()),
+            Hasher::Blake3(h) => Id(*h.finalize().as_bytes()),
+        }
     }
 }
 
@@ -112,14 +179,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_round_trip_and_known_vector() {
-        let id = Id::of(b"abc");
+    fn hex_round_trip_and_known_vectors() {
+        let id = HashAlg::Sha256.id(b"abc");
         assert_eq!(
             id.to_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        assert_eq!(
+            HashAlg::Blake3.id(b"abc").to_hex(),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
         assert_eq!(Id::parse(&id.to_hex()), Some(id));
         assert_eq!(Id::parse("BA7816"), None);
         assert_eq!(Id::parse(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn pieces_hash_like_the_whole() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for alg in [HashAlg::Sha256, HashAlg::Blake3] {
+            let mut h = alg.hasher();
+            for piece in data.chunks(777) {
+                h.update(piece);
+            }
+            assert_eq!(h.alg(), alg);
+            assert_eq!(h.finish(), alg.id(&data), "{alg}");
+            assert_eq!(HashAlg::parse(alg.name()), Some(alg));
+        }
+        assert_ne!(HashAlg::Sha256.id(&data), HashAlg::Blake3.id(&data));
     }
 }

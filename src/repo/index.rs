@@ -133,7 +133,7 @@ pub fn encode_file(packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8> {
             out.extend_from_slice(&e.stored_len.to_le_bytes());
         }
     }
-    let hash = Id::of(&out);
+    let hash = Id::sha256(&out);
     out.extend_from_slice(hash.as_bytes());
     out
 }
@@ -144,7 +144,7 @@ pub fn decode_file(data: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>, String> {
         return Err("not an index file".into());
     }
     let (body, hash) = data.split_at(data.len() - 32);
-    if Id::of(body).as_bytes()[..] != hash[..] {
+    if Id::sha256(body).as_bytes()[..] != hash[..] {
         return Err("index file checksum mismatch".into());
     }
     let mut r = crate::repo::bytes::Cursor::new(&body[8..]);
@@ -181,7 +181,7 @@ mod tests {
 
     fn entry(name: &str, offset: u32) -> PackEntry {
         PackEntry {
-            id: Id::of(name.as_bytes()),
+            id: Id::sha256(name.as_bytes()),
             codec: Codec::Zstd,
             offset,
             raw_len: 100,
@@ -192,8 +192,8 @@ mod tests {
     #[test]
     fn file_round_trip_and_damage() {
         let packs = vec![
-            (Id::of(b"p1"), vec![entry("a", 8), entry("b", 48)]),
-            (Id::of(b"p2"), vec![entry("c", 8)]),
+            (Id::sha256(b"p1"), vec![entry("a", 8), entry("b", 48)]),
+            (Id::sha256(b"p2"), vec![entry("c", 8)]),
         ];
         let bytes = encode_file(&packs);
         assert_eq!(decode_file(&bytes).unwrap(), packs);
@@ -206,11 +206,11 @@ mod tests {
     #[test]
     fn first_location_wins_and_lookup_works() {
         let mut idx = Index::new();
-        idx.add_pack(Id::of(b"p1"), &[entry("a", 8)]);
-        idx.add_pack(Id::of(b"p2"), &[entry("a", 8), entry("b", 48)]);
+        idx.add_pack(Id::sha256(b"p1"), &[entry("a", 8)]);
+        idx.add_pack(Id::sha256(b"p2"), &[entry("a", 8), entry("b", 48)]);
         assert_eq!(idx.len(), 2);
-        assert_eq!(idx.get(&Id::of(b"a")).unwrap().pack, Id::of(b"p1"));
-        assert_eq!(idx.get(&Id::of(b"b")).unwrap().offset, 48);
-        assert!(idx.get(&Id::of(b"zz")).is_none());
+        assert_eq!(idx.get(&Id::sha256(b"a")).unwrap().pack, Id::sha256(b"p1"));
+        assert_eq!(idx.get(&Id::sha256(b"b")).unwrap().offset, 48);
+        assert!(idx.get(&Id::sha256(b"zz")).is_none());
     }
 }

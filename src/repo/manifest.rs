@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::id::Id;
+use super::id::{HashAlg, Hasher, Id};
 
 /// Refs inline up to this many chunks; beyond, the list is stored as a blob of its own.
 pub const INLINE_CHUNKS: usize = 64;
@@ -37,6 +37,50 @@ pub struct ChunkRefs {
     pub chunk_count: u64,
 }
 
+/// The hash of a whole file, checked again on restore. It is stored under the name of the
+/// hash that made it (`"sha256"` or `"blake3"`), so each manifest says how to check it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentDigest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blake3: Option<Id>,
+}
+
+impl ContentDigest {
+    /// No digest: entries without content, and content checked some other way.
+    pub const NONE: ContentDigest = ContentDigest {
+        sha256: None,
+        blake3: None,
+    };
+
+    pub fn new(alg: HashAlg, id: Id) -> ContentDigest {
+        match alg {
+            HashAlg::Sha256 => ContentDigest {
+                sha256: Some(id),
+                blake3: None,
+            },
+            HashAlg::Blake3 => ContentDigest {
+                sha256: None,
+                blake3: Some(id),
+            },
+        }
+    }
+
+    pub fn of(hasher: Hasher) -> ContentDigest {
+        let alg = hasher.alg();
+        ContentDigest::new(alg, hasher.finish())
+    }
+
+    pub fn get(&self) -> Option<(HashAlg, Id)> {
+        match (self.sha256, self.blake3) {
+            (_, Some(id)) => Some((HashAlg::Blake3, id)),
+            (Some(id), None) => Some((HashAlg::Sha256, id)),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Relative path, `/`-separated.
@@ -45,9 +89,8 @@ pub struct FileEntry {
     /// Unix permission bits.
     pub mode: u32,
     pub size: u64,
-    /// SHA-256 of the whole file, checked again on restore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<Id>,
+    #[serde(flatten)]
+    pub digest: ContentDigest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(flatten)]
@@ -125,7 +168,8 @@ pub struct BinlogSegment {
     pub gtids: String,
     /// The file's previous-GTIDs header: everything before it.
     pub previous_gtids: String,
-    pub sha256: Id,
+    #[serde(flatten)]
+    pub digest: ContentDigest,
     pub archived_at: DateTime<Utc>,
     pub host: String,
     #[serde(flatten)]
@@ -151,7 +195,7 @@ impl BinlogSegment {
             transactions: 0,
             gtids: gtids.into(),
             previous_gtids: previous_gtids.into(),
-            sha256: Id::of(b""),
+            digest: ContentDigest::new(HashAlg::Blake3, HashAlg::Blake3.id(b"")),
             archived_at: Utc::now(),
             host: "h".into(),
             refs: ChunkRefs::default(),
@@ -166,7 +210,7 @@ impl BinlogSegment {
             kind: FileKind::File,
             mode: 0o640,
             size: self.size,
-            sha256: Some(self.sha256),
+            digest: self.digest,
             target: None,
             refs: self.refs.clone(),
         }
@@ -186,7 +230,7 @@ pub struct GapRecord {
 pub fn encode<T: Serialize>(kind: &str, doc: &T) -> Vec<u8> {
     // Serialising our own plain structs cannot fail.
     let body = serde_json::to_vec_pretty(doc).unwrap_or_default();
-    let mut out = format!("MYVAULT {kind} 1 sha256={}\n", Id::of(&body)).into_bytes();
+    let mut out = format!("MYVAULT {kind} 1 sha256={}\n", Id::sha256(&body)).into_bytes();
     out.extend_from_slice(&body);
     out.push(b'\n');
     out
@@ -217,7 +261,7 @@ pub fn decode<T: DeserializeOwned>(kind: &str, data: &[u8]) -> Result<T, String>
     let body = data[nl + 1..]
         .strip_suffix(b"\n")
         .ok_or("truncated (no final newline)")?;
-    if Id::of(body) != hash {
+    if Id::sha256(body) != hash {
         return Err("checksum mismatch (truncated or damaged)".into());
     }
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
@@ -249,5 +293,30 @@ mod tests {
         let n = bad.len();
         bad[n - 5] ^= 1;
         assert!(decode::<SourceInfo>("test", &bad).is_err());
+    }
+
+    #[test]
+    fn segment_digest_round_trips_under_its_hash_name_and_old_ones_read() {
+        let mut seg = BinlogSegment::sample("u", "binlog.000001", "", "");
+        for alg in [HashAlg::Sha256, HashAlg::Blake3] {
+            seg.digest = ContentDigest::new(alg, alg.id(b"file"));
+            let bytes = encode("binlog", &seg);
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains(&format!("\"{alg}\": ")), "{text}");
+            let back: BinlogSegment = decode("binlog", &bytes).unwrap();
+            assert_eq!(back, seg);
+            assert!(back.extra.is_empty(), "{:?}", back.extra);
+        }
+        // Written before digests had a choice of hash: `sha256` is read as one.
+        let mut old = serde_json::to_value(&seg).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("blake3");
+        let hex = Id::sha256(b"file").to_hex();
+        fields.insert("sha256".into(), hex.into());
+        let old: BinlogSegment = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            old.digest.get(),
+            Some((HashAlg::Sha256, Id::sha256(b"file")))
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The content-addressed repository: chunks identified by SHA-256, compressed, grouped into
+//! The content-addressed repository: chunks named by their hash (BLAKE3, or SHA-256 in format
+//! 1 repositories), compressed, grouped into
 //! packs, found through index files, and tied together by snapshot and binlog manifests.
 //! See `docs/repository-format.md` for the format and its invariants.
 //!
@@ -7,7 +8,7 @@
 //! Object layout in a store:
 //!
 //! ```text
-//! config                          format version, id, chunker and pack settings
+//! config                          format version, id, hash, chunker and pack settings
 //! packs/<2 hex>/<pack id>         pack files
 //! index/<index id>                index files (which blob is in which pack)
 //! snapshots/<snapshot id>         snapshot manifests
@@ -37,7 +38,7 @@ pub mod writer;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 pub use error::{RepoError, Result};
-pub use id::Id;
+pub use id::{HashAlg, Id};
 
 use crate::storage::Storage;
 use config::RepoConfig;
@@ -49,6 +50,26 @@ pub const CONFIG_KEY: &str = "config";
 /// Rewritten by every prune before it deletes anything: a writer that loaded the index
 /// before a prune must load it again, or it could deduplicate against a deleted blob.
 pub const PRUNED_KEY: &str = "pruned";
+
+/// Repositories written in one pass share one manifest, so they must name content with the
+/// same hash; the message says how to make them agree.
+pub fn check_same_hash(repos: &[Arc<Repo>]) -> std::result::Result<(), String> {
+    let Some(first) = repos.first() else {
+        return Ok(());
+    };
+    match repos.iter().find(|r| r.hash() != first.hash()) {
+        None => Ok(()),
+        Some(other) => Err(format!(
+            "{} names content with {} and {} with {}; write to them in separate runs \
+             (or create the second one with `myvault init --hash {}`)",
+            first.name(),
+            first.hash(),
+            other.name(),
+            other.hash(),
+            first.hash()
+        )),
+    }
+}
 
 pub fn pack_key(id: &Id) -> String {
     let hex = id.to_hex();
@@ -134,6 +155,11 @@ impl Repo {
 
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// The hash naming this repository's blobs, packs and file contents.
+    pub fn hash(&self) -> HashAlg {
+        self.config.hash
     }
 
     /// Runs `f` on the index, loading it from the index files first if needed.

@@ -2,12 +2,13 @@
 //! millions of small ones.
 //!
 //! Layout: `MVPACK01`, the blobs back to back, then a header describing them, the header's
-//! entry count, the SHA-256 of the header, and `MVPACK01` again. The header sits at the end so
+//! entry count, the SHA-256 of the header, and `MVPACK01` again. A pack is named by the
+//! repository's hash of all its bytes. The header sits at the end so
 //! a pack can be written in one pass; the index repeats it, so reads never need it, but a
 //! damaged or lost index can be rebuilt from the packs alone.
 
 use super::codec::Codec;
-use super::id::Id;
+use super::id::{HashAlg, Id};
 
 pub const MAGIC: &[u8; 8] = b"MVPACK01";
 /// id, codec, raw length, stored length.
@@ -27,27 +28,19 @@ pub struct PackEntry {
 /// A pack being filled.
 #[derive(Debug)]
 pub struct PackBuilder {
+    hash: HashAlg,
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
 
-impl Default for PackBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl PackBuilder {
-    pub fn new() -> PackBuilder {
-        Self::with_capacity(0)
-    }
-
-    /// A builder that will not reallocate before `bytes`: a pack grown by doubling would
-    /// hold up to twice its size in memory.
-    pub fn with_capacity(bytes: usize) -> PackBuilder {
-        let mut buf = Vec::with_capacity(bytes);
+    /// A builder that will not reallocate before `capacity` bytes: a pack grown by doubling
+    /// would hold up to twice its size in memory.
+    pub fn new(hash: HashAlg, capacity: usize) -> PackBuilder {
+        let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(MAGIC);
         PackBuilder {
+            hash,
             buf,
             entries: Vec::new(),
         }
@@ -78,7 +71,7 @@ impl PackBuilder {
         });
     }
 
-    /// The finished pack: its id (SHA-256 of all its bytes), bytes and entries.
+    /// The finished pack: its id (the hash of all its bytes), bytes and entries.
     pub fn finish(mut self) -> (Id, Vec<u8>, Vec<PackEntry>) {
         let header_start = self.buf.len();
         for e in &self.entries {
@@ -87,12 +80,12 @@ impl PackBuilder {
             self.buf.extend_from_slice(&e.raw_len.to_le_bytes());
             self.buf.extend_from_slice(&e.stored_len.to_le_bytes());
         }
-        let header_hash = Id::of(&self.buf[header_start..]);
+        let header_hash = Id::sha256(&self.buf[header_start..]);
         self.buf
             .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(header_hash.as_bytes());
         self.buf.extend_from_slice(MAGIC);
-        let id = Id::of(&self.buf);
+        let id = self.hash.id(&self.buf);
         (id, self.buf, self.entries)
     }
 }
@@ -112,7 +105,7 @@ pub fn parse_header(pack: &[u8]) -> Result<Vec<PackEntry>, String> {
         .ok_or("pack header length exceeds the file")?;
     let header_end = pack.len() - TRAILER_LEN;
     let header = &pack[header_end - header_len..header_end];
-    if Id::of(header).as_bytes()[..] != trailer[4..36] {
+    if Id::sha256(header).as_bytes()[..] != trailer[4..36] {
         return Err("pack header checksum mismatch".into());
     }
     let mut entries = Vec::with_capacity(count);
@@ -144,11 +137,11 @@ mod tests {
 
     #[test]
     fn build_and_parse() {
-        let mut b = PackBuilder::new();
-        b.add(Id::of(b"one"), Codec::Raw, 3, b"one");
-        b.add(Id::of(b"two"), Codec::Zstd, 99, b"zz");
+        let mut b = PackBuilder::new(HashAlg::Blake3, 0);
+        b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
+        b.add(Id::sha256(b"two"), Codec::Zstd, 99, b"zz");
         let (id, bytes, entries) = b.finish();
-        assert_eq!(id, Id::of(&bytes));
+        assert_eq!(id, HashAlg::Blake3.id(&bytes));
         let parsed = parse_header(&bytes).unwrap();
         assert_eq!(parsed, entries);
         assert_eq!(&bytes[parsed[0].offset as usize..][..3], b"one");
@@ -157,9 +150,10 @@ mod tests {
 
     #[test]
     fn damage_is_detected() {
-        let mut b = PackBuilder::new();
-        b.add(Id::of(b"one"), Codec::Raw, 3, b"one");
-        let (_, bytes, _) = b.finish();
+        let mut b = PackBuilder::new(HashAlg::Sha256, 0);
+        b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
+        let (id, bytes, _) = b.finish();
+        assert_eq!(id, Id::sha256(&bytes));
         for i in 8..bytes.len() - 8 {
             let mut bad = bytes.clone();
             bad[i] ^= 1;

@@ -150,7 +150,7 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
         // One index file for what stays, written before the old ones go: at every moment
         // each kept pack is indexed.
         let file = index::encode_file(&plan.kept_index);
-        let merged = index_key(&Id::of(&file));
+        let merged = index_key(&Id::sha256(&file));
         storage.put(&merged, &file)?;
         for obj in storage.list("index/")? {
             if obj.key != merged {

@@ -1,5 +1,5 @@
 //! Reading files back out of a repository, verifying every chunk against its id and every
-//! file against its SHA-256.
+//! file against its digest.
 //!
 //! Consecutive chunks stored next to each other in a pack are fetched with one ranged read,
 //! so a restore reads packs mostly sequentially and memory stays at one such range.
@@ -10,6 +10,7 @@ use super::codec::{self, Codec};
 use super::delta;
 use super::error::{RepoError, Result};
 use super::id::{Hasher, Id};
+
 use super::index::BlobLocation;
 use super::manifest::{ChunkRefs, FileEntry};
 use super::{Repo, pack_key};
@@ -49,7 +50,7 @@ impl Repo {
             plain => codec::decode(plain, stored, raw_len),
         }
         .map_err(|d| RepoError::integrity(self.name(), what(), d))?;
-        if Id::of(&data) != *id {
+        if self.hash().id(&data) != *id {
             return Err(RepoError::integrity(
                 self.name(),
                 what(),
@@ -141,13 +142,13 @@ impl Repo {
             repo: self,
             path: entry.path.clone(),
             expected_size: entry.size,
-            expected_sha: entry.sha256,
+            expected: entry.digest.get().map(|(_, id)| id),
             ids,
             next: 0,
             fetched: Vec::new(),
             current: Vec::new(),
             pos: 0,
-            hasher: Hasher::new(),
+            hasher: entry.digest.get().map(|(alg, _)| alg.hasher()),
             total: 0,
             finished: false,
         })
@@ -172,14 +173,15 @@ pub struct FileReader<'r> {
     repo: &'r Repo,
     path: String,
     expected_size: u64,
-    expected_sha: Option<Id>,
+    /// The whole file's digest, and the hasher computing it again.
+    expected: Option<Id>,
     ids: Vec<Id>,
     next: usize,
     /// Chunks fetched by the last ranged read, not yet handed out (in reverse order).
     fetched: Vec<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
     total: u64,
     finished: bool,
 }
@@ -199,7 +201,9 @@ impl FileReader<'_> {
             self.fetch_range()?;
         }
         let chunk = self.fetched.pop().unwrap_or_default();
-        self.hasher.update(&chunk);
+        if let Some(h) = &mut self.hasher {
+            h.update(&chunk);
+        }
         self.total += chunk.len() as u64;
         Ok(Some(chunk))
     }
@@ -220,14 +224,13 @@ impl FileReader<'_> {
                 ),
             ));
         }
-        let sha = std::mem::take(&mut self.hasher).finish();
-        if let Some(expected) = self.expected_sha
-            && expected != sha
+        if let (Some(expected), Some(hasher)) = (self.expected, self.hasher.take())
+            && expected != hasher.finish()
         {
             return Err(RepoError::integrity(
                 self.repo.name(),
                 what(),
-                "SHA-256 of the restored file does not match the manifest",
+                "the digest of the restored file does not match the manifest",
             ));
         }
         Ok(())

@@ -515,3 +515,84 @@ fn parallel_stream_threads_store_the_same_chunks_in_order() {
             .is_empty()
     );
 }
+
+/// A repository as myvault created them before the hash was a setting: format 1, SHA-256.
+fn sha256_repo() -> (Arc<MemoryStorage>, Arc<Repo>) {
+    let mem = Arc::new(MemoryStorage::new());
+    let config = RepoConfig {
+        format: 1,
+        hash: super::HashAlg::Sha256,
+        ..small_config()
+    };
+    let repo = Repo::init(mem.clone(), config).unwrap();
+    (mem, Arc::new(repo))
+}
+
+#[test]
+fn each_repository_names_content_with_its_own_hash() {
+    let big = data(2 << 20, 11);
+    for (hash, (mem, repo)) in [
+        (super::HashAlg::Sha256, sha256_repo()),
+        (super::HashAlg::Blake3, new_repo()),
+    ] {
+        // Opened afresh, as a later run would: the hash comes from the stored config.
+        let (id, _) = backup(vec![repo.clone()], &[("big", &big)]).unwrap();
+        let repo = Arc::new(Repo::open(mem.clone()).unwrap());
+        assert_eq!(repo.hash(), hash);
+        assert_eq!(restore(&repo, &id, "big").unwrap(), big);
+        let report = verify::verify(&repo, true, |_, _| {}).unwrap();
+        assert!(report.problems.is_empty(), "{hash}: {:?}", report.problems);
+
+        let snap = repo.snapshot(&id).unwrap();
+        let file = &snap.files[0];
+        assert_eq!(file.digest.get(), Some((hash, hash.id(&big))));
+        let ids = repo.chunk_ids(&file.refs).unwrap();
+        let first = repo.read_blob(&ids[0]).unwrap();
+        assert_eq!(
+            hash.id(&first),
+            ids[0],
+            "{hash}: a chunk is named by its hash"
+        );
+        for pack in mem.list("packs/").unwrap() {
+            let name = pack.key.rsplit('/').next().and_then(super::Id::parse);
+            assert_eq!(name, Some(hash.id(&mem.get(&pack.key).unwrap())));
+        }
+        // The manifest says which hash its digests are.
+        let text = String::from_utf8(mem.get(&super::snapshot_key(&id)).unwrap()).unwrap();
+        assert!(text.contains(&format!("\"{hash}\": \"")), "{text}");
+    }
+}
+
+#[test]
+fn repositories_of_different_hashes_are_not_mixed() {
+    let (_, old) = sha256_repo();
+    let (_, new) = new_repo();
+    let err = backup(vec![old.clone(), new.clone()], &[("f", b"x")]).unwrap_err();
+    assert!(
+        err.to_string().contains("sha256") && err.to_string().contains("blake3"),
+        "{err}"
+    );
+    assert!(old.snapshots().unwrap().is_empty() && new.snapshots().unwrap().is_empty());
+    backup(vec![old.clone()], &[("f", &data(1 << 20, 3))]).unwrap();
+    let err = copy::copy(&old, &new, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("same hash"), "{err}");
+    assert!(new.snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_file_digest_is_caught_on_restore() {
+    let (mem, repo) = new_repo();
+    let (id, _) = backup(vec![repo.clone()], &[("f", &data(1 << 20, 9))]).unwrap();
+    // Rewrite the manifest with another (validly enveloped) digest: the chunks still match
+    // their ids, so only the whole-file check can notice.
+    let mut snap = repo.snapshot(&id).unwrap();
+    snap.files[0].digest =
+        super::manifest::ContentDigest::new(super::HashAlg::Blake3, super::Id::sha256(b"x"));
+    mem.put(
+        &super::snapshot_key(&id),
+        &super::manifest::encode("snapshot", &snap),
+    )
+    .unwrap();
+    let err = restore(&repo, &id, "f").unwrap_err();
+    assert!(err.to_string().contains("digest"), "{err}");
+}

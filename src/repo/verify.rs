@@ -89,7 +89,7 @@ pub fn verify(
         let bytes = storage.get(&key)?;
         report.bytes_read += bytes.len() as u64;
         let mut pack_problem = None;
-        if Id::of(&bytes) != *pack_id {
+        if repo.hash().id(&bytes) != *pack_id {
             pack_problem = Some("content does not match its name (damaged)".to_string());
         }
         match pack::parse_header(&bytes) {
@@ -128,7 +128,7 @@ pub fn verify(
                 continue;
             }
             let ok = codec::decode(e.codec, blob, e.raw_len as usize)
-                .is_ok_and(|plain| Id::of(&plain) == e.id);
+                .is_ok_and(|plain| repo.hash().id(&plain) == e.id);
             if !ok {
                 bad_blobs.insert(e.id, format!("damaged in pack {}", pack_id.short()));
                 pack_problem.get_or_insert_with(|| "a blob does not match its id".into());

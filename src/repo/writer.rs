@@ -19,8 +19,10 @@ use super::chunker::ChunkerConfig;
 use super::codec::{self, Codec};
 use super::delta;
 use super::error::{RepoError, Result};
-use super::id::{Hasher, Id};
-use super::manifest::{self, ChunkRefs, FileEntry, FileKind, INLINE_CHUNKS, SnapshotManifest};
+use super::id::{HashAlg, Id};
+use super::manifest::{
+    self, ChunkRefs, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS, SnapshotManifest,
+};
 use super::pack::{PackBuilder, PackEntry};
 use super::{Repo, index, index_key, pack_key, snapshot_key};
 
@@ -41,7 +43,6 @@ struct FinishedPack {
     entries: Vec<PackEntry>,
 }
 
-#[derive(Default)]
 struct TargetState {
     pack: PackBuilder,
     /// Blobs added by this writer (in packs uploaded, queued or being filled).
@@ -71,8 +72,13 @@ fn lock(m: &Mutex<TargetState>) -> MutexGuard<'_, TargetState> {
 impl Target {
     fn new(repo: Arc<Repo>, pack_capacity: usize) -> Target {
         let state = Arc::new(Mutex::new(TargetState {
-            pack: PackBuilder::with_capacity(pack_capacity),
-            ..Default::default()
+            pack: PackBuilder::new(repo.hash(), pack_capacity),
+            added: HashSet::new(),
+            uploaded: Vec::new(),
+            pack_index_keys: Vec::new(),
+            failed: None,
+            new_bytes: 0,
+            new_chunks: 0,
         }));
         // No queue: the next pack is filled while this one uploads, so at most two packs per
         // repository are in memory.
@@ -87,7 +93,7 @@ impl Target {
                 let storage = thread_repo.storage();
                 let indexed = [(pack.id, pack.entries)];
                 let index_file = index::encode_file(&indexed);
-                let index_key = index_key(&Id::of(&index_file));
+                let index_key = index_key(&Id::sha256(&index_file));
                 let [(id, entries)] = indexed;
                 match storage
                     .put(&pack_key(&id), &pack.bytes)
@@ -150,7 +156,10 @@ impl Target {
             if st.pack.is_empty() {
                 None
             } else {
-                Some(std::mem::take(&mut st.pack))
+                Some(std::mem::replace(
+                    &mut st.pack,
+                    PackBuilder::new(self.repo.hash(), 0),
+                ))
             }
         };
         if let Some(pack) = last {
@@ -183,7 +192,7 @@ impl Target {
             return Ok(());
         }
         let file = index::encode_file(&uploaded);
-        let merged = index_key(&Id::of(&file));
+        let merged = index_key(&Id::sha256(&file));
         let storage = self.repo.storage();
         storage.put(&merged, &file).map_err(|e| e.to_string())?;
         // The merged file is durable, so the small ones can go; a failure here only leaves
@@ -207,6 +216,7 @@ impl Target {
 
 /// Writes files and streams into several repositories at once.
 pub struct MultiWriter {
+    hash: HashAlg,
     chunker: ChunkerConfig,
     level: i32,
     pack_size: usize,
@@ -226,17 +236,20 @@ struct Parent {
 
 impl MultiWriter {
     /// The first repository's settings decide chunking and compression for all of them:
-    /// the data is cut and compressed once.
+    /// the data is cut and compressed once. They must name content with the same hash, as
+    /// one manifest describes the files in all of them.
     pub fn new(repos: Vec<Arc<Repo>>) -> Result<MultiWriter> {
         let first = repos
             .first()
             .ok_or_else(|| RepoError::Invalid("no repository to write to".into()))?;
         let cfg = first.config().clone();
+        super::check_same_hash(&repos).map_err(RepoError::Invalid)?;
         for repo in &repos {
             // Load each index up front: a missing or damaged one fails the start, not the middle.
             repo.with_index(|_| ())?;
         }
         let mut writer = MultiWriter {
+            hash: cfg.hash,
             chunker: cfg.chunker,
             level: cfg.compression_level,
             pack_size: cfg.pack_size as usize,
@@ -269,6 +282,10 @@ impl MultiWriter {
             repo: first.repo.clone(),
             files,
         });
+    }
+
+    pub fn hash(&self) -> HashAlg {
+        self.hash
     }
 
     /// The chunker used for streams; callers pick the repository's page chunker for files
@@ -316,7 +333,7 @@ impl MultiWriter {
     /// Stores one chunk where it is missing, as a delta against `older` where that pays.
     fn store_chunk(&self, data: &[u8], older: Option<(&OlderVersion, u64)>) -> Result<Id> {
         self.check_alive()?;
-        let id = Id::of(data);
+        let id = self.hash.id(data);
         let needed = self.missing_in(&id);
         if needed.is_empty() {
             return Ok(id);
@@ -370,7 +387,7 @@ impl MultiWriter {
             (st.pack.len() >= self.pack_size).then(|| {
                 std::mem::replace(
                     &mut st.pack,
-                    PackBuilder::with_capacity(self.pack_capacity()),
+                    PackBuilder::new(self.hash, self.pack_capacity()),
                 )
             })
         };
@@ -385,7 +402,7 @@ impl MultiWriter {
         &self,
         reader: impl Read,
         chunker: ChunkerConfig,
-    ) -> Result<(u64, Id, ChunkRefs)> {
+    ) -> Result<(u64, ContentDigest, ChunkRefs)> {
         self.write_version(reader, chunker, None)
     }
 
@@ -395,12 +412,12 @@ impl MultiWriter {
         reader: impl Read,
         chunker: ChunkerConfig,
         older: Option<OlderVersion>,
-    ) -> Result<(u64, Id, ChunkRefs)> {
+    ) -> Result<(u64, ContentDigest, ChunkRefs)> {
         if self.stream_threads > 1 {
             return self.write_version_in_parallel(reader, chunker, older);
         }
         let mut ids = Vec::new();
-        let mut hasher = Hasher::new();
+        let mut hasher = self.hash.hasher();
         let mut size = 0u64;
         let mut chunks = chunker.chunks(reader);
         while let Some(chunk) = chunks.next_chunk() {
@@ -409,7 +426,7 @@ impl MultiWriter {
             ids.push(self.store_chunk(chunk, older.as_ref().map(|o| (o, size)))?);
             size += chunk.len() as u64;
         }
-        Ok((size, hasher.finish(), self.chunk_refs(ids)?))
+        Ok((size, ContentDigest::of(hasher), self.chunk_refs(ids)?))
     }
 
     /// The same, with the chunks hashed and compressed by `stream_threads` threads while this
@@ -419,14 +436,14 @@ impl MultiWriter {
         reader: impl Read,
         chunker: ChunkerConfig,
         older: Option<OlderVersion>,
-    ) -> Result<(u64, Id, ChunkRefs)> {
+    ) -> Result<(u64, ContentDigest, ChunkRefs)> {
         let threads = self.stream_threads;
         let (tx, rx) = sync_channel::<(usize, u64, Vec<u8>)>(threads * 2);
         let rx = Mutex::new(rx);
         let ids: Mutex<Vec<Option<Id>>> = Mutex::new(Vec::new());
         let failure: Mutex<Option<RepoError>> = Mutex::new(None);
         let failed = AtomicBool::new(false);
-        let mut hasher = Hasher::new();
+        let mut hasher = self.hash.hasher();
         let mut size = 0u64;
         std::thread::scope(|s| {
             for _ in 0..threads {
@@ -491,7 +508,7 @@ impl MultiWriter {
             .into_iter()
             .collect();
         let ids = ids.ok_or_else(|| RepoError::Invalid("a chunk of the stream was lost".into()))?;
-        Ok((size, hasher.finish(), self.chunk_refs(ids)?))
+        Ok((size, ContentDigest::of(hasher), self.chunk_refs(ids)?))
     }
 
     /// How many threads store the chunks of one stream (default 1). Worth more than one when
@@ -543,13 +560,13 @@ impl MultiWriter {
                 .get(path)
                 .map(|refs| OlderVersion::new(p.repo.clone(), refs.clone()))
         });
-        let (size, sha, refs) = self.write_version(reader, chunker, older)?;
+        let (size, digest, refs) = self.write_version(reader, chunker, older)?;
         let entry = FileEntry {
             path: path.to_string(),
             kind: FileKind::File,
             mode,
             size,
-            sha256: Some(sha),
+            digest,
             target: None,
             refs,
         };

@@ -107,7 +107,7 @@ fn add_one(
         kind,
         mode,
         size: 0,
-        sha256: None,
+        digest: crate::repo::manifest::ContentDigest::NONE,
         target,
         refs: ChunkRefs::default(),
     };

@@ -95,7 +95,7 @@ fn file_checksum(f: &ReplayFile) -> Result<Checksum> {
     let seg = &f.segment;
     // Only the head is read: the whole-file hash is never reached, so none is asked for.
     let entry = crate::repo::manifest::FileEntry {
-        sha256: None,
+        digest: crate::repo::manifest::ContentDigest::NONE,
         ..seg.file_entry()
     };
     let mut reader = f.repo.open_file(&entry)?;
