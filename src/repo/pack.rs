@@ -37,7 +37,12 @@ impl PackBuilder {
     /// A builder that will not reallocate before `capacity` bytes: a pack grown by doubling
     /// would hold up to twice its size in memory.
     pub fn new(hash: HashAlg, capacity: usize) -> PackBuilder {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::reusing(hash, Vec::with_capacity(capacity))
+    }
+
+    /// A builder filling `buf` (emptied first), e.g. the buffer of a pack already uploaded.
+    pub fn reusing(hash: HashAlg, mut buf: Vec<u8>) -> PackBuilder {
+        buf.clear();
         buf.extend_from_slice(MAGIC);
         PackBuilder {
             hash,

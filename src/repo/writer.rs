@@ -59,6 +59,9 @@ struct TargetState {
 struct Target {
     repo: Arc<Repo>,
     state: Arc<Mutex<TargetState>>,
+    /// Buffers of uploaded packs, filled again by the next packs: allocating and freeing
+    /// tens of MiB per pack cost page faults (and, in VMs, host faults) on every byte.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
     sender: Mutex<Option<SyncSender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<()>>>,
 }
@@ -80,10 +83,12 @@ impl Target {
             new_bytes: 0,
             new_chunks: 0,
         }));
-        // No queue: the next pack is filled while this one uploads, so at most two packs per
-        // repository are in memory.
+        // No queue: the next pack is filled while this one uploads, and one uploaded pack's
+        // buffer is kept for reuse, so at most three pack buffers per repository exist.
         let (tx, rx) = sync_channel::<FinishedPack>(0);
-        let (thread_repo, thread_state) = (repo.clone(), state.clone());
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let (thread_repo, thread_state, thread_spare) =
+            (repo.clone(), state.clone(), spare.clone());
         let handle = std::thread::spawn(move || {
             for pack in rx {
                 if lock(&thread_state).failed.is_some() {
@@ -107,11 +112,17 @@ impl Target {
                     }
                     Err(e) => lock(&thread_state).failed = Some(e.to_string()),
                 }
+                let mut spare = thread_spare.lock().unwrap_or_else(|e| e.into_inner());
+                // One is enough: the next pack is being filled while this one uploaded.
+                if spare.is_empty() {
+                    spare.push(pack.bytes);
+                }
             }
         });
         Target {
             repo,
             state,
+            spare,
             sender: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(handle)),
         }
@@ -119,6 +130,15 @@ impl Target {
 
     fn failed(&self) -> bool {
         lock(&self.state).failed.is_some()
+    }
+
+    /// An empty pack, in the buffer of an uploaded one when there is one.
+    fn next_pack(&self, capacity: usize) -> PackBuilder {
+        let buf = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match buf {
+            Some(buf) => PackBuilder::reusing(self.repo.hash(), buf),
+            None => PackBuilder::new(self.repo.hash(), capacity),
+        }
     }
 
     /// Whether blob `id` is in this repository or on its way there.
@@ -384,12 +404,8 @@ impl MultiWriter {
             }
             st.pack.add(id, codec, raw_len, stored);
             st.new_chunks += 1;
-            (st.pack.len() >= self.pack_size).then(|| {
-                std::mem::replace(
-                    &mut st.pack,
-                    PackBuilder::new(self.hash, self.pack_capacity()),
-                )
-            })
+            (st.pack.len() >= self.pack_size)
+                .then(|| std::mem::replace(&mut st.pack, t.next_pack(self.pack_capacity())))
         };
         if let Some(pack) = full {
             let (id, bytes, entries) = pack.finish();

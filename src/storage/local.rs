@@ -4,13 +4,14 @@
 //! into place (then the directory is fsynced), so an object is either absent or complete.
 //! `create` links the temporary file to its name, which fails if the name is taken: exactly
 //! one of several concurrent creators wins. Files are private (0600, directories 0700).
+//! Large objects (packs) are written around the page cache: see `direct_write`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{ObjectInfo, Result, Storage, StorageError, validate_key};
+use super::{ObjectInfo, Result, Storage, StorageError, direct_write, validate_key};
 
 /// Prefix of in-progress files; never listed as objects.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -77,6 +78,15 @@ impl LocalStorage {
             crate::repo::config::random_hex(8)
         ));
         let write = || -> io::Result<()> {
+            if data.len() >= direct_write::MIN_SIZE {
+                match direct_write::write_new(&tmp, data) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        // Refused at open (nothing there) or at a write (partial file).
+                        let _ = fs::remove_file(&tmp);
+                    }
+                    done => return done,
+                }
+            }
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)

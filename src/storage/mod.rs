@@ -6,6 +6,7 @@
 //! cut into chunks and packs above this layer.
 
 pub mod conformance;
+mod direct_write;
 pub mod local;
 pub mod memory;
 pub mod retry;

@@ -1,0 +1,86 @@
+//! Writing large files around the page cache (`O_DIRECT`).
+//!
+//! A backup writes each pack once and rarely reads it soon. Through the page cache, every
+//! byte lands in a freshly allocated cache page, which only evicts the database server's
+//! own pages, and which here cost more CPU than compressing the data (in a VM, fresh pages
+//! fault on the host as well): a 16 MiB pack took ~40 ms of system time buffered against
+//! ~1 ms direct, and the direct write finished sooner.
+//!
+//! `O_DIRECT` needs the buffer, offset and length aligned to the device's block size, so the
+//! data goes through one reused aligned buffer, and the unaligned tail is written through a
+//! second, ordinary handle. Filesystems without `O_DIRECT` (tmpfs on older kernels, some
+//! network mounts) refuse it with `EINVAL`; the caller then writes normally.
+
+use std::cell::RefCell;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Files smaller than this are written normally: the saving would not pay for the syscalls.
+pub const MIN_SIZE: usize = 1 << 20;
+/// Covers the logical block size of every common device (512 or 4096 bytes).
+const ALIGN: usize = 4096;
+const BUFFER: usize = 1 << 20;
+
+thread_local! {
+    static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Creates `path` (which must not exist) holding `data`, synced to stable storage.
+/// `Err` with `EINVAL` means the filesystem refused direct I/O and nothing usable was
+/// written: remove the file and write it normally.
+pub fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let aligned_len = data.len() / ALIGN * ALIGN;
+    STAGING.with(|staging| -> io::Result<()> {
+        let mut staging = staging.borrow_mut();
+        if staging.len() < BUFFER + ALIGN {
+            staging.resize(BUFFER + ALIGN, 0);
+        }
+        // An aligned window into an ordinary allocation: no unsafe allocator calls needed.
+        let start = staging.as_ptr().align_offset(ALIGN);
+        let window = &mut staging[start..start + BUFFER];
+        for piece in data[..aligned_len].chunks(BUFFER) {
+            window[..piece.len()].copy_from_slice(piece);
+            f.write_all(&window[..piece.len()])?;
+        }
+        Ok(())
+    })?;
+    drop(f);
+    // The tail is shorter than a block: an ordinary handle writes it (and syncs the whole
+    // file, the direct part included, with its size).
+    let mut f = OpenOptions::new().append(true).open(path)?;
+    f.write_all(&data[aligned_len..])?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_exact_bytes_of_any_length() {
+        let dir = std::env::temp_dir().join(format!("myvault-direct-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..(BUFFER * 2 + ALIGN * 3 + 123))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for len in [MIN_SIZE, MIN_SIZE + 1, BUFFER + 7, data.len()] {
+            let path = dir.join(format!("f{len}"));
+            match write_new(&path, &data[..len]) {
+                Ok(()) => assert_eq!(std::fs::read(&path).unwrap(), &data[..len]),
+                // A filesystem without direct I/O: the caller's fallback covers it.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => panic!("{len}: {e}"),
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
