@@ -26,16 +26,21 @@ fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
-/// Keeps resident memory near what is in use. By default glibc raises its mmap threshold
-/// after each large free and gives every thread its own arena, so the multi-MiB chunk and
-/// pack buffers that pass through stay resident as heap fragments; myvault promises memory
-/// that does not grow with the data.
+/// Keeps resident memory near what is in use without paying page faults on every chunk.
+/// By default glibc raises its mmap threshold after each large free and gives every thread its
+/// own arena, so the multi-MiB buffers that pass through could stay resident as heap fragments
+/// (myvault promises memory that does not grow with the data): hence two arenas and a fixed
+/// threshold. At 256 KiB every chunk-sized buffer (~1 MiB) was mapped, faulted in page by page
+/// and unmapped again, a third of a restore's client CPU and half of `backup --path`'s time on
+/// incompressible data; at 4 MiB chunks come from the heap and only pack-sized buffers (reused
+/// by the writer anyway) are mapped. Peak RSS of `backup --path`: 100, 117 and 127 MiB for
+/// 1.5, 4.5 and 9 GB files.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any threads start.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
