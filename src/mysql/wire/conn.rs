@@ -513,6 +513,15 @@ impl<'a> RawRow<'a> {
         }
     }
 
+    /// Bytes of the row packet: every field's value and length prefix (or NULL marker).
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
     pub fn to_owned_values(&self) -> Result<Vec<Option<Vec<u8>>>, Error> {
         self.fields()
             .map(|f| f.map(|v| v.map(<[u8]>::to_vec)))

@@ -3,31 +3,65 @@
 
 use std::io::{self, Read};
 
-use crate::mysql::wire::RowStream;
+use crate::mysql::wire::{RawRow, RowStream};
+
+/// Where escaped bytes go: a growable buffer, or a slice known to be large enough.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// The caller's buffer of a `read`: rows are escaped straight into it when their worst case
+/// fits, which saves copying every byte of the dump once more.
+struct SliceSink<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl SliceSink<'_> {
+    fn room(&self) -> usize {
+        self.out.len() - self.len
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.out[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+}
 
 /// Appends one field, escaped for `ESCAPED BY '\\'`; `None` is SQL NULL (`\N`).
-pub fn push_field(out: &mut Vec<u8>, value: Option<&[u8]>) {
+pub fn push_field(out: &mut impl Sink, value: Option<&[u8]>) {
     let Some(v) = value else {
-        out.extend_from_slice(b"\\N");
+        out.put(b"\\N");
         return;
     };
     // Most values (numbers, dates, plain text) need no escaping: copy them whole. The check
     // has no early exit so that it compiles to a vector loop.
     if !v.iter().fold(false, |found, &b| found | needs_escape(b)) {
-        out.extend_from_slice(v);
+        out.put(v);
         return;
     }
-    out.reserve(v.len() + 8);
-    for &b in v {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            0 => out.extend_from_slice(b"\\0"),
-            b => out.push(b),
-        }
+    // Runs without special bytes are copied whole, each special byte as its escape.
+    let mut rest = v;
+    while let Some(i) = rest.iter().position(|&b| needs_escape(b)) {
+        out.put(&rest[..i]);
+        out.put(match rest[i] {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => b"\\0",
+        });
+        rest = &rest[i + 1..];
     }
+    out.put(rest);
 }
 
 #[inline]
@@ -35,10 +69,29 @@ fn needs_escape(b: u8) -> bool {
     matches!(b, b'\\' | b'\t' | b'\n' | b'\r' | 0)
 }
 
+/// One row as a line: fields escaped, tab-separated.
+fn push_row(out: &mut impl Sink, row: &RawRow<'_>) -> Result<(), crate::mysql::Error> {
+    for (i, field) in row.fields().enumerate() {
+        if i > 0 {
+            out.put(b"\t");
+        }
+        push_field(out, field?);
+    }
+    out.put(b"\n");
+    Ok(())
+}
+
+/// The most bytes a row can take as a line: every value byte escaped to two, a NULL marker
+/// to `\N`, and a separator per field (each field has at least one byte of length prefix).
+fn line_bound(row: &RawRow<'_>) -> usize {
+    2 * row.payload_len() + row.columns() + 1
+}
+
 /// Reads a running query's rows as a `LOAD DATA` file.
 pub struct TsvReader<'c> {
     rows: RowStream<'c>,
-    buf: Vec<u8>,
+    /// A row that did not surely fit into the caller's buffer, and how much of it was read.
+    spill: Vec<u8>,
     pos: usize,
     row_count: u64,
     done: bool,
@@ -48,7 +101,7 @@ impl<'c> TsvReader<'c> {
     pub fn new(rows: RowStream<'c>) -> Self {
         TsvReader {
             rows,
-            buf: Vec::with_capacity(256 * 1024),
+            spill: Vec::new(),
             pos: 0,
             row_count: 0,
             done: false,
@@ -58,41 +111,36 @@ impl<'c> TsvReader<'c> {
     pub fn rows(&self) -> u64 {
         self.row_count
     }
-
-    /// Encodes rows until the buffer holds at least 128 KiB or the result ends.
-    fn fill(&mut self) -> Result<(), crate::mysql::Error> {
-        self.buf.clear();
-        self.pos = 0;
-        while self.buf.len() < 128 * 1024 {
-            let Some(row) = self.rows.next_row()? else {
-                self.done = true;
-                break;
-            };
-            for (i, field) in row.fields().enumerate() {
-                if i > 0 {
-                    self.buf.push(b'\t');
-                }
-                push_field(&mut self.buf, field?);
-            }
-            self.buf.push(b'\n');
-            self.row_count += 1;
-        }
-        Ok(())
-    }
 }
 
 impl Read for TsvReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.buf.len() {
-            if self.done {
-                return Ok(0);
-            }
-            self.fill().map_err(io::Error::other)?;
+        if self.pos < self.spill.len() {
+            let n = out.len().min(self.spill.len() - self.pos);
+            out[..n].copy_from_slice(&self.spill[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        let mut sink = SliceSink { out, len: 0 };
+        while !self.done && sink.room() > 0 {
+            let Some(row) = self.rows.next_row().map_err(io::Error::other)? else {
+                self.done = true;
+                break;
+            };
+            self.row_count += 1;
+            if line_bound(&row) <= sink.room() {
+                push_row(&mut sink, &row).map_err(io::Error::other)?;
+                continue;
+            }
+            // It might not fit: escape it aside and hand out what fits now.
+            self.spill.clear();
+            push_row(&mut self.spill, &row).map_err(io::Error::other)?;
+            let n = sink.room().min(self.spill.len());
+            sink.put(&self.spill[..n]);
+            self.pos = n;
+            break;
+        }
+        Ok(sink.len)
     }
 }
 
@@ -111,6 +159,29 @@ mod tests {
         out.push(b'|');
         push_field(&mut out, Some(b"a\\b\tc\nd\re\0f\\N"));
         assert_eq!(out, b"plain 123|\\N||a\\\\b\\tc\\nd\\re\\0f\\\\N".to_vec());
+    }
+
+    #[test]
+    fn a_slice_receives_what_a_buffer_does() {
+        let all: Vec<u8> = (0..=255u8)
+            .chain(b"plain\\\\\0end".iter().copied())
+            .collect();
+        let values: [Option<&[u8]>; 4] = [Some(&all), None, Some(b""), Some(b"12345")];
+        let mut expected = Vec::new();
+        for v in values {
+            push_field(&mut expected, v);
+        }
+        let mut space = vec![0u8; expected.len()];
+        let mut sink = SliceSink {
+            out: &mut space,
+            len: 0,
+        };
+        for v in values {
+            push_field(&mut sink, v);
+        }
+        assert_eq!(sink.len, expected.len());
+        assert_eq!(sink.room(), 0);
+        assert_eq!(space, expected);
     }
 
     #[test]
