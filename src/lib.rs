@@ -8,6 +8,7 @@ pub mod binlog;
 pub mod cli;
 pub mod error;
 pub mod failpoint;
+pub mod first_error;
 pub mod mysql;
 pub mod ops;
 pub mod repo;

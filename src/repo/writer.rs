@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -25,6 +25,7 @@ use super::manifest::{
 };
 use super::pack::{PackBuilder, PackEntry};
 use super::{Repo, index, index_key, pack_key, snapshot_key};
+use crate::first_error::FirstError;
 
 /// What happened in one repository.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -457,8 +458,7 @@ impl MultiWriter {
         let (tx, rx) = sync_channel::<(usize, u64, Vec<u8>)>(threads * 2);
         let rx = Mutex::new(rx);
         let ids: Mutex<Vec<Option<Id>>> = Mutex::new(Vec::new());
-        let failure: Mutex<Option<RepoError>> = Mutex::new(None);
-        let failed = AtomicBool::new(false);
+        let failure: FirstError<RepoError> = FirstError::new();
         let mut hasher = self.hash.hasher();
         let mut size = 0u64;
         std::thread::scope(|s| {
@@ -467,7 +467,7 @@ impl MultiWriter {
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok((n, offset, data)) = job else { break };
-                        if failed.load(Ordering::Relaxed) {
+                        if failure.failed() {
                             continue;
                         }
                         match self.store_chunk(&data, older.as_ref().map(|o| (o, offset))) {
@@ -478,13 +478,7 @@ impl MultiWriter {
                                 }
                                 ids[n] = Some(id);
                             }
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                failure
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .get_or_insert(e);
-                            }
+                            Err(e) => failure.set(e),
                         }
                     }
                 });
@@ -492,17 +486,13 @@ impl MultiWriter {
             let mut chunks = chunker.chunks(reader);
             let mut n = 0;
             while let Some(chunk) = chunks.next_chunk() {
-                if failed.load(Ordering::Relaxed) {
+                if failure.failed() {
                     break;
                 }
                 let chunk = match chunk {
                     Ok(c) => c,
                     Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        failure
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(RepoError::io("reading the data to back up", e));
+                        failure.set(RepoError::io("reading the data to back up", e));
                         break;
                     }
                 };
@@ -515,9 +505,7 @@ impl MultiWriter {
             }
             drop(tx);
         });
-        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
-        }
+        failure.into_result()?;
         let ids: Option<Vec<Id>> = ids
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())

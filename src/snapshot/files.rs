@@ -40,7 +40,7 @@ pub fn add_tree(writer: &MultiWriter, root: &Path, choose: ChunkerChoice<'_>) ->
     }
     regular.sort_by_key(|(_, _, m)| m.size());
     let queue = std::sync::Mutex::new(regular);
-    let first_error = std::sync::Mutex::new(None);
+    let first_error = crate::first_error::FirstError::new();
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
@@ -48,20 +48,15 @@ pub fn add_tree(writer: &MultiWriter, root: &Path, choose: ChunkerChoice<'_>) ->
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some((path, rel, meta)) = next else { break };
                     if let Err(e) = add_one(writer, &path, &rel, &meta, choose) {
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
+                        first_error.set(e);
                         break;
                     }
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(count),
-    }
+    first_error.into_result()?;
+    Ok(count)
 }
 
 /// Every entry under `dir`, depth first, sorted by name.

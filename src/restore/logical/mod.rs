@@ -11,13 +11,14 @@ pub mod progress;
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::first_error::FirstError;
 use crate::mysql::session::{Session, quote_ident};
 use crate::mysql::wire::ConnectOptions;
 use crate::repo::manifest::{FileEntry, SnapshotManifest};
@@ -383,15 +384,14 @@ fn load_rows(
     // Big chunks first (popped from the end), so the tail is made of small ones.
     jobs.sort_by_key(|j| j.rows);
     let queue = Mutex::new(jobs);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let first_error: FirstError<Error> = FirstError::new();
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.max(1) {
-            let (queue, failed, first_error) = (&queue, &failed, &first_error);
+            let (queue, first_error) = (&queue, &first_error);
             scope.spawn(move || {
                 let run = || -> Result<()> {
                     let mut s = connect_loader(target, "binary")?;
-                    while !failed.load(Ordering::Relaxed) {
+                    while !first_error.failed() {
                         let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop()
                         else {
                             break;
@@ -403,19 +403,12 @@ fn load_rows(
                     Ok(())
                 };
                 if let Err(e) = run() {
-                    failed.store(true, Ordering::Relaxed);
-                    first_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
+                    first_error.set(e);
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    first_error.into_result()
 }
 
 /// Keeps the repository error of a failing chunk read, which the protocol layer only sees as
@@ -535,7 +528,7 @@ fn build_indexes(
         }
     }
     let queue = Mutex::new(jobs);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let first_error: FirstError<Error> = FirstError::new();
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.max(1) {
             let (queue, first_error) = (&queue, &first_error);
@@ -554,18 +547,12 @@ fn build_indexes(
                     Ok(())
                 };
                 if let Err(e) = run() {
-                    first_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
+                    first_error.set(e);
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    first_error.into_result()
 }
 
 /// Makes the target's GTID state the snapshot's, so replication and PITR continue from it.

@@ -9,7 +9,7 @@ pub mod tsv;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use catalog::{Filter, TableInfo};
@@ -18,6 +18,7 @@ use consistency::ConsistentPoint;
 use format::{Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table};
 
 use crate::error::{Error, Result};
+use crate::first_error::FirstError;
 use crate::mysql::session::{Session, quote_ident};
 use crate::mysql::wire::{Conn, ConnectOptions};
 use crate::repo::manifest::SourceInfo;
@@ -220,13 +221,12 @@ fn dump_chunks(
 ) -> Result<BTreeMap<usize, BTreeMap<usize, Chunk>>> {
     let queue = Mutex::new(plan);
     let done: Mutex<BTreeMap<usize, BTreeMap<usize, Chunk>>> = Mutex::new(BTreeMap::new());
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let first_error: FirstError<Error> = FirstError::new();
     std::thread::scope(|s| {
         for conn in workers.iter_mut() {
-            let (queue, done, failed, first_error) = (&queue, &done, &failed, &first_error);
+            let (queue, done, first_error) = (&queue, &done, &first_error);
             s.spawn(move || {
-                while !failed.load(Ordering::Relaxed) {
+                while !first_error.failed() {
                     let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
                         break;
                     };
@@ -239,21 +239,13 @@ fn dump_chunks(
                                 .insert(job.chunk, chunk);
                             progress.chunks_done.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                        }
+                        Err(e) => first_error.set(e),
                     }
                 }
             });
         }
     });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
+    first_error.into_result()?;
     Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
