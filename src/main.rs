@@ -45,9 +45,62 @@ fn tune_allocator() {
     }
 }
 
+/// Hides passwords given in `mysql://` URLs from `ps` and `/proc/PID/cmdline`, as the mysql
+/// client does for `-p`: the kernel shows the process's own argv memory, so overwriting it once
+/// the arguments are parsed (std copied them) hides them from then on. The URL stays
+/// discouraged (shell history; the first milliseconds): see the operator guide.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod process_title {
+    use std::ffi::{CStr, c_char, c_int};
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    static ARGC: AtomicUsize = AtomicUsize::new(0);
+    static ARGV: AtomicPtr<*mut c_char> = AtomicPtr::new(std::ptr::null_mut());
+
+    /// glibc calls `.init_array` functions with the program's argc and argv; std learns its
+    /// arguments the same way.
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static CAPTURE: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = capture;
+
+    extern "C" fn capture(argc: c_int, argv: *mut *mut c_char, _env: *mut *mut c_char) {
+        ARGC.store(usize::try_from(argc).unwrap_or(0), Ordering::Relaxed);
+        ARGV.store(argv, Ordering::Relaxed);
+    }
+
+    pub fn hide_passwords() {
+        let argv = ARGV.load(Ordering::Relaxed);
+        if argv.is_null() {
+            return;
+        }
+        for i in 0..ARGC.load(Ordering::Relaxed) {
+            // SAFETY: glibc passed argc valid NUL-terminated strings that live as long as the
+            // process; only bytes before each terminator are overwritten, and nothing else
+            // holds a reference into them (std copied the arguments when clap read them).
+            unsafe {
+                let arg = *argv.add(i);
+                if arg.is_null() {
+                    continue;
+                }
+                let len = CStr::from_ptr(arg).to_bytes().len();
+                let bytes = std::slice::from_raw_parts_mut(arg.cast::<u8>(), len);
+                let span = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(myvault::mysql::url::password_span);
+                if let Some(span) = span {
+                    bytes[span].fill(b'x');
+                }
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::try_parse();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    process_title::hide_passwords();
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help and version to stdout with success, usage errors to stderr.

@@ -26,21 +26,17 @@ impl MysqlUrl {
         let rest = url
             .strip_prefix("mysql://")
             .ok_or_else(|| UrlError("it must start with mysql://".into()))?;
-        let (authority, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
-        };
-        let authority = authority.strip_suffix('/').unwrap_or(authority);
-        if authority.contains('/') {
+        let parts = UrlParts::split(rest);
+        let hostport = parts.hostport.strip_suffix('/').unwrap_or(parts.hostport);
+        if hostport.contains('/') {
             return Err(UrlError("a database path is not supported".into()));
         }
-        // The last '@' separates credentials from the host: passwords may contain '@'.
-        let (userinfo, hostport) = authority
-            .rsplit_once('@')
+        let (user, password) = parts
+            .userinfo
             .ok_or_else(|| UrlError("the user name is missing (user@host)".into()))?;
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(Secret::new(percent_decode(p, "password")?))),
-            None => (userinfo, None),
+        let password = match password {
+            Some(p) => Some(Secret::new(percent_decode(p, "password")?)),
+            None => None,
         };
         let user = percent_decode(user, "user name")?;
         if user.is_empty() {
@@ -49,7 +45,12 @@ impl MysqlUrl {
         let (host, port) = split_host_port(hostport)?;
 
         let mut socket = None;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        for pair in parts
+            .query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "socket" => socket = Some(percent_decode(value, "socket path")?),
@@ -83,6 +84,49 @@ impl MysqlUrl {
     pub fn redacted(&self) -> String {
         format!("mysql://{}@{}", self.user, self.address())
     }
+}
+
+/// The pieces of a URL after `mysql://`, still percent-encoded. Parsing and hiding the
+/// password from the process title both cut URLs here, so they always agree on where the
+/// password is.
+struct UrlParts<'a> {
+    /// User name and password; `None` without an `@`.
+    userinfo: Option<(&'a str, Option<&'a str>)>,
+    hostport: &'a str,
+    query: Option<&'a str>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn split(rest: &'a str) -> UrlParts<'a> {
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        // The last '@' separates credentials from the host: passwords may contain '@'.
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        UrlParts {
+            userinfo: userinfo.map(|u| match u.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (u, None),
+            }),
+            hostport,
+            query,
+        }
+    }
+}
+
+/// Where the password of a `mysql://` URL sits in a command-line argument (`--source=URL` or
+/// the URL alone), as a byte range of `arg`; `None` when there is none.
+pub fn password_span(arg: &str) -> Option<std::ops::Range<usize>> {
+    let start = arg.find("mysql://")? + "mysql://".len();
+    let (_, password) = UrlParts::split(&arg[start..]).userinfo?;
+    let password = password.filter(|p| !p.is_empty())?;
+    // `password` is a slice of `arg`: its offset is where it starts in memory.
+    let from = password.as_ptr() as usize - arg.as_ptr() as usize;
+    Some(from..from + password.len())
 }
 
 fn split_host_port(hostport: &str) -> Result<(String, u16), UrlError> {
@@ -166,6 +210,44 @@ mod tests {
         assert_eq!(u.host, "::1");
         assert_eq!(u.port, 3310);
         assert_eq!(u.socket.as_deref(), Some("/run/mysqld/mysqld.sock"));
+    }
+
+    #[test]
+    fn password_span_finds_what_parse_decodes() {
+        for arg in [
+            "mysql://backup:s%40cret:x@db1.example:3307",
+            "--source=mysql://root:p@ss@127.0.0.1/",
+            "mysql://u:pw@h?socket=/tmp/s",
+            "--target=mysql://u:a/b@h",
+        ] {
+            let span = password_span(arg).unwrap();
+            let url = &arg[arg.find("mysql://").unwrap()..];
+            let encoded = &arg[span];
+            match MysqlUrl::parse(url) {
+                Ok(u) => assert_eq!(
+                    percent_decode(encoded, "password").unwrap(),
+                    u.password.unwrap().expose()
+                ),
+                // Parse refuses this one: it still must not show the password.
+                Err(e) => assert!(!e.to_string().contains(encoded), "{arg}"),
+            }
+        }
+        for arg in [
+            "mysql://root@h",
+            "mysql://root:@h",
+            "--repo=/x",
+            "mysql://h",
+            "s3://a:b@c",
+        ] {
+            assert_eq!(password_span(arg), None, "{arg}");
+        }
+    }
+
+    #[test]
+    fn a_slash_in_the_password_is_no_database_path() {
+        let u = MysqlUrl::parse("mysql://u:a/b@h/").unwrap();
+        assert_eq!(u.password.unwrap().expose(), "a/b");
+        assert!(MysqlUrl::parse("mysql://u:p@h/db").is_err());
     }
 
     #[test]

@@ -249,3 +249,34 @@ fn bad_inputs_give_one_line_distinct_codes_and_never_echo_the_password() {
     // Unknown flag: clap's usage error, also 2.
     myvault(&["check", "--source", &srv.url(), "--no-such-flag"]).expect_code(2);
 }
+
+#[test]
+fn a_password_in_the_url_is_hidden_from_ps() {
+    // A server that accepts and then says nothing keeps myvault waiting for the greeting,
+    // long after it parsed its arguments.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let secret = "Hidden-pw-42";
+    let url = format!("mysql://root:{secret}@127.0.0.1:{port}");
+    let mut run = crate::support::Background::start(
+        &["check", "--connect-timeout", "20", "--source", &url],
+        &[],
+    );
+    let (conn, _) = listener.accept().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", run.pid())).unwrap();
+    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(run.running(), "myvault stopped before the check");
+    assert!(!shown.contains(secret), "ps shows the password: {shown}");
+    assert!(
+        shown.contains(&format!("mysql://root:xxxxxxxxxxxx@127.0.0.1:{port}")),
+        "the URL is not shown with the password masked: {shown}"
+    );
+    drop(conn);
+    let run = run.finish();
+    assert_ne!(
+        run.code, 0,
+        "a server without a greeting passed: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(secret), "{}", run.stderr);
+}

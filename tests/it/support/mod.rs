@@ -398,6 +398,10 @@ impl Background {
         Background(cmd.spawn().expect("start myvault"))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     pub fn running(&mut self) -> bool {
         self.0.try_wait().ok().flatten().is_none()
     }
