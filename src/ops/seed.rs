@@ -130,6 +130,8 @@ struct Checked {
     plan: SeedPlan,
     source: SourceState,
     snapshot: Option<SnapshotManifest>,
+    /// With --force, what to undo on a logical target before loading.
+    detach: attach::Detach,
 }
 
 /// Everything that would make seeding fail, checked without changing anything.
@@ -143,17 +145,26 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
         preflight::check_identity(&source, &state, req.force)?;
         Ok((tgt, state))
     };
+    let mut detach = attach::Detach::default();
     let (method, snapshot, target_id, mut steps) = match &req.fill {
         Fill::Logical => {
             let snap = pick_snapshot(repo(req)?, req.snapshot, false)?;
             preflight::check_binlogs_kept(&source, &snapshot_gtids(&snap)?)?;
             let (mut tgt, state) = target_state(req)?;
             crate::restore::logical::check_target(&mut tgt, &snap.id, req.force)?;
-            let steps = vec![format!(
+            if req.force {
+                detach = attach::Detach {
+                    channels: !state.channels.is_empty(),
+                    read_only: state.read_only,
+                    gtids: !state.gtid_executed.is_empty(),
+                };
+            }
+            let mut steps = detach.steps();
+            steps.push(format!(
                 "load logical snapshot {} into {} and set GTID_PURGED to its GTID set",
                 snap.id,
                 tgt.address()
-            )];
+            ));
             ("logical", Some(snap), Some(state.server_id), steps)
         }
         Fill::Datadir { dir, .. } => {
@@ -251,6 +262,7 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
         plan,
         source,
         snapshot,
+        detach,
     })
 }
 
@@ -286,6 +298,10 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
                 .snapshot
                 .as_ref()
                 .ok_or_else(|| Error::Internal("no snapshot".into()))?;
+            if !checked.detach.steps().is_empty() {
+                status("detaching the existing replica (--force)");
+                checked.detach.run(&mut Session::connect(req.target)?)?;
+            }
             status(&format!("loading snapshot {}", snap.id));
             crate::ops::restore_logical::run(
                 repo(req)?,

@@ -20,6 +20,56 @@ pub struct Attachment<'a> {
     pub super_read_only: bool,
 }
 
+/// What `--force` undoes on a used target before a logical load, so that it comes out as a
+/// new replica of the snapshot: its replication stopped and forgotten, writes allowed, and
+/// its own binlogs and GTIDs dropped (GTID_PURGED must then be the snapshot's, or auto-
+/// positioning would skip or repeat transactions). Writes are allowed with SET GLOBAL, not
+/// persisted: should the seeding die, a restart brings the server back read-only; [`attach`]
+/// persists the final setting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detach {
+    pub channels: bool,
+    pub read_only: bool,
+    pub gtids: bool,
+}
+
+impl Detach {
+    /// The plan's lines.
+    pub fn steps(&self) -> Vec<String> {
+        let mut steps = Vec::new();
+        if self.channels {
+            steps.push("STOP REPLICA and RESET REPLICA ALL on the target (--force)".into());
+        }
+        if self.read_only {
+            steps.push(
+                "SET GLOBAL super_read_only = OFF on the target for the load (--force)".into(),
+            );
+        }
+        if self.gtids {
+            steps.push(
+                "RESET BINARY LOGS AND GTIDS on the target: its binlogs and executed GTIDs are dropped (--force)"
+                    .into(),
+            );
+        }
+        steps
+    }
+
+    pub fn run(&self, tgt: &mut Session) -> Result<()> {
+        if self.channels {
+            tgt.exec(tgt.info().stop_replica_sql())?;
+            tgt.exec(tgt.info().reset_replica_all_sql())?;
+        }
+        if self.read_only {
+            tgt.exec("SET GLOBAL super_read_only = OFF")?;
+            tgt.exec("SET GLOBAL read_only = OFF")?;
+        }
+        if self.gtids {
+            tgt.exec(tgt.info().reset_binlogs_sql())?;
+        }
+        Ok(())
+    }
+}
+
 pub fn attach(tgt: &mut Session, a: &Attachment<'_>) -> Result<()> {
     if a.super_read_only {
         // Persisted, so a restart does not leave a writable replica behind.

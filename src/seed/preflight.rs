@@ -31,6 +31,8 @@ pub struct TargetState {
     pub databases: Vec<String>,
     pub gtid_executed: GtidSet,
     pub channels: Vec<String>,
+    /// `super_read_only` or `read_only` is on (an earlier seeding leaves replicas so).
+    pub read_only: bool,
 }
 
 fn gtid_var(s: &mut Session, name: &str) -> Result<GtidSet> {
@@ -89,7 +91,17 @@ pub fn target_state(s: &mut Session) -> Result<TargetState> {
             s.address()
         )));
     }
-    let vars = s.global_vars(&["server_id", "server_uuid", "gtid_mode"])?;
+    let vars = s.global_vars(&[
+        "server_id",
+        "server_uuid",
+        "gtid_mode",
+        "read_only",
+        "super_read_only",
+    ])?;
+    let on = |name: &str| {
+        vars.get(name)
+            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"))
+    };
     Ok(TargetState {
         server_id: vars
             .get("server_id")
@@ -98,9 +110,8 @@ pub fn target_state(s: &mut Session) -> Result<TargetState> {
         server_uuid: vars.get("server_uuid").cloned().unwrap_or_default(),
         series: series(s),
         version: s.info().version_string.clone(),
-        gtid_mode: vars
-            .get("gtid_mode")
-            .is_some_and(|m| m.eq_ignore_ascii_case("ON")),
+        gtid_mode: on("gtid_mode"),
+        read_only: on("read_only") || on("super_read_only"),
         databases: crate::restore::logical::user_databases(s)?,
         gtid_executed: gtid_var(s, "gtid_executed")?,
         channels: crate::mysql::replication::channels(s)?,

@@ -284,3 +284,69 @@ fn seeding_is_refused_before_anything_changes() {
     run.expect_code(12);
     assert!(run.stderr.contains("not empty"), "{}", run.stderr);
 }
+
+#[test]
+fn an_existing_replica_is_seeded_again_with_force() {
+    let src = primary();
+    let src_url = src.url();
+    let dir = Scratch::new("reseed");
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    myvault(&["backup", "--repo", &repo, "--source", &src_url]).expect_code(0);
+    let replica = TestServer::mysql97();
+    let target = replica.url();
+    let mut args = vec!["seed-replica", "--source", &src_url, "--repo", &repo];
+    args.extend(["--target", &target, "--wait", "300", "--json"]);
+    args.extend(repl_args());
+    assert_seeded(&myvault_env(&args, REPL_ENV), "first seeding");
+
+    // The replica drifts (someone wrote to it around super_read_only), and the source moves on.
+    replica.sql(
+        "SET GLOBAL super_read_only = OFF;\nCREATE DATABASE drift;\nSET GLOBAL super_read_only = ON",
+    );
+    src.sql(
+        "CREATE TABLE sb.after_first (id INT PRIMARY KEY);\nINSERT INTO sb.after_first VALUES (1), (2)",
+    );
+    myvault(&["backup", "--repo", &repo, "--source", &src_url]).expect_code(0);
+
+    // Without --force a running replica is refused, untouched.
+    let run = myvault_env(&args, REPL_ENV);
+    run.expect_code(12);
+    assert_eq!(
+        replica.value("SELECT @@GLOBAL.super_read_only").as_deref(),
+        Some("1")
+    );
+
+    // The plan names what --force undoes, and changes nothing.
+    args.push("--force");
+    let mut plan = args.clone();
+    plan.retain(|a| !["--wait", "300", "--json"].contains(a));
+    plan.push("--plan");
+    let run = myvault_env(&plan, REPL_ENV);
+    run.expect_code(0);
+    for step in [
+        "RESET REPLICA ALL",
+        "super_read_only = OFF",
+        "RESET BINARY LOGS AND GTIDS",
+    ] {
+        assert!(
+            run.stdout.contains(step),
+            "{step} not in the plan: {}",
+            run.stdout
+        );
+    }
+    assert_eq!(
+        replica.value("SELECT @@GLOBAL.super_read_only").as_deref(),
+        Some("1")
+    );
+
+    // With --force it is rebuilt from the new snapshot: read-only again and caught up.
+    assert_seeded(&myvault_env(&args, REPL_ENV), "seeding again");
+    converge(&src, &replica, "the re-seeded replica");
+    assert_eq!(
+        replica
+            .value("SELECT COUNT(*) FROM sb.after_first")
+            .as_deref(),
+        Some("2")
+    );
+}
