@@ -114,6 +114,7 @@ impl Error {
             Error::Usage(_) | Error::Url(_) => ErrorKind::Usage,
             Error::Mysql(e) => mysql_kind(e),
             Error::Repo(e) => repo_kind(e),
+            Error::Storage(StorageError::Damaged { .. }) => ErrorKind::Integrity,
             Error::Storage(_) => ErrorKind::Storage,
             Error::Spool(crate::binlog::spool::SpoolError::Damaged { .. }) => ErrorKind::Integrity,
             Error::Spool(_) => ErrorKind::Internal,
@@ -138,12 +139,15 @@ impl Error {
 
 fn repo_kind(e: &RepoError) -> ErrorKind {
     match e {
+        RepoError::Storage(StorageError::Damaged { .. }) => ErrorKind::Integrity,
         RepoError::Storage(_) | RepoError::WriteFailed(_) | RepoError::NotARepository { .. } => {
             ErrorKind::Storage
         }
         RepoError::AlreadyInitialized { .. } | RepoError::Invalid(_) => ErrorKind::Usage,
         RepoError::Integrity { .. } => ErrorKind::Integrity,
         RepoError::Locked { .. } => ErrorKind::RepoLocked,
+        RepoError::KeyRequired { .. } => ErrorKind::Usage,
+        RepoError::WrongKey { .. } => ErrorKind::AccessDenied,
         RepoError::NotFound { .. } => ErrorKind::NotFound,
         RepoError::Io { .. } => ErrorKind::Internal,
     }

@@ -34,6 +34,7 @@ pub struct Config {
     #[serde(default)]
     pub repo: Vec<RepoSection>,
     pub s3: Option<S3Section>,
+    pub encryption: Option<EncryptionSection>,
     pub backup: Option<BackupSection>,
     pub stream: Option<StreamSection>,
     pub restore: Option<RestoreSection>,
@@ -66,6 +67,13 @@ pub struct S3Section {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSection {
+    /// The repository encryption key's file (`--encryption-key-file`).
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

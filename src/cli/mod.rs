@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let mut store = cli.store.clone();
     if let Some(c) = &cfg {
         conn.merge(c.source.as_ref());
-        store.merge(c.s3.as_ref());
+        store.merge(c);
     }
     let ctx = Ctx {
         out,

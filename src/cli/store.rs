@@ -1,4 +1,5 @@
-//! Flags that say how to reach repositories on S3-compatible object stores.
+//! Flags that say how to reach repositories on S3-compatible object stores, and how to
+//! open encrypted ones.
 
 use clap::Args;
 
@@ -18,12 +19,25 @@ pub struct StoreArgs {
     /// when an endpoint is given.
     #[arg(long, global = true)]
     pub s3_path_style: bool,
+
+    /// File holding the repository encryption key, at least 32 random bytes: `init` creates
+    /// an encrypted repository with it, and every command needs it to open one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "MYVAULT_ENCRYPTION_KEY_FILE"
+    )]
+    pub encryption_key_file: Option<std::path::PathBuf>,
 }
 
 impl StoreArgs {
     /// Fills what the command line left open from the configuration's [s3] section.
-    pub fn merge(&mut self, cfg: Option<&super::config::S3Section>) {
-        let Some(c) = cfg else { return };
+    pub fn merge(&mut self, cfg: &super::config::Config) {
+        if let Some(e) = &cfg.encryption {
+            self.encryption_key_file = self.encryption_key_file.take().or(e.key_file.clone());
+        }
+        let Some(c) = &cfg.s3 else { return };
         self.s3_endpoint = self.s3_endpoint.take().or_else(|| c.endpoint.clone());
         self.s3_region = self.s3_region.take().or_else(|| c.region.clone());
         self.s3_path_style = self.s3_path_style || c.path_style.unwrap_or(false);
@@ -34,6 +48,7 @@ impl StoreArgs {
             s3_endpoint: self.s3_endpoint.clone(),
             s3_region: self.s3_region.clone(),
             s3_path_style: self.s3_path_style.then_some(true),
+            encryption_key_file: self.encryption_key_file.clone(),
         }
     }
 }

@@ -4,14 +4,25 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::repo::key::RepoKey;
 use crate::repo::lock::{LockGuard, LockKind};
 use crate::repo::writer::TargetOutcome;
 use crate::repo::{Repo, RepoError};
 use crate::storage::{self, OpenOptions};
 
 pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<Repo>> {
+    let key = read_key(opts)?;
     let store = storage::open(location, opts)?;
-    Ok(Arc::new(Repo::open(store)?))
+    Ok(Arc::new(Repo::open_with_key(store, key.as_ref())?))
+}
+
+/// The key of `--encryption-key-file`, when one is given.
+pub fn read_key(opts: &OpenOptions) -> Result<Option<RepoKey>> {
+    opts.encryption_key_file
+        .as_deref()
+        .map(RepoKey::read_file)
+        .transpose()
+        .map_err(Error::Usage)
 }
 
 /// Repositories opened and locked for writing, and those that could not be.

@@ -6,10 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use super::chunker::ChunkerConfig;
 use super::id::HashAlg;
+use super::key::{EncryptionInfo, SCHEME};
 
 /// Format 2 names content with the configured hash; format 1 (no `hash` field) used SHA-256.
 /// Both are read; new repositories are format 2, which older myvault versions refuse.
 pub const FORMAT_VERSION: u32 = 2;
+/// Format 3 is format 2 with every object but the config and locks encrypted: a version of
+/// myvault that cannot decrypt must refuse it, never write plaintext into it.
+pub const ENCRYPTED_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -27,6 +31,9 @@ pub struct RepoConfig {
     pub compression_level: i32,
     /// Packs are closed when they reach this size.
     pub pack_size: u32,
+    /// Set in encrypted repositories (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
 }
 
 impl RepoConfig {
@@ -40,16 +47,30 @@ impl RepoConfig {
             page_chunker: ChunkerConfig::Fixed { size: 256 * 1024 },
             compression_level: 1,
             pack_size: 16 * 1024 * 1024,
+            encryption: None,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        match (self.format, self.hash) {
-            (2, _) | (1, HashAlg::Sha256) => {}
-            (1, hash) => return Err(format!("repository format 1 cannot use hash {hash}")),
-            (format, _) => {
+        match (self.format, self.hash, &self.encryption) {
+            (2, _, None) | (1, HashAlg::Sha256, None) => {}
+            (ENCRYPTED_FORMAT_VERSION, _, Some(e)) if e.scheme == SCHEME => {}
+            (ENCRYPTED_FORMAT_VERSION, _, Some(e)) => {
                 return Err(format!(
-                    "repository format {format} is not supported by this myvault (it reads formats 1 and {FORMAT_VERSION})"
+                    "encryption scheme {} is not supported by this myvault (it knows {SCHEME})",
+                    e.scheme
+                ));
+            }
+            (1, hash, None) => return Err(format!("repository format 1 cannot use hash {hash}")),
+            (1 | 2, _, Some(_)) | (ENCRYPTED_FORMAT_VERSION, _, None) => {
+                return Err(format!(
+                    "repository format {} does not match its encryption setting",
+                    self.format
+                ));
+            }
+            (format, ..) => {
+                return Err(format!(
+                    "repository format {format} is not supported by this myvault (it reads formats 1 to {ENCRYPTED_FORMAT_VERSION})"
                 ));
             }
         }

@@ -28,6 +28,14 @@ pub enum RepoError {
     )]
     Locked { store: String, holder: String },
 
+    #[error(
+        "{store} is encrypted; give its key with --encryption-key-file FILE (or MYVAULT_ENCRYPTION_KEY_FILE)"
+    )]
+    KeyRequired { store: String },
+
+    #[error("the encryption key given does not open {store} (it was created with another key)")]
+    WrongKey { store: String },
+
     #[error("{store}: {what} not found")]
     NotFound { store: String, what: String },
 

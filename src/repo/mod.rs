@@ -27,6 +27,7 @@ pub mod delta;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod key;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
@@ -41,8 +42,10 @@ pub use error::{RepoError, Result};
 pub use id::{HashAlg, Id};
 
 use crate::storage::Storage;
+use crate::storage::encrypted::EncryptedStorage;
 use config::RepoConfig;
 use index::{BlobLocation, Index};
+use key::RepoKey;
 use manifest::{BinlogSegment, GapRecord, SnapshotManifest};
 use pack::PackEntry;
 
@@ -98,9 +101,34 @@ pub struct Repo {
     index: RwLock<Option<Index>>,
 }
 
+/// The store as the repository sees it: encrypted below when there is a key. The config
+/// stays plain (it says whether there is a key, and which), and so do the locks (a host
+/// name, a pid and a command, rewritten every minute; nothing of the data).
+fn encrypted_view(storage: Arc<dyn Storage>, key: Option<&RepoKey>) -> Arc<dyn Storage> {
+    match key {
+        None => storage,
+        Some(key) => Arc::new(EncryptedStorage::new(storage, key.cipher(), |k| {
+            k == CONFIG_KEY || k.starts_with("locks/")
+        })),
+    }
+}
+
 impl Repo {
     /// Creates a repository in an empty store.
     pub fn init(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Repo> {
+        Repo::init_with_key(storage, config, None)
+    }
+
+    /// Creates a repository, encrypted when `key` is given (the config then says so).
+    pub fn init_with_key(
+        storage: Arc<dyn Storage>,
+        mut config: RepoConfig,
+        key: Option<&RepoKey>,
+    ) -> Result<Repo> {
+        if let Some(key) = key {
+            config.format = config::ENCRYPTED_FORMAT_VERSION;
+            config.encryption = Some(key.info());
+        }
         config.validate().map_err(RepoError::Invalid)?;
         if !storage.create(CONFIG_KEY, &manifest::encode("config", &config))? {
             return Err(RepoError::AlreadyInitialized {
@@ -108,13 +136,18 @@ impl Repo {
             });
         }
         Ok(Repo {
-            storage,
+            storage: encrypted_view(storage, key),
             config,
             index: RwLock::new(None),
         })
     }
 
     pub fn open(storage: Arc<dyn Storage>) -> Result<Repo> {
+        Repo::open_with_key(storage, None)
+    }
+
+    /// Opens a repository; an encrypted one needs its key.
+    pub fn open_with_key(storage: Arc<dyn Storage>, key: Option<&RepoKey>) -> Result<Repo> {
         let data = match storage.get(CONFIG_KEY) {
             Ok(d) => d,
             Err(e) if e.is_not_found() => {
@@ -127,11 +160,30 @@ impl Repo {
         let config: RepoConfig = manifest::decode("config", &data)
             .map_err(|d| RepoError::integrity(storage.name(), "config", d))?;
         config.validate().map_err(RepoError::Invalid)?;
+        let key = match (&config.encryption, key) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(RepoError::KeyRequired {
+                    store: storage.name().to_string(),
+                });
+            }
+            (Some(info), Some(key)) if !key.opens(info) => {
+                return Err(RepoError::WrongKey {
+                    store: storage.name().to_string(),
+                });
+            }
+            (Some(_), key) => key,
+        };
         Ok(Repo {
-            storage,
+            storage: encrypted_view(storage, key),
             config,
             index: RwLock::new(None),
         })
+    }
+
+    /// Whether objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.config.encryption.is_some()
     }
 
     /// Opens the repository, creating it first if the store holds none.

@@ -338,13 +338,21 @@ fn backup_after(
 }
 
 fn delta_repo() -> (Arc<MemoryStorage>, Arc<Repo>) {
+    delta_repo_with(None)
+}
+
+fn test_key() -> super::key::RepoKey {
+    super::key::RepoKey::from_material(b"a test key of thirty-two bytes or more").unwrap()
+}
+
+fn delta_repo_with(key: Option<&super::key::RepoKey>) -> (Arc<MemoryStorage>, Arc<Repo>) {
     let mem = Arc::new(MemoryStorage::new());
     let config = RepoConfig {
         chunker: ChunkerConfig::cdc(256 * 1024),
         pack_size: 1 << 20,
         ..RepoConfig::new()
     };
-    let repo = Arc::new(Repo::init(mem.clone(), config).unwrap());
+    let repo = Arc::new(Repo::init_with_key(mem.clone(), config, key).unwrap());
     (mem, repo)
 }
 
@@ -361,7 +369,16 @@ fn count_codec(repo: &Repo, codec: super::codec::Codec) -> usize {
 
 #[test]
 fn spread_edits_are_stored_as_small_deltas_with_whole_bases() {
-    let (_, repo) = delta_repo();
+    spread_edits_case(None);
+}
+
+#[test]
+fn an_encrypted_repository_stores_deltas_and_reads_them_back() {
+    spread_edits_case(Some(&test_key()));
+}
+
+fn spread_edits_case(key: Option<&super::key::RepoKey>) {
+    let (_, repo) = delta_repo_with(key);
     let v1 = rows(40_000, |_| false);
     let v2 = rows(40_000, |id| id % 100 == 0);
     let v3 = rows(40_000, |id| id % 100 == 0 || id % 77 == 0);
@@ -447,7 +464,28 @@ fn a_repo_without_the_base_gets_whole_chunks_and_a_damaged_base_is_named() {
 
 #[test]
 fn prune_keeps_every_blob_a_remaining_snapshot_needs_including_delta_bases() {
-    let (mem, repo) = delta_repo();
+    prune_case(None);
+}
+
+#[test]
+fn an_encrypted_repository_is_pruned_and_reopened_only_with_its_key() {
+    let key = test_key();
+    let mem = prune_case(Some(&key));
+    assert!(matches!(
+        Repo::open(mem.clone()),
+        Err(RepoError::KeyRequired { .. })
+    ));
+    let other =
+        super::key::RepoKey::from_material(b"another key of thirty-two bytes or more").unwrap();
+    assert!(matches!(
+        Repo::open_with_key(mem, Some(&other)),
+        Err(RepoError::WrongKey { .. })
+    ));
+}
+
+/// Returns the store, pruned.
+fn prune_case(key: Option<&super::key::RepoKey>) -> Arc<MemoryStorage> {
+    let (mem, repo) = delta_repo_with(key);
     let v1 = rows(20_000, |_| false);
     let v2 = rows(20_000, |id| id % 100 == 0);
     let only_in_v1 = data(3 << 20, 42);
@@ -473,7 +511,7 @@ fn prune_keeps_every_blob_a_remaining_snapshot_needs_including_delta_bases() {
     );
 
     // The second snapshot's deltas still find their bases, stored with the first one.
-    let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
+    let fresh = Arc::new(Repo::open_with_key(mem.clone(), key).unwrap());
     assert!(restore(&fresh, &s2, "t").unwrap() == v2);
     assert!(fresh.snapshot(&s1).is_err());
     let report = verify::verify(&fresh, true, |_, _| {}).unwrap();
@@ -482,6 +520,7 @@ fn prune_keeps_every_blob_a_remaining_snapshot_needs_including_delta_bases() {
     // Nothing more to collect.
     let again = super::prune::plan(&fresh, &super::prune::Forget::default()).unwrap();
     assert!(again.is_empty(), "{again:?}");
+    mem
 }
 
 #[test]

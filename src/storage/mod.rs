@@ -7,6 +7,7 @@
 
 pub mod conformance;
 mod direct_write;
+pub mod encrypted;
 pub mod local;
 pub mod memory;
 pub mod retry;
@@ -27,6 +28,14 @@ pub enum StorageError {
     /// A failure that may pass: network error, timeout, server busy or 5xx. Worth a retry.
     #[error("{store}: unavailable: {detail}")]
     Unavailable { store: String, detail: String },
+
+    /// The object is there but is not what was written: it does not decrypt or authenticate.
+    #[error("{store}: {key} {detail}")]
+    Damaged {
+        store: String,
+        key: String,
+        detail: String,
+    },
 
     /// A failure that will not pass by retrying: missing bucket, not a directory, bad key.
     #[error("{store}: {detail}")]
@@ -104,6 +113,8 @@ pub struct OpenOptions {
     pub s3_region: Option<String>,
     /// `None`: path-style when an endpoint is given, virtual-host style otherwise.
     pub s3_path_style: Option<bool>,
+    /// The file holding the key of encrypted repositories (read when one is opened).
+    pub encryption_key_file: Option<std::path::PathBuf>,
 }
 
 /// Opens an existing store: a directory, or `s3://bucket/prefix`.

@@ -4,6 +4,7 @@ mod support;
 
 mod check;
 mod config;
+mod encryption;
 mod logical;
 mod physical;
 mod pitr;
