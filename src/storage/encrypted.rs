@@ -195,6 +195,35 @@ impl EncryptedStorage {
         Ok(sealed)
     }
 
+    /// Plaintext bytes `offset..offset + len` of an object whose salt is known: only the
+    /// segments they lie in are fetched.
+    fn read_range(&self, key: &str, salt: &[u8], offset: u64, len: u64) -> Result<Vec<u8>> {
+        let seg = SEGMENT as u64;
+        let first = offset / seg;
+        let last = (offset + len - 1) / seg;
+        let start = HEADER_LEN as u64 + first * SEALED_SEGMENT as u64;
+        let want = (last - first + 1) * SEALED_SEGMENT as u64;
+        let sealed = self.inner.get_range(key, start, want)?;
+        if sealed.is_empty() {
+            // The object ends before the range.
+            return Ok(Vec::new());
+        }
+        // Fewer bytes than asked: the object's last segment is among them. All of them: it
+        // may or may not be (a last segment can be exactly full).
+        let ends = ((sealed.len() as u64) < want).then_some(true);
+        let plain = self.open_segments(key, salt, first, sealed, ends)?;
+        let skip = (offset - first * seg) as usize;
+        let end = (skip + len as usize).min(plain.len());
+        Ok(plain.get(skip..end).map(<[u8]>::to_vec).unwrap_or_default())
+    }
+
+    fn forget(&self, key: &str) {
+        self.salts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     fn remember(&self, key: &str, salt: [u8; SALT_LEN]) {
         let mut salts = self.salts.lock().unwrap_or_else(|e| e.into_inner());
         if salts.len() >= SALT_CACHE {
@@ -224,10 +253,7 @@ impl Storage for EncryptedStorage {
         if (self.is_plain)(key) {
             return self.inner.put(key, data);
         }
-        self.salts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.forget(key);
         self.inner.put(key, &self.seal(key, data))
     }
 
@@ -258,32 +284,18 @@ impl Storage for EncryptedStorage {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let salt = match self.cached_salt(key) {
-            Some(salt) => salt,
-            None => {
-                let header = self.inner.get_range(key, 0, HEADER_LEN as u64)?;
-                let salt = self.salt_of(key, &header)?;
-                self.remember(key, salt);
-                salt
+        if let Some(salt) = self.cached_salt(key) {
+            match self.read_range(key, &salt, offset, len) {
+                // Another process may have written the object again (same plaintext, new
+                // salt): forget the salt and read the header once more.
+                Err(StorageError::Damaged { .. }) => self.forget(key),
+                other => return other,
             }
-        };
-        let seg = SEGMENT as u64;
-        let first = offset / seg;
-        let last = (offset + len - 1) / seg;
-        let start = HEADER_LEN as u64 + first * SEALED_SEGMENT as u64;
-        let want = (last - first + 1) * SEALED_SEGMENT as u64;
-        let sealed = self.inner.get_range(key, start, want)?;
-        if sealed.is_empty() {
-            // The object ends before the range.
-            return Ok(Vec::new());
         }
-        // Fewer bytes than asked: the object's last segment is among them. All of them: it
-        // may or may not be (a last segment can be exactly full).
-        let ends = ((sealed.len() as u64) < want).then_some(true);
-        let plain = self.open_segments(key, &salt, first, sealed, ends)?;
-        let skip = (offset - first * seg) as usize;
-        let end = (skip + len as usize).min(plain.len());
-        Ok(plain.get(skip..end).map(<[u8]>::to_vec).unwrap_or_default())
+        let header = self.inner.get_range(key, 0, HEADER_LEN as u64)?;
+        let salt = self.salt_of(key, &header)?;
+        self.remember(key, salt);
+        self.read_range(key, &salt, offset, len)
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
@@ -311,10 +323,7 @@ impl Storage for EncryptedStorage {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        self.salts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.forget(key);
         self.inner.delete(key)
     }
 }
@@ -370,6 +379,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_range_read_survives_another_writer_resealing_the_object() {
+        let s = store();
+        let data = vec![5u8; 200_000];
+        s.put("packs/r", &data).unwrap();
+        assert_eq!(s.get_range("packs/r", 70_000, 10).unwrap(), vec![5u8; 10]);
+        // Another process writes the same plaintext again under a new salt.
+        let other =
+            EncryptedStorage::new(s.inner.clone(), EncryptionKey::from_bytes([7; 32]), |_| {
+                false
+            });
+        other.put("packs/r", &data).unwrap();
+        assert_eq!(s.get_range("packs/r", 70_000, 10).unwrap(), vec![5u8; 10]);
     }
 
     #[test]
