@@ -14,6 +14,8 @@ use crate::mysql::wire::{Conn, ConnectOptions};
 
 const COM_REGISTER_SLAVE: u8 = 0x15;
 const COM_BINLOG_DUMP: u8 = 0x12;
+/// MariaDB's COM_BINLOG_DUMP flag for sending ANNOTATE_ROWS events.
+const BINLOG_SEND_ANNOTATE_ROWS_EVENT: u16 = 2;
 
 /// How long reads wait before reporting idleness, so the spool can fsync on time.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -93,7 +95,15 @@ impl DumpStream {
         })?;
         let mut dump = vec![COM_BINLOG_DUMP];
         dump.extend_from_slice(&pos.to_le_bytes());
-        dump.extend_from_slice(&0u16.to_le_bytes()); // flags: block at the end and wait
+        // Flags: block at the end and wait. MariaDB leaves its ANNOTATE_ROWS events (the
+        // statement behind row events) out of the stream unless asked, and the archive must
+        // be the server's file byte for byte.
+        let flags: u16 = if req.mariadb {
+            BINLOG_SEND_ANNOTATE_ROWS_EVENT
+        } else {
+            0
+        };
+        dump.extend_from_slice(&flags.to_le_bytes());
         dump.extend_from_slice(&req.server_id.to_le_bytes());
         dump.extend_from_slice(req.file.as_bytes());
         conn.write_command(&dump)?;

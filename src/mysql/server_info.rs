@@ -93,10 +93,13 @@ impl ServerInfo {
         "SHOW BINARY LOGS"
     }
 
-    /// Replicas registered with this server.
+    /// Replicas registered with this server (MariaDB never had `SHOW REPLICAS`; its newer
+    /// spelling is `SHOW REPLICA HOSTS`). The server-id column is `Server_id` or `Server_Id`.
     pub fn replicas_sql(&self) -> &'static str {
-        if self.mysql_at_least(8, 0, 22) || self.mariadb_at_least(10, 5, 1) {
+        if self.mysql_at_least(8, 0, 22) {
             "SHOW REPLICAS"
+        } else if self.mariadb_at_least(10, 5, 1) {
+            "SHOW REPLICA HOSTS"
         } else {
             "SHOW SLAVE HOSTS"
         }
@@ -194,6 +197,7 @@ mod tests {
         assert_eq!(m.binlog_status_sql(), "SHOW MASTER STATUS");
         assert_eq!(m.change_source_sql(), "CHANGE MASTER TO");
         assert_eq!(m.reset_binlogs_sql(), "RESET MASTER");
+        assert_eq!(m.replicas_sql(), "SHOW REPLICA HOSTS");
         assert!(!m.has_clone());
     }
 

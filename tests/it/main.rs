@@ -6,6 +6,7 @@ mod check;
 mod config;
 mod encryption;
 mod logical;
+mod mariadb;
 mod physical;
 mod pitr;
 mod prune;

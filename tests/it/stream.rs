@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use myvault::mysql::gtid::GtidSet;
 
 use crate::support::load::{self, Load};
-use crate::support::streamer::Streamer;
+use crate::support::streamer::{Streamer, drain};
 use crate::support::{Flavor, Scratch, TestServer, myvault};
 
 fn new_repo(dir: &Scratch) -> String {
@@ -19,21 +19,6 @@ fn new_repo(dir: &Scratch) -> String {
 
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
-}
-
-/// Runs the streamer until it has everything the source has now, then stops it.
-fn drain(src: &TestServer, repo: &str, spool: &std::path::Path) {
-    let mut s = Streamer::start(&src.url(), repo, spool, &["--until-caught-up"]);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while s.running() {
-        assert!(
-            Instant::now() < deadline,
-            "the streamer did not catch up:\n{}",
-            s.log_text()
-        );
-        sleep_ms(200);
-    }
-    assert_eq!(s.wait(), 0, "the catch-up run failed:\n{}", s.log_text());
 }
 
 struct Archived {

@@ -273,9 +273,10 @@ impl TestServer {
 
     /// The binlog file the server writes now.
     pub fn current_binlog(&self) -> String {
-        self.session()
-            .query("SHOW BINARY LOG STATUS")
-            .expect("SHOW BINARY LOG STATUS")
+        let mut s = self.session();
+        let sql = s.info().binlog_status_sql();
+        s.query(sql)
+            .expect("binlog status")
             .first()
             .and_then(|r| r.text("File"))
             .expect("the binary log is on")

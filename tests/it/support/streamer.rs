@@ -109,3 +109,19 @@ impl Drop for Streamer {
         self.kill9();
     }
 }
+
+/// Runs a streamer with `--until-caught-up`: it stops once it has everything the source
+/// has now.
+pub fn drain(src: &super::TestServer, repo: &str, spool: &Path) {
+    let mut s = Streamer::start(&src.url(), repo, spool, &["--until-caught-up"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while s.running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streamer did not catch up:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(s.wait(), 0, "the catch-up run failed:\n{}", s.log_text());
+}
