@@ -206,9 +206,31 @@ pub fn dump(
     })
 }
 
-/// The row file of a chunk: numbered, so any table name is safe as a path.
-fn chunk_path(job: &ChunkJob) -> String {
-    format!("data/{:06}/{:06}.tsv", job.table, job.chunk)
+/// The row file of a chunk, named by database and table: a table's files keep their paths
+/// when other tables come or go, so the next snapshot finds each changed file's previous
+/// version and can store its edits as deltas. (Snapshots before this numbered tables by
+/// position; their catalog names every file, so they restore the same.)
+fn chunk_path(t: &TableInfo, job: &ChunkJob) -> String {
+    format!(
+        "data/{}/{}/{:06}.tsv",
+        path_safe(&t.db),
+        path_safe(&t.name),
+        job.chunk
+    )
+}
+
+/// A name as one path segment: letters, digits, `_`, `-` and `$` as they are, every other
+/// byte as `%XX`, so any identifier is safe and two names never share a segment.
+fn path_safe(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Dumps every chunk with one thread per worker connection. The first error stops all.
@@ -259,7 +281,7 @@ fn dump_one(
     let sql = chunks::select_sql(t, job);
     let stream = conn.query_stream(&sql).map_err(|e| table_error(e, t))?;
     let mut reader = tsv::TsvReader::new(stream);
-    let path = chunk_path(job);
+    let path = chunk_path(t, job);
     let result = writer.add_file(&path, 0o600, &mut reader, writer.stream_chunker());
     let rows = reader.rows();
     progress.rows.fetch_add(rows, Ordering::Relaxed);
@@ -328,4 +350,18 @@ fn detect_ddl(coord: &mut Session, tables: &[TableInfo], creates: &[String]) -> 
 /// Quoted `db`.`table` for messages.
 pub fn qualified(db: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(db), quote_ident(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_safe;
+
+    #[test]
+    fn any_name_is_one_safe_path_segment_and_names_stay_apart() {
+        assert_eq!(path_safe("sbtest1"), "sbtest1");
+        assert_eq!(path_safe("a b/c.d`ü"), "a%20b%2Fc%2Ed%60%C3%BC");
+        assert_eq!(path_safe(".."), "%2E%2E");
+        // '%' itself is escaped, so an escaped-looking name cannot meet a real one.
+        assert_ne!(path_safe("%20"), path_safe(" "));
+    }
 }
