@@ -148,6 +148,22 @@ fn an_encrypted_repository_holds_nothing_readable_and_restores_with_its_key() {
         load::checksums(&target, "secret_shop")
     );
 
+    // copy: a plain repository into an encrypted one is sealed on the way; the other way
+    // round would undo the encryption and is refused.
+    let sealed = dir.join("sealed");
+    let sealed_s = sealed.to_str().unwrap();
+    myvault_env(&["init", "--repo", sealed_s], with_key).expect_code(0);
+    myvault_env(&["copy", "--from", plain_s, "--to", sealed_s], with_key).expect_code(0);
+    assert!(
+        !found_in(&sealed, "Visible-Row-Text"),
+        "copy wrote plaintext"
+    );
+    let list = myvault_env(&["list", "--repo", sealed_s, "--json"], with_key);
+    assert_eq!(list.json()["snapshots"].as_array().unwrap().len(), 1);
+    let run = myvault_env(&["copy", "--from", enc_s, "--to", plain_s], with_key);
+    run.expect_code(2);
+    assert!(run.stderr.contains("in clear"), "{}", run.stderr);
+
     // A flipped byte in a pack is an integrity failure, not garbage restored.
     let pack = walk(&enc.join("packs"))
         .into_iter()
