@@ -99,11 +99,17 @@ fn run(
         locks,
         unavailable,
     } = repos::open_for_write(repo_locations, store_opts, "backup")?;
-    let parent = repos.first().and_then(|r| lineage.parent(r));
+    // Delta bases are read back while writing: from local disk rather than over the network
+    // when a local repository has a parent snapshot.
+    let parent = repos
+        .iter()
+        .filter(|r| !r.storage().is_remote())
+        .chain(repos.iter().filter(|r| r.storage().is_remote()))
+        .find_map(|r| lineage.parent(r).map(|p| (r.clone(), p)));
     let mut writer = MultiWriter::new(repos)?;
     writer.set_stream_threads(stream_threads(lineage.method));
-    if let Some(parent) = &parent {
-        writer.set_parent(parent);
+    if let Some((repo, parent)) = &parent {
+        writer.set_parent(repo.clone(), parent);
     }
     let t = engine(&writer)?;
     let template = SnapshotManifest {

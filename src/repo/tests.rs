@@ -328,7 +328,7 @@ fn backup_after(
     files: &[(&str, &[u8])],
 ) -> (String, Vec<super::writer::TargetOutcome>) {
     let mut w = MultiWriter::new(repos.clone()).unwrap();
-    w.set_parent(&repos[0].snapshot(parent).unwrap());
+    w.set_parent(repos[0].clone(), &repos[0].snapshot(parent).unwrap());
     for (name, bytes) in files {
         w.add_file(name, 0o644, *bytes, w.stream_chunker()).unwrap();
     }
@@ -533,7 +533,7 @@ fn parallel_stream_threads_store_the_same_chunks_in_order() {
         let mut w = MultiWriter::new(vec![repo.clone()]).unwrap();
         w.set_stream_threads(threads);
         if let Some(p) = parent {
-            w.set_parent(&repo.snapshot(p).unwrap());
+            w.set_parent(repo.clone(), &repo.snapshot(p).unwrap());
         }
         let entry = w.add_file("t", 0o644, bytes, w.stream_chunker()).unwrap();
         let t = template();

@@ -287,22 +287,17 @@ impl MultiWriter {
         Ok(writer)
     }
 
-    /// Makes `parent` (a snapshot of the first repository) the base for delta blobs: a
-    /// file written under a path the parent also has is compared chunk by chunk with it.
-    pub fn set_parent(&mut self, parent: &SnapshotManifest) {
-        let Some(first) = self.targets.first() else {
-            return;
-        };
+    /// Makes `parent` (a snapshot of `repo`, from which its chunks are read) the base for
+    /// delta blobs: a file written under a path the parent also has is compared chunk by
+    /// chunk with it. A target without a delta's base gets the whole chunk.
+    pub fn set_parent(&mut self, repo: Arc<Repo>, parent: &SnapshotManifest) {
         let files = parent
             .files
             .iter()
             .filter(|f| f.kind == FileKind::File && f.refs.chunk_count > 0)
             .map(|f| (f.path.clone(), f.refs.clone()))
             .collect();
-        self.parent = Some(Parent {
-            repo: first.repo.clone(),
-            files,
-        });
+        self.parent = Some(Parent { repo, files });
     }
 
     pub fn hash(&self) -> HashAlg {

@@ -245,6 +245,10 @@ impl fmt::Debug for EncryptedStorage {
 }
 
 impl Storage for EncryptedStorage {
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     fn name(&self) -> &str {
         self.inner.name()
     }

@@ -86,6 +86,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Removes the object; removing a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+
+    /// Whether reads cross a network (object stores), so a copy elsewhere is cheaper to read.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// Rejects keys that could escape the store's root or confuse object stores.

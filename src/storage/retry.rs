@@ -49,6 +49,10 @@ impl<S: Storage> Retry<S> {
 }
 
 impl<S: Storage> Storage for Retry<S> {
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     fn name(&self) -> &str {
         self.inner.name()
     }

@@ -297,6 +297,10 @@ fn describe<E: std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> Strin
 }
 
 impl Storage for S3Storage {
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
