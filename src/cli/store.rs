@@ -32,7 +32,8 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// Fills what the command line left open from the configuration's [s3] section.
+    /// Fills what the command line left open from the configuration's [s3] and [encryption]
+    /// sections.
     pub fn merge(&mut self, cfg: &super::config::Config) {
         if let Some(e) = &cfg.encryption {
             self.encryption_key_file = self.encryption_key_file.take().or(e.key_file.clone());

@@ -103,7 +103,7 @@ pub struct Repo {
 
 /// The store as the repository sees it: encrypted below when there is a key. The config
 /// stays plain (it says whether there is a key, and which), and so do the locks (a host
-/// name, a pid and a command, rewritten every minute; nothing of the data).
+/// name, a pid and a command, refreshed while held; nothing of the data).
 fn encrypted_view(storage: Arc<dyn Storage>, key: Option<&RepoKey>) -> Arc<dyn Storage> {
     match key {
         None => storage,
