@@ -82,7 +82,7 @@ pub fn list(a: &ListArgs, ctx: &super::Ctx) -> Result<()> {
                 output::bytes(s.size),
                 output::bytes(s.new_bytes),
                 s.lock_seconds
-                    .map(|l| format!("{l:.3}"))
+                    .map(|l| format!("{:.2}", l * 1000.0))
                     .unwrap_or_else(|| "-".into()),
                 s.gtid_executed.as_deref().unwrap_or("-").replace('\n', "")
             );

@@ -52,6 +52,8 @@ pub struct ArchivedRange {
 #[derive(Debug, Clone, Serialize)]
 pub struct ListReport {
     pub repo: String,
+    /// Whether the repository's objects are encrypted (format 3).
+    pub encrypted: bool,
     pub snapshots: Vec<SnapshotSummary>,
     pub binlog: Vec<BinlogSourceSummary>,
     /// Holes in the binlog archive: transactions lost to point-in-time recovery.
@@ -80,6 +82,7 @@ pub fn run(repo: &Repo) -> Result<ListReport> {
         .collect();
     Ok(ListReport {
         repo: repo.name().to_string(),
+        encrypted: repo.is_encrypted(),
         snapshots,
         binlog: binlog_summary(repo.binlog_segments()?),
         gaps: repo.gaps()?,

@@ -29,6 +29,7 @@ fn config_file_supplies_source_repositories_and_password() {
     backup.expect_code(0);
     let list = myvault(&["--config", c, "list", "--json"]);
     assert_eq!(list.json()["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(list.json()["encrypted"], false);
     // The password never lands in the repository.
     let status = std::process::Command::new("grep")
         .args(["-rq", "Conf-pass-1"])

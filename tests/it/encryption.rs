@@ -114,6 +114,7 @@ fn an_encrypted_repository_holds_nothing_readable_and_restores_with_its_key() {
     let list = myvault_env(&["list", "--repo", enc_s, "--json"], with_key);
     list.expect_code(0);
     assert_eq!(list.json()["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(list.json()["encrypted"], true);
 
     // Binlogs streamed into it are sealed too, and a point-in-time restore reads them back.
     src.sql("INSERT INTO secret_shop.customer_cards VALUES (3, 'Streamed-Holder-Name', 'y')");
