@@ -102,14 +102,18 @@ fn main() -> ExitCode {
     process_title::hide_passwords();
     let cli = match parsed {
         Ok(cli) => cli,
+        // Usage errors quote the offending argument, which may be a URL with a password.
+        Err(e) if e.use_stderr() => {
+            eprint!(
+                "{}",
+                myvault::mysql::url::redact_passwords(&e.render().to_string())
+            );
+            return ExitCode::from(2);
+        }
+        // Help and version go to stdout, with success.
         Err(e) => {
-            // clap prints help and version to stdout with success, usage errors to stderr.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return ExitCode::SUCCESS;
         }
     };
     match cli::run(cli) {

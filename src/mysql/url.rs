@@ -34,10 +34,9 @@ impl MysqlUrl {
         let (user, password) = parts
             .userinfo
             .ok_or_else(|| UrlError("the user name is missing (user@host)".into()))?;
-        let password = match password {
-            Some(p) => Some(Secret::new(percent_decode(p, "password")?)),
-            None => None,
-        };
+        let password = password
+            .map(|p| percent_decode(p, "password").map(Secret::new))
+            .transpose()?;
         let user = percent_decode(user, "user name")?;
         if user.is_empty() {
             return Err(UrlError("the user name is empty".into()));
@@ -127,6 +126,31 @@ pub fn password_span(arg: &str) -> Option<std::ops::Range<usize>> {
     // `password` is a slice of `arg`: its offset is where it starts in memory.
     let from = password.as_ptr() as usize - arg.as_ptr() as usize;
     Some(from..from + password.len())
+}
+
+/// `text` with the password of every `mysql://` URL in it replaced by `xxx`: for messages
+/// that quote the command line (clap's usage errors). A URL ends at whitespace or a quote.
+pub fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("mysql://") {
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+            .map_or(rest.len(), |e| at + e);
+        let url = &rest[at..end];
+        out.push_str(&rest[..at]);
+        match password_span(url) {
+            Some(span) => {
+                out.push_str(&url[..span.start]);
+                out.push_str("xxx");
+                out.push_str(&url[span.end..]);
+            }
+            None => out.push_str(url),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn split_host_port(hostport: &str) -> Result<(String, u16), UrlError> {
@@ -241,6 +265,19 @@ mod tests {
         ] {
             assert_eq!(password_span(arg), None, "{arg}");
         }
+    }
+
+    #[test]
+    fn messages_quoting_urls_lose_their_passwords() {
+        let msg = "error: unexpected argument 'mysql://root:S3cr@t@db1:3306' found\n\
+                   also mysql://u:other@h and mysql://nopass@h, try '--help'";
+        let red = redact_passwords(msg);
+        assert!(!red.contains("S3cr") && !red.contains("other"), "{red}");
+        assert!(red.contains("'mysql://root:xxx@db1:3306' found"), "{red}");
+        assert!(
+            red.contains("mysql://u:xxx@h and mysql://nopass@h, try '--help'"),
+            "{red}"
+        );
     }
 
     #[test]

@@ -279,4 +279,15 @@ fn a_password_in_the_url_is_hidden_from_ps() {
         run.stderr
     );
     assert!(!run.stderr.contains(secret), "{}", run.stderr);
+
+    // Usage errors quote the argument they refuse: not its password.
+    for args in [
+        vec!["backup", url.as_str()],
+        vec!["backup", "--jobs", url.as_str()],
+    ] {
+        let run = myvault(&args);
+        run.expect_code(2);
+        assert!(!run.stderr.contains(secret), "{}", run.stderr);
+        assert!(run.stderr.contains("mysql://root:xxx@"), "{}", run.stderr);
+    }
 }
