@@ -11,9 +11,12 @@ use crate::repo::{Repo, RepoError};
 use crate::storage::{self, OpenOptions};
 
 pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<Repo>> {
-    let key = read_key(opts)?;
+    open_with(location, opts, read_key(opts)?.as_ref())
+}
+
+fn open_with(location: &str, opts: &OpenOptions, key: Option<&RepoKey>) -> Result<Arc<Repo>> {
     let store = storage::open(location, opts)?;
-    Ok(Arc::new(Repo::open_with_key(store, key.as_ref())?))
+    Ok(Arc::new(Repo::open_with_key(store, key)?))
 }
 
 /// The key of `--encryption-key-file`, when one is given.
@@ -42,8 +45,10 @@ pub fn open_for_write(locations: &[String], opts: &OpenOptions, command: &str) -
         unavailable: Vec::new(),
     };
     let mut first_error = None;
+    // A bad key file is the command's error, not one repository's.
+    let key = read_key(opts)?;
     for loc in locations {
-        match open(loc, opts) {
+        match open_with(loc, opts, key.as_ref()) {
             Ok(repo) => {
                 let guard = LockGuard::acquire(repo.storage().clone(), LockKind::Shared, command)?;
                 set.locks.push(guard);

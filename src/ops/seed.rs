@@ -298,7 +298,7 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
                 .snapshot
                 .as_ref()
                 .ok_or_else(|| Error::Internal("no snapshot".into()))?;
-            if !checked.detach.steps().is_empty() {
+            if checked.detach.any() {
                 status("detaching the existing replica (--force)");
                 checked.detach.run(&mut Session::connect(req.target)?)?;
             }

@@ -34,6 +34,11 @@ pub struct Detach {
 }
 
 impl Detach {
+    /// Whether there is anything to undo.
+    pub fn any(&self) -> bool {
+        self.channels || self.read_only || self.gtids
+    }
+
     /// The plan's lines.
     pub fn steps(&self) -> Vec<String> {
         let mut steps = Vec::new();

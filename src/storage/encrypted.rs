@@ -142,7 +142,8 @@ impl EncryptedStorage {
         Ok(salt)
     }
 
-    /// Opens consecutive sealed segments starting with segment `first`. `ends` says whether
+    /// Opens the sealed segments in `sealed[skip..]`, the first of them segment `first`, and
+    /// returns their plaintext in the same buffer (moved to its start). `ends` says whether
     /// the last of them ends the object; `None` when the caller cannot tell (a range read
     /// that stopped at a full segment), and both are tried.
     fn open_segments(
@@ -151,10 +152,11 @@ impl EncryptedStorage {
         salt: &[u8],
         first: u64,
         mut sealed: Vec<u8>,
+        skip: usize,
         ends: Option<bool>,
     ) -> Result<Vec<u8>> {
         let object_key = self.key.for_object(salt);
-        let count = sealed.len().div_ceil(SEALED_SEGMENT);
+        let count = (sealed.len() - skip).div_ceil(SEALED_SEGMENT);
         let damaged = || {
             self.damaged(
                 key,
@@ -163,7 +165,7 @@ impl EncryptedStorage {
         };
         let mut plain_end = 0;
         for i in 0..count {
-            let from = i * SEALED_SEGMENT;
+            let from = skip + i * SEALED_SEGMENT;
             let to = (from + SEALED_SEGMENT).min(sealed.len());
             let piece = &mut sealed[from..to];
             let index = first + i as u64;
@@ -187,7 +189,7 @@ impl EncryptedStorage {
             }
             .map_err(|_| damaged())?
             .len();
-            // Plaintext moves left over the tags already passed.
+            // Plaintext moves left over the header and the tags already passed.
             sealed.copy_within(from..from + n, plain_end);
             plain_end += n;
         }
@@ -211,7 +213,7 @@ impl EncryptedStorage {
         // Fewer bytes than asked: the object's last segment is among them. All of them: it
         // may or may not be (a last segment can be exactly full).
         let ends = ((sealed.len() as u64) < want).then_some(true);
-        let plain = self.open_segments(key, salt, first, sealed, ends)?;
+        let plain = self.open_segments(key, salt, first, sealed, 0, ends)?;
         let skip = (offset - first * seg) as usize;
         let end = (skip + len as usize).min(plain.len());
         Ok(plain.get(skip..end).map(<[u8]>::to_vec).unwrap_or_default())
@@ -269,16 +271,15 @@ impl Storage for EncryptedStorage {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let mut sealed = self.inner.get(key)?;
+        let sealed = self.inner.get(key)?;
         if (self.is_plain)(key) {
             return Ok(sealed);
         }
         let salt = self.salt_of(key, &sealed)?;
-        sealed.drain(..HEADER_LEN);
-        if plain_len(HEADER_LEN as u64 + sealed.len() as u64).is_none() {
+        if plain_len(sealed.len() as u64).is_none() {
             return Err(self.damaged(key, "truncated (its length fits no encrypted object)"));
         }
-        self.open_segments(key, &salt, 0, sealed, Some(true))
+        self.open_segments(key, &salt, 0, sealed, HEADER_LEN, Some(true))
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
