@@ -3,7 +3,9 @@
 //! Logical dumps and binlogs are streams where an insert shifts everything after it:
 //! content-defined chunking (FastCDC) keeps the unchanged parts' chunks identical. Files
 //! whose changes never shift data (InnoDB pages are rewritten in place) can use fixed-size
-//! chunks aligned to their page size instead.
+//! chunks aligned to their page size instead. Text made of lines (a logical dump's rows) is
+//! cut between lines, by a hash of each line rather than a rolling hash of every byte: the same
+//! resistance to shifts for a fraction of the work.
 
 use std::io::{self, Read};
 
@@ -16,6 +18,10 @@ pub enum ChunkerConfig {
     Cdc { min: u32, avg: u32, max: u32 },
     /// Fixed-size chunks.
     Fixed { size: u32 },
+    /// Content-defined with FastCDC's bounds, but cut only after a `\n` (see [`cut_lines`]).
+    /// Writers choose it for line-oriented files; a repository's config names the stream
+    /// chunker it derives from, not this.
+    Lines { min: u32, avg: u32, max: u32 },
 }
 
 impl Default for ChunkerConfig {
@@ -38,12 +44,23 @@ impl ChunkerConfig {
         }
     }
 
+    /// The same sizes, cut between lines: for files of lines such as a dump's rows. Fixed
+    /// chunks stay fixed.
+    pub fn line_aligned(self) -> ChunkerConfig {
+        match self {
+            ChunkerConfig::Cdc { min, avg, max } | ChunkerConfig::Lines { min, avg, max } => {
+                ChunkerConfig::Lines { min, avg, max }
+            }
+            fixed @ ChunkerConfig::Fixed { .. } => fixed,
+        }
+    }
+
     /// Checks the sizes against what the chunkers accept, so a bad config is an error and
     /// never a panic deep inside a backup.
     pub fn validate(&self) -> Result<(), String> {
         use fastcdc::v2020 as f;
         match *self {
-            ChunkerConfig::Cdc { min, avg, max } => {
+            ChunkerConfig::Cdc { min, avg, max } | ChunkerConfig::Lines { min, avg, max } => {
                 let ok = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min)
                     && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg)
                     && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max)
@@ -74,7 +91,7 @@ impl ChunkerConfig {
     /// The largest chunk this configuration produces.
     pub fn max_chunk(&self) -> usize {
         match *self {
-            ChunkerConfig::Cdc { max, .. } => max as usize,
+            ChunkerConfig::Cdc { max, .. } | ChunkerConfig::Lines { max, .. } => max as usize,
             ChunkerConfig::Fixed { size } => size as usize,
         }
     }
@@ -98,6 +115,69 @@ impl ChunkerConfig {
             eof: false,
         }
     }
+}
+
+/// Where the chunk at the front of `data` ends when cutting between lines. Every line that
+/// ends past `min` is a candidate; it ends the chunk when a hash of the line, drawn uniformly
+/// from `0..avg - min`, falls below the line's length. Per byte that is a chance of
+/// 1/(avg - min) whatever the lines' lengths, so chunks average `avg` for short and long rows
+/// alike, and each decision depends on one line's content only: an edited, inserted or
+/// deleted row moves the cuts next to it and no others. Without a candidate the chunk ends at
+/// `max`, or at the end of `data` when less is left (the stream's last chunk).
+fn cut_lines(data: &[u8], min: usize, avg: usize, max: usize) -> usize {
+    let limit = data.len().min(max);
+    if limit <= min {
+        return limit;
+    }
+    let span = avg.saturating_sub(min).max(1) as u128;
+    let mut start = memchr::memrchr(b'\n', &data[..min]).map_or(0, |i| i + 1);
+    while let Some(i) = memchr::memchr(b'\n', &data[start.max(min)..limit]) {
+        let end = start.max(min) + i + 1;
+        let line = &data[start..end];
+        let draw = (u128::from(line_hash(line)) * span) >> 64;
+        if draw < line.len() as u128 {
+            return end;
+        }
+        start = end;
+    }
+    limit
+}
+
+/// A fast 64-bit hash of a line, mixing four 8-byte lanes side by side so that a long line
+/// costs about one multiply per word. Only its spread matters (it picks cut points and is
+/// never stored), so it need not resist an adversary: one who makes every row cut or none
+/// only makes chunks of `min` or `max` bytes.
+fn line_hash(line: &[u8]) -> u64 {
+    const K: [u64; 4] = [
+        0x9E37_79B9_7F4A_7C15,
+        0xC2B2_AE3D_27D4_EB4F,
+        0x1656_67B1_9E37_79F9,
+        0x27D4_EB2F_1656_67C5,
+    ];
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let mut lanes = K;
+    let mut blocks = line.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, (k, w)) in lanes.iter_mut().zip(K.iter().zip(block.chunks_exact(8))) {
+            *lane = (*lane ^ word(w)).wrapping_mul(*k).rotate_left(31);
+        }
+    }
+    for (lane, (k, w)) in lanes
+        .iter_mut()
+        .zip(K.iter().zip(blocks.remainder().chunks(8)))
+    {
+        *lane = (*lane ^ word(w)).wrapping_mul(*k).rotate_left(31);
+    }
+    let mut h = (line.len() as u64).wrapping_mul(K[0]);
+    for lane in lanes {
+        h = (h ^ lane).wrapping_mul(K[1]);
+        h ^= h >> 29;
+    }
+    h ^ (h >> 32)
 }
 
 thread_local! {
@@ -137,6 +217,9 @@ impl<R: Read> Chunks<R> {
                     .1
             }
             ChunkerConfig::Fixed { size } => pending.len().min(size as usize),
+            ChunkerConfig::Lines { min, avg, max } => {
+                cut_lines(pending, min as usize, avg as usize, max as usize)
+            }
         };
         // A cut point is never zero on non-empty input; never loop on it anyway.
         let len = len.clamp(1, pending.len());
@@ -238,6 +321,69 @@ mod tests {
                 .map(|c| c.unwrap().length)
                 .collect();
         assert_eq!(ours, theirs);
+    }
+
+    /// Lines of random digits, `len` bytes on average each (newline included).
+    fn lines(n: usize, len: usize, seed: u32) -> Vec<u8> {
+        let raw = data(n, seed);
+        let mut out = Vec::with_capacity(n);
+        let mut left = 0usize;
+        for (i, b) in raw.iter().enumerate() {
+            if left == 0 {
+                left = len / 2 + (raw[(i * 7) % n] as usize * len) / 256;
+                out.push(b'\n');
+                continue;
+            }
+            left -= 1;
+            out.push(b'0' + b % 10);
+        }
+        out
+    }
+
+    #[test]
+    fn line_chunks_end_at_line_ends_and_average_their_target_for_any_row_size() {
+        let cfg = ChunkerConfig::cdc(16 * 1024).line_aligned();
+        cfg.validate().unwrap();
+        for row in [12, 190, 3000] {
+            let a = lines(4 << 20, row, 5);
+            let chunks = cfg.chunks(&a[..]).collect_all();
+            assert_eq!(chunks.concat(), a);
+            let (body, last) = chunks.split_at(chunks.len() - 1);
+            for c in body {
+                assert!(c.len() >= 4096 && c.len() <= 65536, "{} bytes", c.len());
+                assert!(c.ends_with(b"\n") || c.len() == 65536, "cut inside a line");
+            }
+            assert!(!last[0].is_empty());
+            let mean = a.len() / chunks.len();
+            assert!(
+                (13 * 1024..=20 * 1024).contains(&mean),
+                "rows of ~{row} bytes: chunks average {mean}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_chunks_survive_edited_inserted_and_deleted_rows() {
+        let cfg = ChunkerConfig::cdc(16 * 1024).line_aligned();
+        let a = lines(2 << 20, 190, 8);
+        let before = cfg.chunks(&a[..]).collect_all();
+        let rows: Vec<&[u8]> = a.split_inclusive(|&b| b == b'\n').collect();
+        let mut b: Vec<Vec<u8>> = rows.iter().map(|r| r.to_vec()).collect();
+        b[100] = b"edited\n".to_vec();
+        b.insert(5000, b"inserted row\n".to_vec());
+        b.remove(9000);
+        let b = b.concat();
+        let after: std::collections::HashSet<Vec<u8>> =
+            cfg.chunks(&b[..]).collect_all().into_iter().collect();
+        let same = before.iter().filter(|c| after.contains(*c)).count();
+        assert!(
+            same + 6 >= before.len(),
+            "{same} of {} chunks survived three row changes",
+            before.len()
+        );
+        // A row longer than the largest chunk is cut inside, and put back whole.
+        let long = [&a[..1000], &vec![b'7'; 200_000][..], &a[1000..]].concat();
+        assert_eq!(cfg.chunks(&long[..]).collect_all().concat(), long);
     }
 
     #[test]

@@ -488,11 +488,11 @@ impl RowStream<'_> {
             self.conn.unread_rows = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
             return Ok(None);
         }
-        Ok(Some(RawRow {
-            payload: &self.conn.buf,
-            columns: self.columns.len(),
-            addr: &self.conn.addr,
-        }))
+        Ok(Some(RawRow::new(
+            &self.conn.buf,
+            self.columns.len(),
+            &self.conn.addr,
+        )))
     }
 }
 
@@ -504,6 +504,20 @@ pub struct RawRow<'a> {
 }
 
 impl<'a> RawRow<'a> {
+    /// A row packet's payload with `columns` fields; `addr` names the server in errors.
+    pub fn new(payload: &'a [u8], columns: usize, addr: &'a str) -> Self {
+        RawRow {
+            payload,
+            columns,
+            addr,
+        }
+    }
+
+    /// The packet as the server sent it, for callers that can take it whole.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
     /// The row's fields, each `None` for SQL NULL.
     pub fn fields(&self) -> RowFields<'a> {
         RowFields {

@@ -149,6 +149,20 @@ impl PacketIo {
     /// Reads one logical payload (joining 16 MiB continuation packets) into `out`.
     pub fn read_payload(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
+        // Small packets (a dump's rows) are usually whole in the buffer already: take them
+        // from there in one copy, without zero-filling `out` or two buffered reads.
+        if let Some(&[a, b, c, seq]) = self.stream.buffer().first_chunk::<4>() {
+            let len = u32::from_le_bytes([a, b, c, 0]) as usize;
+            if seq == self.seq
+                && len < MAX_PACKET_CHUNK
+                && let Some(payload) = self.stream.buffer().get(4..4 + len)
+            {
+                out.extend_from_slice(payload);
+                self.stream.consume(4 + len);
+                self.seq = self.seq.wrapping_add(1);
+                return Ok(());
+            }
+        }
         loop {
             let mut header = [0u8; 4];
             self.stream.read_exact(&mut header)?;

@@ -282,7 +282,8 @@ fn dump_one(
     let stream = conn.query_stream(&sql).map_err(|e| table_error(e, t))?;
     let mut reader = tsv::TsvReader::new(stream);
     let path = chunk_path(t, job);
-    let result = writer.add_file(&path, 0o600, &mut reader, writer.stream_chunker());
+    let chunker = writer.stream_chunker().line_aligned();
+    let result = writer.add_file(&path, 0o600, &mut reader, chunker);
     let rows = reader.rows();
     progress.rows.fetch_add(rows, Ordering::Relaxed);
     match result {
