@@ -9,10 +9,10 @@ use std::io::{self, Read, Write};
 use super::codec::{self, Codec};
 use super::delta;
 use super::error::{RepoError, Result};
-use super::id::{Hasher, Id};
+use super::id::Id;
 
 use super::index::BlobLocation;
-use super::manifest::{ChunkRefs, FileEntry};
+use super::manifest::{ChunkRefs, ContentCheck, ContentDigest, FileEntry};
 use super::{Repo, pack_key};
 
 /// Largest single ranged read when coalescing neighbouring chunks.
@@ -142,13 +142,13 @@ impl Repo {
             repo: self,
             path: entry.path.clone(),
             expected_size: entry.size,
-            expected: entry.digest.get().map(|(_, id)| id),
+            expected: entry.digest,
             ids,
             next: 0,
             fetched: Vec::new(),
             current: Vec::new(),
             pos: 0,
-            hasher: entry.digest.get().map(|(alg, _)| alg.hasher()),
+            check: entry.digest.checker(),
             total: 0,
             finished: false,
         })
@@ -173,15 +173,15 @@ pub struct FileReader<'r> {
     repo: &'r Repo,
     path: String,
     expected_size: u64,
-    /// The whole file's digest, and the hasher computing it again.
-    expected: Option<Id>,
+    /// The whole file's digest, and its check computed again.
+    expected: ContentDigest,
     ids: Vec<Id>,
     next: usize,
     /// Chunks fetched by the last ranged read, not yet handed out (in reverse order).
     fetched: Vec<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
-    hasher: Option<Hasher>,
+    check: Option<ContentCheck>,
     total: u64,
     finished: bool,
 }
@@ -201,8 +201,8 @@ impl FileReader<'_> {
             self.fetch_range()?;
         }
         let chunk = self.fetched.pop().unwrap_or_default();
-        if let Some(h) = &mut self.hasher {
-            h.update(&chunk);
+        if let Some(c) = &mut self.check {
+            c.update(&chunk);
         }
         self.total += chunk.len() as u64;
         Ok(Some(chunk))
@@ -224,8 +224,8 @@ impl FileReader<'_> {
                 ),
             ));
         }
-        if let (Some(expected), Some(hasher)) = (self.expected, self.hasher.take())
-            && expected != hasher.finish()
+        if let Some(check) = self.check.take()
+            && check.finish() != self.expected
         {
             return Err(RepoError::integrity(
                 self.repo.name(),

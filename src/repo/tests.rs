@@ -584,7 +584,10 @@ fn each_repository_names_content_with_its_own_hash() {
 
         let snap = repo.snapshot(&id).unwrap();
         let file = &snap.files[0];
-        assert_eq!(file.digest.get(), Some((hash, hash.id(&big))));
+        // The file's own check is a CRC of its content whatever the repository's hash.
+        let mut check = super::manifest::ContentCheck::crc64();
+        check.update(&big);
+        assert_eq!(file.digest, check.finish());
         let ids = repo.chunk_ids(&file.refs).unwrap();
         let first = repo.read_blob(&ids[0]).unwrap();
         assert_eq!(
@@ -596,9 +599,9 @@ fn each_repository_names_content_with_its_own_hash() {
             let name = pack.key.rsplit('/').next().and_then(super::Id::parse);
             assert_eq!(name, Some(hash.id(&mem.get(&pack.key).unwrap())));
         }
-        // The manifest says which hash its digests are.
+        // The manifest says what its file checks are.
         let text = String::from_utf8(mem.get(&super::snapshot_key(&id)).unwrap()).unwrap();
-        assert!(text.contains(&format!("\"{hash}\": \"")), "{text}");
+        assert!(text.contains("\"crc64\": \""), "{text}");
     }
 }
 
@@ -621,17 +624,32 @@ fn repositories_of_different_hashes_are_not_mixed() {
 #[test]
 fn a_damaged_file_digest_is_caught_on_restore() {
     let (mem, repo) = new_repo();
-    let (id, _) = backup(vec![repo.clone()], &[("f", &data(1 << 20, 9))]).unwrap();
-    // Rewrite the manifest with another (validly enveloped) digest: the chunks still match
+    let content = data(1 << 20, 9);
+    let (id, _) = backup(vec![repo.clone()], &[("f", &content)]).unwrap();
+    // Rewrite the manifest with other (validly enveloped) digests: the chunks still match
     // their ids, so only the whole-file check can notice.
-    let mut snap = repo.snapshot(&id).unwrap();
-    snap.files[0].digest =
-        super::manifest::ContentDigest::new(super::HashAlg::Blake3, super::Id::sha256(b"x"));
-    mem.put(
-        &super::snapshot_key(&id),
-        &super::manifest::encode("snapshot", &snap),
-    )
-    .unwrap();
-    let err = restore(&repo, &id, "f").unwrap_err();
-    assert!(err.to_string().contains("digest"), "{err}");
+    let with_digest = |digest| {
+        let mut snap = repo.snapshot(&id).unwrap();
+        snap.files[0].digest = digest;
+        mem.put(
+            &super::snapshot_key(&id),
+            &super::manifest::encode("snapshot", &snap),
+        )
+        .unwrap();
+    };
+    use super::manifest::{ContentCheck, ContentDigest};
+    let blake3 = super::HashAlg::Blake3;
+    let mut wrong_crc = ContentCheck::crc64();
+    wrong_crc.update(b"x");
+    for wrong in [
+        wrong_crc.finish(),
+        ContentDigest::new(blake3, super::Id::sha256(b"x")),
+    ] {
+        with_digest(wrong);
+        let err = restore(&repo, &id, "f").unwrap_err();
+        assert!(err.to_string().contains("digest"), "{err}");
+    }
+    // Files written before the CRC check carry a hash of their content: still checked.
+    with_digest(ContentDigest::new(blake3, blake3.id(&content)));
+    assert_eq!(restore(&repo, &id, "f").unwrap(), content);
 }

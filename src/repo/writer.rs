@@ -21,7 +21,8 @@ use super::delta;
 use super::error::{RepoError, Result};
 use super::id::{HashAlg, Id};
 use super::manifest::{
-    self, ChunkRefs, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS, SnapshotManifest,
+    self, ChunkRefs, ContentCheck, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS,
+    SnapshotManifest,
 };
 use super::pack::{PackBuilder, PackEntry};
 use super::{Repo, index, index_key, pack_key, snapshot_key};
@@ -429,20 +430,20 @@ impl MultiWriter {
             return self.write_version_in_parallel(reader, chunker, older);
         }
         let mut ids = Vec::new();
-        let mut hasher = self.hash.hasher();
+        let mut check = ContentCheck::crc64();
         let mut size = 0u64;
         let mut chunks = chunker.chunks(reader);
         while let Some(chunk) = chunks.next_chunk() {
             let chunk = chunk.map_err(|e| RepoError::io("reading the data to back up", e))?;
-            hasher.update(chunk);
+            check.update(chunk);
             ids.push(self.store_chunk(chunk, older.as_ref().map(|o| (o, size)))?);
             size += chunk.len() as u64;
         }
-        Ok((size, ContentDigest::of(hasher), self.chunk_refs(ids)?))
+        Ok((size, check.finish(), self.chunk_refs(ids)?))
     }
 
     /// The same, with the chunks hashed and compressed by `stream_threads` threads while this
-    /// one reads, cuts and hashes the whole stream. At most two chunks per thread wait.
+    /// one reads, cuts and checksums the whole stream. At most two chunks per thread wait.
     fn write_version_in_parallel(
         &self,
         reader: impl Read,
@@ -454,7 +455,7 @@ impl MultiWriter {
         let rx = Mutex::new(rx);
         let ids: Mutex<Vec<Option<Id>>> = Mutex::new(Vec::new());
         let failure: FirstError<RepoError> = FirstError::new();
-        let mut hasher = self.hash.hasher();
+        let mut check = ContentCheck::crc64();
         let mut size = 0u64;
         std::thread::scope(|s| {
             for _ in 0..threads {
@@ -491,7 +492,7 @@ impl MultiWriter {
                         break;
                     }
                 };
-                hasher.update(chunk);
+                check.update(chunk);
                 if tx.send((n, size, chunk.to_vec())).is_err() {
                     break;
                 }
@@ -507,7 +508,7 @@ impl MultiWriter {
             .into_iter()
             .collect();
         let ids = ids.ok_or_else(|| RepoError::Invalid("a chunk of the stream was lost".into()))?;
-        Ok((size, ContentDigest::of(hasher), self.chunk_refs(ids)?))
+        Ok((size, check.finish(), self.chunk_refs(ids)?))
     }
 
     /// How many threads store the chunks of one stream (default 1). Worth more than one when
