@@ -168,6 +168,11 @@ impl ServerInfo {
         self.mysql_at_least(8, 0, 0)
     }
 
+    /// True when `BACKUP STAGE` exists (MariaDB 10.4.1+).
+    pub fn has_backup_stages(&self) -> bool {
+        self.mariadb_at_least(10, 4, 1)
+    }
+
     /// True when the clone plugin exists (MySQL 8.0.17+).
     pub fn has_clone(&self) -> bool {
         self.mysql_at_least(8, 0, 17)
