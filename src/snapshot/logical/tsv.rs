@@ -42,9 +42,8 @@ pub fn push_field(out: &mut impl Sink, value: Option<&[u8]>) {
         out.put(b"\\N");
         return;
     };
-    // Most values (numbers, dates, plain text) need no escaping: copy them whole. The check
-    // has no early exit so that it compiles to a vector loop.
-    if !v.iter().fold(false, |found, &b| found | needs_escape(b)) {
+    // Most values (numbers, dates, plain text) need no escaping: copy them whole.
+    if !has_special(v) {
         out.put(v);
         return;
     }
@@ -89,24 +88,38 @@ fn push_row(out: &mut impl Sink, row: &RawRow<'_>) -> Result<(), crate::mysql::E
 /// the general path.
 fn put_plain_row(out: &mut [u8], payload: &[u8], columns: usize) -> Option<usize> {
     let n = payload.len();
-    if n == 0 || out.len() < n || payload.iter().fold(false, |f, &b| f | needs_escape(b)) {
+    if n == 0 || out.len() < n {
         return None;
     }
+    // One pass over the whole packet clears most rows; when it finds a special byte, that may
+    // be only a length prefix (an empty value is 0x00, a DATE's ten bytes 0x0A), so the values
+    // are then looked at one by one.
+    let suspect = has_special(payload);
     out[..n - 1].copy_from_slice(&payload[1..]);
     out[n - 1] = b'\n';
     // `prefix` is where the next field's length byte sits in the packet.
     let mut prefix = 0;
     for i in 0..columns {
-        let len = *payload.get(prefix)?;
+        let len = usize::from(*payload.get(prefix)?);
         if len >= 0xFB {
+            return None;
+        }
+        if suspect && has_special(payload.get(prefix + 1..prefix + 1 + len)?) {
             return None;
         }
         if i > 0 {
             out[prefix - 1] = b'\t';
         }
-        prefix += 1 + usize::from(len);
+        prefix += 1 + len;
     }
     (prefix == n).then_some(n)
+}
+
+/// Whether any byte needs escaping; without an early exit, so that it compiles to a vector loop.
+fn has_special(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(false, |found, &b| found | needs_escape(b))
 }
 
 /// The most bytes a row can take as a line: every value byte escaped to two, a NULL marker
@@ -293,6 +306,19 @@ mod tests {
             plain > 1000 && general > 1000,
             "plain {plain}, general {general}"
         );
+        // Values whose length prefix is itself a special byte (empty, 9, 10, 13 and 92 bytes)
+        // still take the one-copy path.
+        let values: Vec<Option<Vec<u8>>> = [0, 9, 10, 13, 92]
+            .iter()
+            .map(|&n| Some(vec![b'7'; n]))
+            .collect();
+        let payload = packet(&values);
+        let mut out = vec![0; payload.len()];
+        let n = put_plain_row(&mut out, &payload, values.len());
+        let mut expected = Vec::new();
+        push_row(&mut expected, &RawRow::new(&payload, values.len(), "test")).unwrap();
+        assert_eq!(n, Some(expected.len()));
+        assert_eq!(out, expected);
     }
 
     #[test]
