@@ -84,8 +84,8 @@ fn push_row(out: &mut impl Sink, row: &RawRow<'_>) -> Result<(), crate::mysql::E
 /// and no value of 251 bytes or more (so every length prefix is one byte). Such a line is the
 /// packet itself moved one byte to the front, each later prefix turned into a tab and a newline
 /// at the end: one copy instead of one per field. Most rows of most tables take this path.
-/// Returns the line's length, or `None` (having written nothing `out` keeps) when the row needs
-/// the general path.
+/// Returns the line's length, or `None` (having written nothing) when the row needs the
+/// general path.
 fn put_plain_row(out: &mut [u8], payload: &[u8], columns: usize) -> Option<usize> {
     let n = payload.len();
     if n == 0 || out.len() < n {
@@ -95,24 +95,27 @@ fn put_plain_row(out: &mut [u8], payload: &[u8], columns: usize) -> Option<usize
     // be only a length prefix (an empty value is 0x00, a DATE's ten bytes 0x0A), so the values
     // are then looked at one by one.
     let suspect = has_special(payload);
-    out[..n - 1].copy_from_slice(&payload[1..]);
-    out[n - 1] = b'\n';
-    // `prefix` is where the next field's length byte sits in the packet.
+    // Checked before anything is copied: rows bound for the general path (NULLs) cost no copy.
     let mut prefix = 0;
-    for i in 0..columns {
+    for _ in 0..columns {
         let len = usize::from(*payload.get(prefix)?);
-        if len >= 0xFB {
+        if len >= 0xFB || (suspect && has_special(payload.get(prefix + 1..prefix + 1 + len)?)) {
             return None;
-        }
-        if suspect && has_special(payload.get(prefix + 1..prefix + 1 + len)?) {
-            return None;
-        }
-        if i > 0 {
-            out[prefix - 1] = b'\t';
         }
         prefix += 1 + len;
     }
-    (prefix == n).then_some(n)
+    if prefix != n {
+        return None;
+    }
+    out[..n - 1].copy_from_slice(&payload[1..]);
+    out[n - 1] = b'\n';
+    // The prefixes are known good now: each one after the first becomes a tab.
+    let mut prefix = 1 + usize::from(payload[0]);
+    for _ in 1..columns {
+        out[prefix - 1] = b'\t';
+        prefix += 1 + usize::from(payload[prefix]);
+    }
+    Some(n)
 }
 
 /// Whether any byte needs escaping; without an early exit, so that it compiles to a vector loop.
