@@ -479,6 +479,9 @@ fn source_lost_in_the_middle_of_the_dump_leaves_no_snapshot() {
     myvault(&["verify", "--repo", &repo]).expect_code(0);
 }
 
+/// A restore killed after some chunks, run again, loads only the missing ones; the server
+/// settings the first run changed (a larger redo log, `local_infile`) are put back to what
+/// that first run found, not to what it left.
 #[test]
 fn killed_restore_run_again_finishes_without_duplicates() {
     let (src, _dir, repo) = sysbench_source(3, 30_000);
@@ -493,7 +496,19 @@ fn killed_restore_run_again_finishes_without_duplicates() {
         "1",
     ])
     .expect_code(0);
-    let dst = TestServer::mysql97();
+    // A redo log smaller than three times the dump, and local_infile off: both are changed.
+    let dst = TestServer::builder(crate::support::Flavor::Mysql97)
+        .option("--innodb-redo-log-capacity=8M")
+        .option("--local-infile=0")
+        .start();
+    let snapshot_size: u64 =
+        myvault(&["list", "--repo", &repo, "--json"]).json()["snapshots"][0]["size"]
+            .as_u64()
+            .unwrap();
+    let raised = (snapshot_size * 3).div_ceil(1 << 20) * (1 << 20);
+    let setting = |name: &str| dst.value(&format!("SELECT @@GLOBAL.{name}")).unwrap();
+    assert_eq!(setting("innodb_redo_log_capacity"), (8 << 20).to_string());
+    assert_eq!(setting("local_infile"), "0");
     let killed = crate::support::myvault_env(
         &[
             "restore",
@@ -515,10 +530,33 @@ fn killed_restore_run_again_finishes_without_duplicates() {
             .unwrap(),
         "4"
     );
+    assert_eq!(setting("innodb_redo_log_capacity"), raised.to_string());
+    assert_eq!(setting("local_infile"), "1");
 
     let rerun = myvault(&["restore", "--repo", &repo, "--target", &dst.url(), "--json"]);
     rerun.expect_code(0);
     assert_eq!(rerun.json()["resumed_chunks"], 4);
+    assert_eq!(setting("innodb_redo_log_capacity"), (8 << 20).to_string());
+    assert_eq!(setting("local_infile"), "0");
+    let changes = &rerun.json()["server_settings"];
+    let change = |name: &str| {
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {changes}"))
+            .clone()
+    };
+    assert_eq!(
+        change("innodb_redo_log_capacity")["before"],
+        (8 << 20).to_string()
+    );
+    assert_eq!(
+        change("innodb_redo_log_capacity")["during"],
+        raised.to_string()
+    );
+    assert_eq!(change("local_infile")["before"], "0");
     assert_eq!(load::checksums(&src, "sb"), load::checksums(&dst, "sb"));
     for t in ["sbtest1", "sbtest2", "sbtest3"] {
         assert_eq!(

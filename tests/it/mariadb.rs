@@ -41,7 +41,12 @@ fn mariadb_backup_restores_equal_data_and_its_binlogs_stream_byte_identical() {
         backup.stdout
     );
 
-    let target = TestServer::mariadb1011();
+    // A redo log smaller than the load wants: grown for it (innodb_log_file_size on MariaDB),
+    // then put back.
+    let target = TestServer::builder(crate::support::Flavor::Mariadb1011)
+        .option("--innodb-log-buffer-size=2M")
+        .option("--innodb-log-file-size=4M")
+        .start();
     let restore = myvault(&[
         "restore",
         "--repo",
@@ -51,6 +56,16 @@ fn mariadb_backup_restores_equal_data_and_its_binlogs_stream_byte_identical() {
         "--json",
     ]);
     restore.expect_code(0);
+    let change = &restore.json()["server_settings"][0];
+    assert_eq!(change["name"], "innodb_log_file_size", "{}", restore.stdout);
+    assert_eq!(change["before"], (4 << 20).to_string());
+    assert!(change["during"].as_str().unwrap().parse::<u64>().unwrap() > 4 << 20);
+    assert_eq!(
+        target
+            .value("SELECT @@GLOBAL.innodb_log_file_size")
+            .as_deref(),
+        Some((4 << 20).to_string().as_str())
+    );
     assert_eq!(
         target.value("SELECT @@GLOBAL.gtid_slave_pos").as_deref(),
         Some(snap_gtids.as_str())
