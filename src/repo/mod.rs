@@ -18,6 +18,7 @@
 //! pruned                          a random mark, rewritten by every prune
 //! ```
 
+pub mod adaptive;
 pub mod bytes;
 pub mod chunker;
 pub mod codec;

@@ -25,28 +25,63 @@ pub struct PackEntry {
     pub stored_len: u32,
 }
 
-/// A pack being filled.
+/// Packs of at least this capacity start on a page boundary of their buffer, so that storage
+/// can write them around the page cache without first copying them to an aligned buffer.
+const ALIGN_FROM: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// A pack being filled: its bytes are `buf[start..]`.
 #[derive(Debug)]
 pub struct PackBuilder {
     hash: HashAlg,
     buf: Vec<u8>,
+    start: usize,
     entries: Vec<PackEntry>,
+}
+
+/// A finished pack's bytes, inside the buffer that held them.
+#[derive(Debug)]
+pub struct PackBytes {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl PackBytes {
+    /// The buffer, to fill the next pack.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl std::ops::Deref for PackBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 impl PackBuilder {
     /// A builder that will not reallocate before `capacity` bytes: a pack grown by doubling
     /// would hold up to twice its size in memory.
     pub fn new(hash: HashAlg, capacity: usize) -> PackBuilder {
-        Self::reusing(hash, Vec::with_capacity(capacity))
+        let room = if capacity >= ALIGN_FROM { PAGE } else { 0 };
+        Self::reusing(hash, Vec::with_capacity(capacity + room))
     }
 
     /// A builder filling `buf` (emptied first), e.g. the buffer of a pack already uploaded.
     pub fn reusing(hash: HashAlg, mut buf: Vec<u8>) -> PackBuilder {
         buf.clear();
+        let start = if buf.capacity() >= ALIGN_FROM {
+            buf.as_ptr().align_offset(PAGE).min(PAGE)
+        } else {
+            0
+        };
+        buf.resize(start, 0);
         buf.extend_from_slice(MAGIC);
         PackBuilder {
             hash,
             buf,
+            start,
             entries: Vec::new(),
         }
     }
@@ -57,7 +92,7 @@ impl PackBuilder {
 
     /// Bytes so far (blobs plus magic).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -65,7 +100,7 @@ impl PackBuilder {
     }
 
     pub fn add(&mut self, id: Id, codec: Codec, raw_len: u32, stored: &[u8]) {
-        let offset = self.buf.len() as u32;
+        let offset = self.len() as u32;
         self.buf.extend_from_slice(stored);
         self.entries.push(PackEntry {
             id,
@@ -77,7 +112,7 @@ impl PackBuilder {
     }
 
     /// The finished pack: its id (the hash of all its bytes), bytes and entries.
-    pub fn finish(mut self) -> (Id, Vec<u8>, Vec<PackEntry>) {
+    pub fn finish(mut self) -> (Id, PackBytes, Vec<PackEntry>) {
         let header_start = self.buf.len();
         for e in &self.entries {
             self.buf.extend_from_slice(e.id.as_bytes());
@@ -90,8 +125,11 @@ impl PackBuilder {
             .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(header_hash.as_bytes());
         self.buf.extend_from_slice(MAGIC);
-        let id = self.hash.id(&self.buf);
-        (id, self.buf, self.entries)
+        let bytes = PackBytes {
+            buf: self.buf,
+            start: self.start,
+        };
+        (self.hash.id(&bytes), bytes, self.entries)
     }
 }
 
@@ -154,13 +192,34 @@ mod tests {
     }
 
     #[test]
+    fn large_packs_start_on_a_page_and_their_buffer_is_reused() {
+        let mut b = PackBuilder::new(HashAlg::Blake3, 2 << 20);
+        b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
+        let (id, bytes, entries) = b.finish();
+        assert_eq!(bytes.as_ptr() as usize % PAGE, 0);
+        assert_eq!(id, HashAlg::Blake3.id(&bytes));
+        assert_eq!(parse_header(&bytes).unwrap(), entries);
+        assert_eq!(entries[0].offset, 8);
+
+        let buf = bytes.into_buffer();
+        let capacity = buf.capacity();
+        let mut b = PackBuilder::reusing(HashAlg::Blake3, buf);
+        b.add(Id::sha256(b"two"), Codec::Raw, 3, b"two");
+        let (_, bytes, entries) = b.finish();
+        assert_eq!(bytes.as_ptr() as usize % PAGE, 0);
+        assert_eq!(&bytes[..8], MAGIC);
+        assert_eq!(&bytes[entries[0].offset as usize..][..3], b"two");
+        assert_eq!(bytes.into_buffer().capacity(), capacity);
+    }
+
+    #[test]
     fn damage_is_detected() {
         let mut b = PackBuilder::new(HashAlg::Sha256, 0);
         b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
         let (id, bytes, _) = b.finish();
         assert_eq!(id, Id::sha256(&bytes));
         for i in 8..bytes.len() - 8 {
-            let mut bad = bytes.clone();
+            let mut bad = bytes.to_vec();
             bad[i] ^= 1;
             // Blob bytes are covered by the chunk hash, not the header; everything else here.
             if i >= 11 {

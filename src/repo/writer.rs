@@ -15,6 +15,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
+use super::adaptive::StreamCodec;
 use super::chunker::ChunkerConfig;
 use super::codec::{self, Codec};
 use super::delta;
@@ -24,7 +25,7 @@ use super::manifest::{
     self, ChunkRefs, ContentCheck, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS,
     SnapshotManifest,
 };
-use super::pack::{PackBuilder, PackEntry};
+use super::pack::{PackBuilder, PackBytes, PackEntry};
 use super::{Repo, index, index_key, pack_key, snapshot_key};
 use crate::first_error::FirstError;
 
@@ -41,7 +42,7 @@ pub struct TargetOutcome {
 
 struct FinishedPack {
     id: Id,
-    bytes: Vec<u8>,
+    bytes: PackBytes,
     entries: Vec<PackEntry>,
 }
 
@@ -117,7 +118,7 @@ impl Target {
                 }
                 let mut spare = thread_spare.lock().unwrap_or_else(|e| e.into_inner());
                 if spare.is_none() {
-                    *spare = Some(pack.bytes);
+                    *spare = Some(pack.bytes.into_buffer());
                 }
             }
         });
@@ -344,18 +345,23 @@ impl MultiWriter {
 
     /// Stores one blob where it is missing; returns its id.
     pub fn store_blob(&self, data: &[u8]) -> Result<Id> {
-        self.store_chunk(data, None)
+        self.store_chunk(data, None, &mut StreamCodec::new(self.level))
     }
 
     /// Stores one chunk where it is missing, as a delta against `older` where that pays.
-    fn store_chunk(&self, data: &[u8], older: Option<(&OlderVersion, u64)>) -> Result<Id> {
+    fn store_chunk(
+        &self,
+        data: &[u8],
+        older: Option<(&OlderVersion, u64)>,
+        codec: &mut StreamCodec,
+    ) -> Result<Id> {
         self.check_alive()?;
         let id = self.hash.id(data);
         let needed = self.missing_in(&id);
         if needed.is_empty() {
             return Ok(id);
         }
-        let mut whole = Whole::new(data, self.level);
+        let mut whole = Whole::new(data, codec);
         let delta = older.and_then(|(older, offset)| older.delta(data, offset, &mut whole));
         let raw_len = data.len() as u32;
         for i in needed {
@@ -432,11 +438,13 @@ impl MultiWriter {
         let mut ids = Vec::new();
         let mut check = ContentCheck::crc64();
         let mut size = 0u64;
+        let mut codec = StreamCodec::new(self.level);
         let mut chunks = chunker.chunks(reader);
         while let Some(chunk) = chunks.next_chunk() {
             let chunk = chunk.map_err(|e| RepoError::io("reading the data to back up", e))?;
             check.update(chunk);
-            ids.push(self.store_chunk(chunk, older.as_ref().map(|o| (o, size)))?);
+            let older = older.as_ref().map(|o| (o, size));
+            ids.push(self.store_chunk(chunk, older, &mut codec)?);
             size += chunk.len() as u64;
         }
         Ok((size, check.finish(), self.chunk_refs(ids)?))
@@ -460,13 +468,15 @@ impl MultiWriter {
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
+                    let mut codec = StreamCodec::new(self.level);
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok((n, offset, data)) = job else { break };
                         if failure.failed() {
                             continue;
                         }
-                        match self.store_chunk(&data, older.as_ref().map(|o| (o, offset))) {
+                        let older = older.as_ref().map(|o| (o, offset));
+                        match self.store_chunk(&data, older, &mut codec) {
                             Ok(id) => {
                                 let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
                                 if ids.len() <= n {
@@ -670,22 +680,22 @@ impl MultiWriter {
 /// A chunk's whole (non-delta) encoding, made only when some target needs it.
 struct Whole<'a> {
     data: &'a [u8],
-    level: i32,
+    codec: &'a mut StreamCodec,
     encoded: Option<(Codec, Vec<u8>)>,
 }
 
 impl<'a> Whole<'a> {
-    fn new(data: &'a [u8], level: i32) -> Self {
+    fn new(data: &'a [u8], codec: &'a mut StreamCodec) -> Self {
         Whole {
             data,
-            level,
+            codec,
             encoded: None,
         }
     }
 
     fn get(&mut self) -> &(Codec, Vec<u8>) {
         self.encoded
-            .get_or_insert_with(|| codec::encode(self.data, self.level))
+            .get_or_insert_with(|| self.codec.encode(self.data))
     }
 }
 
@@ -730,7 +740,7 @@ impl OlderVersion {
             Err(_) => return None,
         };
         let base = self.repo.read_blob(&base_id).ok()?;
-        let stored = delta::encode(&base_id, &base, data, whole.level)?;
+        let stored = delta::encode(&base_id, &base, data, whole.codec.level())?;
         let pays =
             stored.len() * SURELY_SMALL <= data.len() || stored.len() * 2 <= whole.get().1.len();
         if pays {

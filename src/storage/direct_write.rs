@@ -38,6 +38,22 @@ pub fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
         .custom_flags(libc::O_DIRECT)
         .open(path)?;
     let aligned_len = data.len() / ALIGN * ALIGN;
+    if data.as_ptr().align_offset(ALIGN) == 0 {
+        // Already aligned (packs are built so): no staging copy.
+        f.write_all(&data[..aligned_len])?;
+    } else {
+        write_staged(&mut f, &data[..aligned_len])?;
+    }
+    drop(f);
+    // The tail is shorter than a block: an ordinary handle writes it (and syncs the whole
+    // file, the direct part included, with its size).
+    let mut f = OpenOptions::new().append(true).open(path)?;
+    f.write_all(&data[aligned_len..])?;
+    f.sync_all()
+}
+
+/// Writes `data` (a multiple of the block size long) through one reused aligned buffer.
+fn write_staged(f: &mut std::fs::File, data: &[u8]) -> io::Result<()> {
     STAGING.with(|staging| -> io::Result<()> {
         let mut staging = staging.borrow_mut();
         if staging.len() < BUFFER + ALIGN {
@@ -46,18 +62,12 @@ pub fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
         // An aligned window into an ordinary allocation: no unsafe allocator calls needed.
         let start = staging.as_ptr().align_offset(ALIGN);
         let window = &mut staging[start..start + BUFFER];
-        for piece in data[..aligned_len].chunks(BUFFER) {
+        for piece in data.chunks(BUFFER) {
             window[..piece.len()].copy_from_slice(piece);
             f.write_all(&window[..piece.len()])?;
         }
         Ok(())
-    })?;
-    drop(f);
-    // The tail is shorter than a block: an ordinary handle writes it (and syncs the whole
-    // file, the direct part included, with its size).
-    let mut f = OpenOptions::new().append(true).open(path)?;
-    f.write_all(&data[aligned_len..])?;
-    f.sync_all()
+    })
 }
 
 #[cfg(test)]
@@ -71,10 +81,22 @@ mod tests {
         let data: Vec<u8> = (0..(BUFFER * 2 + ALIGN * 3 + 123))
             .map(|i| (i * 31 % 251) as u8)
             .collect();
-        for len in [MIN_SIZE, MIN_SIZE + 1, BUFFER + 7, data.len()] {
-            let path = dir.join(format!("f{len}"));
-            match write_new(&path, &data[..len]) {
-                Ok(()) => assert_eq!(std::fs::read(&path).unwrap(), &data[..len]),
+        // From an aligned start (written directly) and an unaligned one (staged).
+        let mut aligned = vec![0u8; data.len() + ALIGN];
+        let at = aligned.as_ptr().align_offset(ALIGN);
+        aligned[at..at + data.len()].copy_from_slice(&data);
+        let sources = [
+            &aligned[at..at + data.len()],
+            &aligned[at + 1..at + 1 + data.len() - 1],
+        ];
+        for (len, source) in [MIN_SIZE, MIN_SIZE + 1, BUFFER + 7, data.len() - 1]
+            .into_iter()
+            .flat_map(|len| sources.map(|s| (len, s)))
+        {
+            let path = dir.join(format!("f{len}-{}", source.as_ptr().align_offset(ALIGN)));
+            let data = &source[..len];
+            match write_new(&path, data) {
+                Ok(()) => assert_eq!(std::fs::read(&path).unwrap(), data),
                 // A filesystem without direct I/O: the caller's fallback covers it.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => panic!("{len}: {e}"),
