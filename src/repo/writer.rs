@@ -220,9 +220,8 @@ impl Target {
         storage.put(&merged, &file).map_err(|e| e.to_string())?;
         // The merged file is durable, so the small ones can go; a failure here only leaves
         // redundant index files.
-        for key in keys.iter().filter(|k| **k != merged) {
-            let _ = storage.delete(key);
-        }
+        let redundant: Vec<String> = keys.into_iter().filter(|k| *k != merged).collect();
+        let _ = storage.delete_many(&redundant);
         Ok(())
     }
 

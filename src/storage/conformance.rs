@@ -143,6 +143,17 @@ fn listing(s: &dyn Storage, p: &str) {
         2,
         "deleted keys disappear"
     );
+    // Several at once, across directories, one of them already gone.
+    s.delete_many(&[
+        format!("{base}/x/2"),
+        format!("{base}/x/1"),
+        format!("{base}/x/sub/3"),
+    ])
+    .expect("delete_many");
+    assert!(
+        s.list(&format!("{base}/x/")).expect("list").is_empty(),
+        "delete_many removes every key it names"
+    );
     s.delete(&format!("{base}-sibling")).expect("delete");
 }
 

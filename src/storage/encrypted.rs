@@ -331,6 +331,11 @@ impl Storage for EncryptedStorage {
         self.forget(key);
         self.inner.delete(key)
     }
+
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().for_each(|k| self.forget(k));
+        self.inner.delete_many(keys)
+    }
 }
 
 #[cfg(test)]

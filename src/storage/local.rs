@@ -212,15 +212,41 @@ impl Storage for LocalStorage {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key)?;
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                self.sync_dir(&path);
-                Ok(())
+        self.delete_many(&[key.to_string()])
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let mut synced: Vec<PathBuf> = Vec::new();
+        let mut removed: Vec<PathBuf> = Vec::new();
+        let mut result = Ok(());
+        for key in keys {
+            let path = match self.path(key) {
+                Ok(p) => p,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    result = Err(map_io(&self.name, key, e));
+                    break;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(map_io(&self.name, key, e)),
         }
+        // Each directory once, also when a later removal failed.
+        for path in removed {
+            if path
+                .parent()
+                .is_some_and(|d| !synced.iter().any(|s| s == d))
+            {
+                self.sync_dir(&path);
+                synced.extend(path.parent().map(Path::to_path_buf));
+            }
+        }
+        result
     }
 }
 

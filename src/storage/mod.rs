@@ -87,6 +87,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Removes the object; removing a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
 
+    /// Removes several objects, as durably as `delete` once it returns; stops at the first
+    /// error. A store may batch the work (a directory is synced once, not once per file).
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().try_for_each(|k| self.delete(k))
+    }
+
     /// Whether reads cross a network (object stores), so a copy elsewhere is cheaper to read.
     fn is_remote(&self) -> bool {
         false

@@ -99,6 +99,10 @@ impl<S: Storage> Storage for Retry<S> {
     fn delete(&self, key: &str) -> Result<()> {
         self.run(|s| s.delete(key))
     }
+
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        self.run(|s| s.delete_many(keys))
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use catalog::{Filter, TableInfo};
 use chunks::ChunkJob;
 use consistency::ConsistentPoint;
-use format::{Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table};
+use format::{Account, Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table};
 
 use crate::error::{Error, Result};
 use crate::first_error::FirstError;
@@ -118,10 +118,6 @@ pub fn dump(
     let dbs = catalog::databases(&mut coord, &opts.filter)?;
     let names: Vec<String> = dbs.iter().map(|(n, _)| n.clone()).collect();
     let tables = catalog::tables(&mut coord, &names, &opts.filter)?;
-    let mut creates = Vec::with_capacity(tables.len());
-    for t in &tables {
-        creates.push(catalog::show_create_table(&mut coord, t)?);
-    }
 
     let mut plan: Vec<ChunkJob> = Vec::new();
     if let Some(first) = workers.first_mut() {
@@ -135,24 +131,31 @@ pub fn dump(
         .chunks_total
         .store(plan.len() as u64, Ordering::Relaxed);
 
-    let done = dump_chunks(&mut workers, &tables, plan, writer, progress)?;
-
-    // Definitions of everything else, read while the data is consistent and DDL is either
-    // blocked or about to be checked for.
-    let mut databases = Vec::with_capacity(dbs.len());
-    for (name, create) in &dbs {
-        databases.push(Database {
-            name: name.clone(),
-            create: create.clone(),
-            tables: Vec::new(),
-            views: catalog::views(&mut coord, name)?,
-            routines: catalog::routines(&mut coord, name)?,
-            triggers: catalog::triggers(&mut coord, name)?,
-            events: catalog::events(&mut coord, name)?,
+    // Definitions are read on the coordinator. While the backup lock blocks DDL they cannot
+    // change, so they are read as the rows stream (for thousands of tables that is seconds);
+    // otherwise table definitions are read before the rows and again after them, to catch
+    // DDL in between.
+    let (done, creates, (mut databases, users)) = if point.ddl_blocked {
+        let (done, defs) = std::thread::scope(|s| {
+            let rows = s.spawn(|| dump_chunks(&mut workers, &tables, plan, writer, progress));
+            let defs = read_creates(&mut coord, &tables)
+                .and_then(|creates| Ok((creates, read_objects(&mut coord, &dbs)?)));
+            let done = rows
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("a dump thread panicked".into())));
+            (done, defs)
         });
-    }
-    let users = catalog::accounts(&mut coord)?;
-    detect_ddl(&mut coord, &tables, &creates)?;
+        // The rows' error first: when the source goes away, that is where it shows.
+        let done = done?;
+        let (creates, objects) = defs?;
+        (done, creates, objects)
+    } else {
+        let creates = read_creates(&mut coord, &tables)?;
+        let done = dump_chunks(&mut workers, &tables, plan, writer, progress)?;
+        let objects = read_objects(&mut coord, &dbs)?;
+        detect_ddl(&mut coord, &tables, &creates)?;
+        (done, creates, objects)
+    };
     for w in &mut workers {
         w.exec("COMMIT")?;
     }
@@ -204,6 +207,34 @@ pub fn dump(
         tables: tables.len(),
         rows: total_rows,
     })
+}
+
+fn read_creates(coord: &mut Session, tables: &[TableInfo]) -> Result<Vec<String>> {
+    tables
+        .iter()
+        .map(|t| catalog::show_create_table(coord, t))
+        .collect()
+}
+
+/// Each database's views, routines, triggers and events (its tables are added later), and the
+/// accounts.
+fn read_objects(
+    coord: &mut Session,
+    dbs: &[(String, String)],
+) -> Result<(Vec<Database>, Vec<Account>)> {
+    let mut databases = Vec::with_capacity(dbs.len());
+    for (name, create) in dbs {
+        databases.push(Database {
+            name: name.clone(),
+            create: create.clone(),
+            tables: Vec::new(),
+            views: catalog::views(coord, name)?,
+            routines: catalog::routines(coord, name)?,
+            triggers: catalog::triggers(coord, name)?,
+            events: catalog::events(coord, name)?,
+        });
+    }
+    Ok((databases, catalog::accounts(coord)?))
 }
 
 /// The row file of a chunk, named by database and table: a table's files keep their paths
