@@ -37,25 +37,32 @@ pub struct ConsistentPoint {
 
 /// Settings every dump worker needs: raw bytes, UTC for TIMESTAMP columns, and patience with
 /// a client that is slowed down by compression or an upload.
+/// One round trip each (a remote server's latency is paid per statement and per worker).
 const WORKER_SETUP: &[&str] = &[
-    "SET NAMES binary",
-    "SET SESSION time_zone = '+00:00'",
-    "SET SESSION net_write_timeout = 3600",
-    "SET SESSION net_read_timeout = 3600",
-    "SET SESSION wait_timeout = 86400",
+    "SET NAMES binary, SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600, \
+     SESSION net_read_timeout = 3600, SESSION wait_timeout = 86400",
     "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
 ];
 
+/// Opens the worker connections at once: each costs several round trips.
 pub fn connect_workers(opts: &ConnectOptions, n: usize) -> Result<Vec<Conn>> {
-    let mut workers = Vec::with_capacity(n);
-    for _ in 0..n {
+    let connect = || -> Result<Conn> {
         let mut c = Conn::connect(opts)?;
         for stmt in WORKER_SETUP {
             c.exec(stmt)?;
         }
-        workers.push(c);
-    }
-    Ok(workers)
+        Ok(c)
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(connect)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("a connecting thread panicked".into())))
+            })
+            .collect()
+    })
 }
 
 /// Refuses to lock behind a query that has run for longer than `guard`: the global read lock
