@@ -63,13 +63,9 @@ pub struct LogicalSnapshot {
 }
 
 /// Session settings for reading definitions: stable quoting and UTC for TIMESTAMP defaults.
-const COORDINATOR_SETUP: &[&str] = &[
-    "SET NAMES utf8mb4",
-    "SET SESSION sql_quote_show_create = 1",
-    "SET SESSION time_zone = '+00:00'",
-    "SET SESSION sql_mode = ''",
-    "SET SESSION wait_timeout = 86400",
-];
+/// One statement: one round trip.
+const COORDINATOR_SETUP: &str = "SET NAMES utf8mb4, SESSION sql_quote_show_create = 1, \
+     SESSION time_zone = '+00:00', SESSION sql_mode = '', SESSION wait_timeout = 86400";
 
 pub fn source_info(s: &mut Session) -> Result<SourceInfo> {
     let rows = s.query(if s.info().is_mysql() {
@@ -95,18 +91,24 @@ pub fn dump(
     opts: &LogicalOptions,
     progress: &Progress,
 ) -> Result<LogicalSnapshot> {
+    // The workers connect while the coordinator checks the source. Should a check fail, they
+    // are dropped when they are done connecting.
+    let jobs = opts.jobs.max(1);
+    let workers = {
+        let connect = connect.clone();
+        std::thread::spawn(move || consistency::connect_workers(&connect, jobs))
+    };
     let mut coord = Session::connect(connect)?;
-    for stmt in COORDINATOR_SETUP {
-        coord.exec(stmt)?;
-    }
+    coord.exec(COORDINATOR_SETUP)?;
     crate::mysql::privileges::require(
         &mut coord,
         crate::mysql::privileges::LOGICAL_BACKUP,
         "take a logical backup",
     )?;
     let source = source_info(&mut coord)?;
-    let jobs = opts.jobs.max(1);
-    let mut workers = consistency::connect_workers(connect, jobs)?;
+    let mut workers = workers
+        .join()
+        .unwrap_or_else(|_| Err(Error::Internal("a connecting thread panicked".into())))?;
     let point = consistency::take(
         &mut coord,
         &mut workers,
