@@ -231,7 +231,8 @@ pub fn load(
         return Err(e);
     }
     // The progress schema goes before the variables are put back (see put_back_variables).
-    // Killed in between, the target keeps its larger redo log: the restore itself is done.
+    // Killed in between, the target keeps the load's settings (a larger redo log,
+    // local_infile on): the restore itself is done.
     progress::drop(&mut coord)?;
     settings::put_back_variables(&mut coord, &changed, &mut report.warnings);
     report.seconds = started.elapsed().as_secs_f64();
