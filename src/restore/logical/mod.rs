@@ -251,7 +251,15 @@ fn load_all(
     progress: &LoadProgress,
     report: &mut LoadReport,
 ) -> Result<()> {
-    objects::create_schema(coord, meta, done)?;
+    objects::create_databases(coord, meta, done)?;
+    let tables: Vec<(&str, &Table)> = meta
+        .databases
+        .iter()
+        .flat_map(|db| db.tables.iter().map(move |t| (db.name.as_str(), t)))
+        .collect();
+    on_connections(target, "utf8mb4", opts.jobs, tables, |s, (db, t)| {
+        objects::create_table(s, db, t, done)
+    })?;
     load_rows(repo, snap, meta, target, opts, done, progress)?;
     report.rows = meta.rows;
     build_indexes(meta, target, opts, done)?;
@@ -359,24 +367,40 @@ fn load_rows(
             ))?;
         }
     }
-    // Big chunks first (popped from the end), so the tail is made of small ones.
-    jobs.sort_by_key(|j| j.rows);
-    let queue = Mutex::new(jobs);
+    // Big chunks first, so the tail is made of small ones.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.rows));
+    on_connections(target, "binary", opts.jobs, jobs, |s, job| {
+        load_chunk(repo, snap, s, &job)?;
+        progress.rows.fetch_add(job.rows, Ordering::Relaxed);
+        progress.chunks_done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    })
+}
+
+/// Runs `work` on each item, in order, on `jobs` loader connections at once (`names` their
+/// character set); the first error stops them all.
+fn on_connections<T: Send>(
+    target: &ConnectOptions,
+    names: &str,
+    jobs: usize,
+    items: Vec<T>,
+    work: impl Fn(&mut Session, T) -> Result<()> + Sync,
+) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let queue = Mutex::new(items.into_iter());
     let first_error: FirstError<Error> = FirstError::new();
     std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.max(1) {
-            let (queue, first_error) = (&queue, &first_error);
+        for _ in 0..jobs.max(1) {
+            let (queue, first_error, work) = (&queue, &first_error, &work);
             scope.spawn(move || {
                 let run = || -> Result<()> {
-                    let mut s = connect_loader(target, "binary")?;
+                    let mut s = connect_loader(target, names)?;
                     while !first_error.failed() {
-                        let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop()
-                        else {
-                            break;
-                        };
-                        load_chunk(repo, snap, &mut s, &job)?;
-                        progress.rows.fetch_add(job.rows, Ordering::Relaxed);
-                        progress.chunks_done.fetch_add(1, Ordering::Relaxed);
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        let Some(item) = next else { break };
+                        work(&mut s, item)?;
                     }
                     Ok(())
                 };
@@ -490,7 +514,7 @@ fn build_indexes(
     opts: &LoadOptions,
     done: &HashSet<String>,
 ) -> Result<()> {
-    let mut jobs: Vec<(String, String, String)> = Vec::new();
+    let mut jobs: Vec<(String, String)> = Vec::new();
     for db in &meta.databases {
         for t in db.tables.iter().filter(|t| !t.deferred_indexes.is_empty()) {
             let item = format!("index:{}.{}", db.name, t.name);
@@ -501,36 +525,15 @@ fn build_indexes(
                     quote_ident(&t.name),
                     t.deferred_indexes.join(", ")
                 );
-                jobs.push((item, sql, t.name.clone()));
+                jobs.push((item, sql));
             }
         }
     }
-    let queue = Mutex::new(jobs);
-    let first_error: FirstError<Error> = FirstError::new();
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.max(1) {
-            let (queue, first_error) = (&queue, &first_error);
-            scope.spawn(move || {
-                let run = || -> Result<()> {
-                    let mut s = connect_loader(target, "utf8mb4")?;
-                    loop {
-                        let Some((item, sql, _)) =
-                            queue.lock().unwrap_or_else(|e| e.into_inner()).pop()
-                        else {
-                            break;
-                        };
-                        s.exec(&sql)?;
-                        s.exec(&progress::mark_sql(&item))?;
-                    }
-                    Ok(())
-                };
-                if let Err(e) = run() {
-                    first_error.set(e);
-                }
-            });
-        }
-    });
-    first_error.into_result()
+    on_connections(target, "utf8mb4", opts.jobs, jobs, |s, (item, sql)| {
+        s.exec(&sql)?;
+        s.exec(&progress::mark_sql(&item))?;
+        Ok(())
+    })
 }
 
 /// Makes the target's GTID state the snapshot's, so replication and PITR continue from it.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use super::progress;
 use crate::error::{Error, Result};
 use crate::mysql::session::{Session, quote_ident, quote_str};
-use crate::snapshot::logical::format::{DumpMeta, StoredObject};
+use crate::snapshot::logical::format::{DumpMeta, StoredObject, Table};
 
 /// Runs `sql` and records `item` as done; skips both when it is done already.
 fn step(s: &mut Session, done: &HashSet<String>, item: &str, sqls: &[String]) -> Result<()> {
@@ -21,29 +21,31 @@ fn step(s: &mut Session, done: &HashSet<String>, item: &str, sqls: &[String]) ->
     Ok(())
 }
 
-pub fn create_schema(s: &mut Session, meta: &DumpMeta, done: &HashSet<String>) -> Result<()> {
+pub fn create_databases(s: &mut Session, meta: &DumpMeta, done: &HashSet<String>) -> Result<()> {
     for db in &meta.databases {
         let create = db
             .create
             .replacen("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1);
         step(s, done, &format!("db:{}", db.name), &[create])?;
-        for t in &db.tables {
-            let qualified = format!("{}.{}", quote_ident(&db.name), quote_ident(&t.name));
-            // DDL commits on its own: a table created by a run that died before marking it
-            // is dropped and made again.
-            step(
-                s,
-                done,
-                &format!("table:{}.{}", db.name, t.name),
-                &[
-                    format!("USE {}", quote_ident(&db.name)),
-                    format!("DROP TABLE IF EXISTS {qualified}"),
-                    t.create.clone(),
-                ],
-            )?;
-        }
     }
     Ok(())
+}
+
+/// Creates one table (its database exists).
+pub fn create_table(s: &mut Session, db: &str, t: &Table, done: &HashSet<String>) -> Result<()> {
+    let qualified = format!("{}.{}", quote_ident(db), quote_ident(&t.name));
+    // DDL commits on its own: a table created by a run that died before marking it is
+    // dropped and made again.
+    step(
+        s,
+        done,
+        &format!("table:{db}.{}", t.name),
+        &[
+            format!("USE {}", quote_ident(db)),
+            format!("DROP TABLE IF EXISTS {qualified}"),
+            t.create.clone(),
+        ],
+    )
 }
 
 fn with_settings(obj: &StoredObject, db: &str, drop: String) -> Vec<String> {
