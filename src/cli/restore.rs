@@ -121,6 +121,7 @@ impl RestoreArgs {
             jobs: jobs.max(1),
             disable_redo_log: self.disable_redo_log,
             redo_log_capacity: self.redo_log_capacity.saturating_mul(1024 * 1024),
+            keep_load_settings: false,
             force: self.force,
             users: !self.no_users,
         }

@@ -64,7 +64,12 @@ pub fn run(
     let mut s = logical::connect_loader(server, "utf8mb4")?;
     logical::check_target(&mut s, &snap.id, load_opts.force)?;
     drop(s);
-    let load = logical::load(repo, &snap, server, load_opts, load_progress)?;
+    // The replay writes as much as the load: the load's settings stay until it is done.
+    let load_opts = LoadOptions {
+        keep_load_settings: true,
+        ..load_opts.clone()
+    };
+    let mut load = logical::load(repo, &snap, server, &load_opts, load_progress)?;
     let expected =
         GtidSet::parse(&plan.expected_gtids).map_err(|e| Error::Internal(e.to_string()))?;
     let stop = plan
@@ -78,6 +83,11 @@ pub fn run(
         stop,
         &expected,
         replay_progress,
-    )?;
+    );
+    let put_back = logical::connect_loader(server, "utf8mb4").map(|mut s| {
+        logical::settings::put_back_list(&mut s, &load.server_settings, &mut load.warnings)
+    });
+    let replay = replay?;
+    put_back?;
     Ok(PitrReport { plan, load, replay })
 }

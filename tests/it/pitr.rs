@@ -144,7 +144,10 @@ fn restore_to_five_instants_equals_the_source_at_each() {
         replica.replicate_until(&truth.to_string());
         assert_eq!(replica.gtid_executed(), truth, "{what}: replica");
 
-        let target = TestServer::mysql97();
+        // A small redo log: grown for the load and the replay, then put back.
+        let target = TestServer::builder(crate::support::Flavor::Mysql97)
+            .option("--innodb-redo-log-capacity=8M")
+            .start();
         let run = myvault(&[
             "restore",
             "--repo",
@@ -156,6 +159,19 @@ fn restore_to_five_instants_equals_the_source_at_each() {
             "--json",
         ]);
         run.expect_code(0);
+        assert_eq!(
+            run.json()["load"]["server_settings"][0]["name"],
+            "innodb_redo_log_capacity",
+            "{what}: {}",
+            run.stdout
+        );
+        assert_eq!(
+            target
+                .value("SELECT @@GLOBAL.innodb_redo_log_capacity")
+                .unwrap(),
+            (8 << 20).to_string(),
+            "{what}: the redo log was not put back"
+        );
         let restored =
             GtidSet::parse(&target.value("SELECT @@GLOBAL.gtid_executed").unwrap()).unwrap();
         assert_eq!(

@@ -36,6 +36,10 @@ pub struct LoadOptions {
     /// The most the target's redo log is raised to during the load (0: leave it); see
     /// [`settings::redo_size_for`]. Put back at the end.
     pub redo_log_capacity: u64,
+    /// Leave the grown redo log (and the other settings in the report's `server_settings`) for
+    /// the caller to put back with [`settings::put_back_list`]: a replay after the load writes
+    /// as much and would first wait for the shrink's flushing.
+    pub keep_load_settings: bool,
     /// Load into a server that already has databases or GTIDs.
     pub force: bool,
     /// Create the snapshot's accounts (those the target lacks).
@@ -53,6 +57,7 @@ impl Default for LoadOptions {
             jobs: 2,
             disable_redo_log: false,
             redo_log_capacity: DEFAULT_REDO_LOG_CAPACITY,
+            keep_load_settings: false,
             force: false,
             users: true,
         }
@@ -234,7 +239,9 @@ pub fn load(
     // Killed in between, the target keeps the load's settings (a larger redo log,
     // local_infile on): the restore itself is done.
     progress::drop(&mut coord)?;
-    settings::put_back_variables(&mut coord, &changed, &mut report.warnings);
+    if !opts.keep_load_settings {
+        settings::put_back_variables(&mut coord, &changed, &mut report.warnings);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

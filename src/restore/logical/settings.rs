@@ -249,7 +249,12 @@ pub fn put_back_redo_log(s: &mut Session, changed: &Changed) -> Result<()> {
 /// back makes the server flush until its checkpoint age fits, and statements that write wait
 /// for that meanwhile: run this last.
 pub fn put_back_variables(s: &mut Session, changed: &Changed, warnings: &mut Vec<String>) {
-    for v in changed.variables.iter().rev() {
+    put_back_list(s, &changed.variables, warnings);
+}
+
+/// [`put_back_variables`] from a load's report, for a caller that kept the settings longer.
+pub fn put_back_list(s: &mut Session, variables: &[SettingChange], warnings: &mut Vec<String>) {
+    for v in variables.iter().rev() {
         // The value was read from the server; anything but a plain word is not sent back.
         let plain = !v.before.is_empty()
             && v.before
