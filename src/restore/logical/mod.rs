@@ -396,10 +396,12 @@ fn on_connections<T: Send>(
     if items.is_empty() {
         return Ok(());
     }
+    // No more connections than items: each costs a login and a session setup.
+    let connections = jobs.clamp(1, items.len());
     let queue = Mutex::new(items.into_iter());
     let first_error: FirstError<Error> = FirstError::new();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
+        for _ in 0..connections {
             let (queue, first_error, work) = (&queue, &first_error, &work);
             scope.spawn(move || {
                 let run = || -> Result<()> {
