@@ -18,4 +18,6 @@ pub mod seed;
 pub mod server;
 pub mod snapshot;
 pub mod storage;
+#[cfg(test)]
+pub mod test_rng;
 pub mod timespec;

@@ -523,13 +523,8 @@ mod tests {
 
     #[test]
     fn random_algebra_is_consistent() {
-        let mut x = 12345u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_rng::XorShift64::new(12345);
+        let mut next = move || rng.next_u64();
         let u = Uuid::parse(A).unwrap();
         for _ in 0..200 {
             let mut sets = [GtidSet::new(), GtidSet::new()];

@@ -108,14 +108,12 @@ mod tests {
 
     /// Rows of random digits, like sysbench's `c` and `pad` columns.
     fn digits(rows: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
+        let mut rng = crate::test_rng::XorShift64::new(seed | 1);
         let mut out = Vec::new();
         for i in 0..rows {
             out.extend_from_slice(format!("{i}\t").as_bytes());
             for j in 0..120 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 out.push(if j % 12 == 11 {
                     b'-'
                 } else {

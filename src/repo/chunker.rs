@@ -293,15 +293,15 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x >> 24) as u8
-            })
-            .collect()
+        let mut rng = crate::test_rng::XorShift32::new(seed);
+        (0..n).map(|_| (rng.next_u32() >> 24) as u8).collect()
+    }
+
+    /// How many of `before`'s chunks are also chunks of `edited`.
+    fn surviving(before: &[Vec<u8>], cfg: &ChunkerConfig, edited: &[u8]) -> usize {
+        let after: std::collections::HashSet<Vec<u8>> =
+            cfg.chunks(edited).collect_all().into_iter().collect();
+        before.iter().filter(|c| after.contains(*c)).count()
     }
 
     #[test]
@@ -315,9 +315,7 @@ mod tests {
         // Insert 100 bytes near the start: almost every later chunk is unchanged.
         let mut b = a.clone();
         b.splice(1000..1000, data(100, 9));
-        let after: std::collections::HashSet<Vec<u8>> =
-            cfg.chunks(&b[..]).collect_all().into_iter().collect();
-        let same = chunks.iter().filter(|c| after.contains(*c)).count();
+        let same = surviving(&chunks, &cfg, &b);
         assert!(
             same + 3 >= chunks.len(),
             "{same} of {} chunks survived",
@@ -393,9 +391,7 @@ mod tests {
         b.insert(5000, b"inserted row\n".to_vec());
         b.remove(9000);
         let b = b.concat();
-        let after: std::collections::HashSet<Vec<u8>> =
-            cfg.chunks(&b[..]).collect_all().into_iter().collect();
-        let same = before.iter().filter(|c| after.contains(*c)).count();
+        let same = surviving(&before, &cfg, &b);
         assert!(
             same + 6 >= before.len(),
             "{same} of {} chunks survived three row changes",

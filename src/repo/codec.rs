@@ -126,15 +126,8 @@ mod tests {
         let (c, z) = encode(&text, 1);
         assert_eq!(c, Codec::Zstd);
         assert_eq!(decode(c, &z, text.len()).unwrap(), text);
-        let mut x = 88172645463325252u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let mut rng = crate::test_rng::XorShift64::new(88172645463325252);
+        let noise: Vec<u8> = (0..4096).map(|_| (rng.next_u64() >> 32) as u8).collect();
         let (c, z) = encode(&noise, 1);
         assert_eq!(c, Codec::Raw);
         assert_eq!(decode(c, &z, noise.len()).unwrap(), noise);

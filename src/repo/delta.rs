@@ -75,15 +75,8 @@ mod tests {
     use super::*;
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b'a' + (x % 26) as u8
-            })
-            .collect()
+        let mut rng = crate::test_rng::XorShift64::new(seed | 1);
+        (0..n).map(|_| b'a' + (rng.next_u64() % 26) as u8).collect()
     }
 
     #[test]

@@ -27,12 +27,10 @@ fn new_repo() -> (Arc<MemoryStorage>, Arc<Repo>) {
 }
 
 fn data(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.max(1);
+    let mut rng = crate::test_rng::XorShift32::new(seed.max(1));
     (0..n)
         .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+            let x = rng.next_u32();
             // Half text-like, half noise: compresses a little, like real dumps.
             if i % 2 == 0 {
                 b'a' + (x % 26) as u8

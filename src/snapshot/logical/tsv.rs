@@ -255,13 +255,8 @@ mod tests {
 
     #[test]
     fn the_plain_row_path_writes_what_the_general_one_does() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let (mut plain, mut general) = (0, 0);
         for _ in 0..5000 {
             let columns = 1 + (next() % 6) as usize;
