@@ -177,3 +177,8 @@ fn mysql_kind(e: &mysql::Error) -> ErrorKind {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The result of a joined thread: a panic becomes an internal error naming the thread.
+pub fn joined<T>(outcome: std::thread::Result<Result<T>>, thread: &str) -> Result<T> {
+    outcome.unwrap_or_else(|_| Err(Error::Internal(format!("the {thread} thread panicked"))))
+}

@@ -37,7 +37,7 @@ pub struct LoadOptions {
     /// [`settings::redo_size_for`]. Put back at the end.
     pub redo_log_capacity: u64,
     /// Leave the grown redo log (and the other settings in the report's `server_settings`) for
-    /// the caller to put back with [`settings::put_back_list`]: a replay after the load writes
+    /// the caller to put back with [`settings::put_back_variables`]: a replay after the load writes
     /// as much and would first wait for the shrink's flushing.
     pub keep_load_settings: bool,
     /// Load into a server that already has databases or GTIDs.
@@ -232,7 +232,7 @@ pub fn load(
     // Whatever happened, the server must not be left without its redo log.
     settings::put_back_redo_log(&mut coord, &changed)?;
     if let Err(e) = result {
-        settings::put_back_variables(&mut coord, &changed, &mut report.warnings);
+        settings::put_back_variables(&mut coord, changed.variables(), &mut report.warnings);
         return Err(e);
     }
     // The progress schema goes before the variables are put back (see put_back_variables).
@@ -240,7 +240,7 @@ pub fn load(
     // local_infile on): the restore itself is done.
     progress::drop(&mut coord)?;
     if !opts.keep_load_settings {
-        settings::put_back_variables(&mut coord, &changed, &mut report.warnings);
+        settings::put_back_variables(&mut coord, changed.variables(), &mut report.warnings);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

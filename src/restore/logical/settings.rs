@@ -59,7 +59,8 @@ fn recorded(done: &HashSet<String>, name: &str) -> Option<String> {
         .find_map(|item| item.strip_prefix(&prefix).map(str::to_string))
 }
 
-fn record(s: &mut Session, done: &HashSet<String>, item: &str) -> Result<()> {
+/// Records `item` in the progress schema unless an earlier run did.
+fn record(s: &mut Session, done: &HashSet<String>, item: &str) -> Result<(), crate::mysql::Error> {
     if !done.contains(item) {
         s.exec(&progress::mark_sql(item))?;
     }
@@ -90,7 +91,7 @@ fn set_variable(
     let before = match earlier {
         Some(before) => before,
         None => {
-            s.exec(&progress::mark_sql(&format!("{RECORD}{name}={current}")))?;
+            record(s, done, &format!("{RECORD}{name}={current}"))?;
             current
         }
     };
@@ -245,15 +246,15 @@ pub fn put_back_redo_log(s: &mut Session, changed: &Changed) -> Result<()> {
     Ok(())
 }
 
-/// Sets the changed variables back; one that cannot be is a warning. Shrinking the redo log
-/// back makes the server flush until its checkpoint age fits, and statements that write wait
-/// for that meanwhile: run this last.
-pub fn put_back_variables(s: &mut Session, changed: &Changed, warnings: &mut Vec<String>) {
-    put_back_list(s, &changed.variables, warnings);
-}
-
-/// [`put_back_variables`] from a load's report, for a caller that kept the settings longer.
-pub fn put_back_list(s: &mut Session, variables: &[SettingChange], warnings: &mut Vec<String>) {
+/// Sets the changed variables back (a load's `Changed::variables`, or its report's
+/// `server_settings` for a caller that kept them longer); one that cannot be is a warning.
+/// Shrinking the redo log back makes the server flush until its checkpoint age fits, and
+/// statements that write wait for that meanwhile: run this last.
+pub fn put_back_variables(
+    s: &mut Session,
+    variables: &[SettingChange],
+    warnings: &mut Vec<String>,
+) {
     for v in variables.iter().rev() {
         // The value was read from the server; anything but a plain word is not sent back.
         let plain = !v.before.is_empty()

@@ -57,10 +57,7 @@ pub fn connect_workers(opts: &ConnectOptions, n: usize) -> Result<Vec<Conn>> {
         let handles: Vec<_> = (0..n).map(|_| s.spawn(connect)).collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Internal("a connecting thread panicked".into())))
-            })
+            .map(|h| crate::error::joined(h.join(), "connecting"))
             .collect()
     })
 }

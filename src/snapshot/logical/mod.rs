@@ -106,9 +106,7 @@ pub fn dump(
         "take a logical backup",
     )?;
     let source = source_info(&mut coord)?;
-    let mut workers = workers
-        .join()
-        .unwrap_or_else(|_| Err(Error::Internal("a connecting thread panicked".into())))?;
+    let mut workers = crate::error::joined(workers.join(), "connecting")?;
     let point = consistency::take(
         &mut coord,
         &mut workers,
@@ -142,9 +140,7 @@ pub fn dump(
             let rows = s.spawn(|| dump_chunks(&mut workers, &tables, plan, writer, progress));
             let defs = read_creates(&mut coord, &tables)
                 .and_then(|creates| Ok((creates, read_objects(&mut coord, &dbs)?)));
-            let done = rows
-                .join()
-                .unwrap_or_else(|_| Err(Error::Internal("a dump thread panicked".into())));
+            let done = crate::error::joined(rows.join(), "dump");
             (done, defs)
         });
         // The rows' error first: when the source goes away, that is where it shows.
