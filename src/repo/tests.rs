@@ -255,6 +255,29 @@ fn interrupted_write_leaves_indexed_packs_that_a_rerun_reuses() {
 }
 
 #[test]
+fn a_commit_leaves_one_index_file_that_covers_every_pack() {
+    // One pack (the last, written without an index of its own until the merge), then several.
+    for (size, min_packs) in [(100 << 10, 1), (5 << 20, 3)] {
+        let (mem, repo) = new_repo();
+        let content = data(size, 9);
+        let (id, _) = backup(vec![repo], &[("f", &content)]).unwrap();
+        assert_eq!(mem.list("index/").unwrap().len(), 1, "{size} bytes");
+        assert!(
+            mem.list("packs/").unwrap().len() >= min_packs,
+            "{size} bytes"
+        );
+        let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
+        assert_eq!(restore(&fresh, &id, "f").unwrap(), content);
+        assert!(
+            verify::verify(&fresh, true, |_, _| {})
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+    }
+}
+
+#[test]
 fn copy_moves_only_missing_objects() {
     let (_, a) = new_repo();
     let (bmem, b) = new_repo();

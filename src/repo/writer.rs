@@ -54,6 +54,8 @@ struct TargetState {
     /// One index file per uploaded pack, so an interrupted write leaves its packs indexed
     /// and a rerun reuses them; merged into one file when the writer finishes.
     pack_index_keys: Vec<String>,
+    /// The last pack, written by [`Target::drain`], has no index file yet.
+    unindexed: bool,
     failed: Option<String>,
     new_bytes: u64,
     new_chunks: u64,
@@ -83,6 +85,7 @@ impl Target {
             added: HashSet::new(),
             uploaded: Vec::new(),
             pack_index_keys: Vec::new(),
+            unindexed: false,
             failed: None,
             new_bytes: 0,
             new_chunks: 0,
@@ -172,11 +175,13 @@ impl Target {
         }
     }
 
-    /// Sends the last partial pack and waits for every upload to end.
+    /// Stores the last partial pack and waits for every upload to end. The last pack is
+    /// written here, beside the upload still in flight, and gets no index file of its own:
+    /// [`Target::merge_index`] writes the one that covers it.
     fn drain(&self) {
         let last = {
             let mut st = lock(&self.state);
-            if st.pack.is_empty() {
+            if st.pack.is_empty() || st.failed.is_some() {
                 None
             } else {
                 Some(std::mem::replace(
@@ -185,11 +190,19 @@ impl Target {
                 ))
             }
         };
+        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(pack) = last {
             let (id, bytes, entries) = pack.finish();
-            self.send(FinishedPack { id, bytes, entries });
+            match self.repo.storage().put(&pack_key(&id), &bytes) {
+                Ok(()) => {
+                    let mut st = lock(&self.state);
+                    st.new_bytes += bytes.len() as u64;
+                    st.uploaded.push((id, entries));
+                    st.unindexed = true;
+                }
+                Err(e) => self.fail(e.to_string()),
+            }
         }
-        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(handle) = self
             .uploader
             .lock()
@@ -201,28 +214,30 @@ impl Target {
         }
     }
 
-    /// After [`Target::drain`]: replaces the per-pack index files with one.
-    fn merge_index(&self) -> Result<(), String> {
-        let (uploaded, keys) = {
+    /// After [`Target::drain`]: replaces the per-pack index files with one that also covers
+    /// the last pack. Returns the index files it made redundant, for the caller to remove
+    /// once nothing waits on it.
+    fn merge_index(&self) -> Result<Vec<String>, String> {
+        let (uploaded, keys, unindexed) = {
             let mut st = lock(&self.state);
             (
                 std::mem::take(&mut st.uploaded),
                 std::mem::take(&mut st.pack_index_keys),
+                std::mem::take(&mut st.unindexed),
             )
         };
-        self.repo.record_packs(&uploaded);
-        if uploaded.len() < 2 {
-            return Ok(());
+        if uploaded.len() < 2 && !unindexed {
+            self.repo.record_packs(&uploaded);
+            return Ok(Vec::new());
         }
         let file = index::encode_file(&uploaded);
         let merged = index_key(&Id::sha256(&file));
-        let storage = self.repo.storage();
-        storage.put(&merged, &file).map_err(|e| e.to_string())?;
-        // The merged file is durable, so the small ones can go; a failure here only leaves
-        // redundant index files.
-        let redundant: Vec<String> = keys.into_iter().filter(|k| *k != merged).collect();
-        let _ = storage.delete_many(&redundant);
-        Ok(())
+        self.repo
+            .storage()
+            .put(&merged, &file)
+            .map_err(|e| e.to_string())?;
+        self.repo.record_packs(&uploaded);
+        Ok(keys.into_iter().filter(|k| *k != merged).collect())
     }
 
     fn outcome(&self) -> TargetOutcome {
@@ -595,37 +610,66 @@ impl MultiWriter {
     }
 
     /// Uploads what is pending and writes each repository's index file. Repositories that
-    /// failed are reported, not fatal; the result says which ones now hold every blob.
-    pub fn flush(&self) -> Vec<TargetOutcome> {
+    /// failed are reported, not fatal; the result says which ones now hold every blob, and
+    /// which index files each made redundant.
+    fn flush(&self) -> Vec<(TargetOutcome, Vec<String>)> {
         std::thread::scope(|s| {
-            for t in &self.targets {
-                s.spawn(|| {
-                    t.drain();
-                    if !t.failed()
-                        && let Err(e) = t.merge_index()
-                    {
-                        t.fail(e);
-                    }
-                });
-            }
-        });
-        self.targets.iter().map(Target::outcome).collect()
+            let merges: Vec<_> = self
+                .targets
+                .iter()
+                .map(|t| {
+                    s.spawn(|| {
+                        t.drain();
+                        if t.failed() {
+                            return Vec::new();
+                        }
+                        t.merge_index().unwrap_or_else(|e| {
+                            t.fail(e);
+                            Vec::new()
+                        })
+                    })
+                })
+                .collect();
+            self.targets
+                .iter()
+                .zip(merges)
+                .map(|(t, merge)| {
+                    let redundant = merge.join().unwrap_or_else(|_| {
+                        t.fail("the index merge panicked".into());
+                        Vec::new()
+                    });
+                    (t.outcome(), redundant)
+                })
+                .collect()
+        })
     }
 
     /// Flushes, then runs `commit` (which writes the manifest) for each repository that holds
-    /// every blob. Fails only when no repository could be written.
-    pub fn commit_with(
-        self,
-        commit: impl Fn(&Repo) -> Result<(), String>,
+    /// every blob, while the index files the flush made redundant are removed (nothing needs
+    /// them then; a failure only leaves them behind). Fails only when no repository could be
+    /// written.
+    fn flush_and_commit(
+        &self,
+        commit: impl Fn(&Repo, &TargetOutcome) -> Result<(), String>,
     ) -> Result<Vec<TargetOutcome>> {
-        let mut outcomes = self.flush();
-        for (t, outcome) in self.targets.iter().zip(outcomes.iter_mut()) {
-            if outcome.error.is_none()
-                && let Err(e) = commit(&t.repo)
-            {
-                outcome.error = Some(e);
+        let flushed = self.flush();
+        let mut outcomes = Vec::with_capacity(flushed.len());
+        std::thread::scope(|s| {
+            for ((outcome, redundant), t) in flushed.into_iter().zip(&self.targets) {
+                if !redundant.is_empty() {
+                    let storage = t.repo.storage();
+                    s.spawn(move || storage.delete_many(&redundant));
+                }
+                outcomes.push(outcome);
             }
-        }
+            for (t, outcome) in self.targets.iter().zip(outcomes.iter_mut()) {
+                if outcome.error.is_none()
+                    && let Err(e) = commit(&t.repo, outcome)
+                {
+                    outcome.error = Some(e);
+                }
+            }
+        });
         if outcomes.iter().all(|o| o.error.is_some()) {
             let why: Vec<String> = outcomes
                 .iter()
@@ -636,42 +680,43 @@ impl MultiWriter {
         Ok(outcomes)
     }
 
+    /// Flushes, then runs `commit` (which writes the manifest) for each repository that holds
+    /// every blob. Fails only when no repository could be written.
+    pub fn commit_with(
+        self,
+        commit: impl Fn(&Repo) -> Result<(), String>,
+    ) -> Result<Vec<TargetOutcome>> {
+        self.flush_and_commit(|repo, _| commit(repo))
+    }
+
     /// Flushes, then writes `template` (with this writer's files, size and new bytes) as a
     /// snapshot manifest in every repository that succeeded.
     pub fn commit_snapshot(self, template: SnapshotManifest) -> Result<Committed> {
-        let mut outcomes = self.flush();
         let mut files = std::mem::take(&mut *self.files.lock().unwrap_or_else(|e| e.into_inner()));
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let size = files.iter().map(|f| f.size).sum();
-        for (t, outcome) in self.targets.iter().zip(outcomes.iter_mut()) {
-            if outcome.error.is_some() {
-                continue;
-            }
-            let mut m = template.clone();
-            m.files = files.clone();
-            m.size = size;
-            m.new_bytes = outcome.new_bytes;
-            match t
-                .repo
+        let count = files.len();
+        let mut m = template;
+        m.files = files;
+        m.size = size;
+        let outcomes = self.flush_and_commit(|repo, outcome| {
+            let m = SnapshotManifest {
+                new_bytes: outcome.new_bytes,
+                ..m.clone()
+            };
+            match repo
                 .storage()
                 .create(&snapshot_key(&m.id), &manifest::encode("snapshot", &m))
             {
-                Ok(true) => {}
-                Ok(false) => outcome.error = Some(format!("snapshot {} already exists", m.id)),
-                Err(e) => outcome.error = Some(e.to_string()),
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("snapshot {} already exists", m.id)),
+                Err(e) => Err(e.to_string()),
             }
-        }
-        if outcomes.iter().all(|o| o.error.is_some()) {
-            let why: Vec<String> = outcomes
-                .iter()
-                .map(|o| format!("{}: {}", o.repo, o.error.clone().unwrap_or_default()))
-                .collect();
-            return Err(RepoError::WriteFailed(why.join("; ")));
-        }
+        })?;
         Ok(Committed {
             outcomes,
             size,
-            files: files.len(),
+            files: count,
         })
     }
 }
