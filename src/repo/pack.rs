@@ -8,7 +8,7 @@
 //! damaged or lost index can be rebuilt from the packs alone.
 
 use super::codec::Codec;
-use super::id::{HashAlg, Id};
+use super::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"MVPACK01";
 /// id, codec, raw length, stored length.
@@ -30,12 +30,13 @@ pub struct PackEntry {
 const ALIGN_FROM: usize = 1 << 20;
 const PAGE: usize = 4096;
 
-/// A pack being filled: its bytes are `buf[start..]`.
+/// A pack being filled: its bytes are the parts taken so far, then `buf[start..]`.
 #[derive(Debug)]
 pub struct PackBuilder {
-    hash: HashAlg,
     buf: Vec<u8>,
     start: usize,
+    /// Bytes handed out by [`PackBuilder::take_part`].
+    taken: usize,
     entries: Vec<PackEntry>,
 }
 
@@ -63,25 +64,18 @@ impl std::ops::Deref for PackBytes {
 impl PackBuilder {
     /// A builder that will not reallocate before `capacity` bytes: a pack grown by doubling
     /// would hold up to twice its size in memory.
-    pub fn new(hash: HashAlg, capacity: usize) -> PackBuilder {
-        let room = if capacity >= ALIGN_FROM { PAGE } else { 0 };
-        Self::reusing(hash, Vec::with_capacity(capacity + room))
+    pub fn new(capacity: usize) -> PackBuilder {
+        Self::reusing(buffer(capacity))
     }
 
     /// A builder filling `buf` (emptied first), e.g. the buffer of a pack already uploaded.
-    pub fn reusing(hash: HashAlg, mut buf: Vec<u8>) -> PackBuilder {
-        buf.clear();
-        let start = if buf.capacity() >= ALIGN_FROM {
-            buf.as_ptr().align_offset(PAGE).min(PAGE)
-        } else {
-            0
-        };
-        buf.resize(start, 0);
+    pub fn reusing(mut buf: Vec<u8>) -> PackBuilder {
+        let start = empty_from_page(&mut buf);
         buf.extend_from_slice(MAGIC);
         PackBuilder {
-            hash,
             buf,
             start,
+            taken: 0,
             entries: Vec::new(),
         }
     }
@@ -90,9 +84,32 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    /// Bytes so far (blobs plus magic).
+    /// Bytes so far (blobs plus magic), parts taken included.
     pub fn len(&self) -> usize {
-        self.buf.len() - self.start
+        self.taken + self.buf.len() - self.start
+    }
+
+    /// Takes the bytes since the last part (or the start) up to the last whole page, if there
+    /// are at least `min` of them: a part of the pack that can be stored before the pack is
+    /// finished, at a page-aligned offset. The builder goes on in `next()` (emptied first),
+    /// to which the few bytes past the cut move.
+    pub fn take_part(&mut self, min: usize, next: impl FnOnce() -> Vec<u8>) -> Option<PackBytes> {
+        let pending = self.buf.len() - self.start;
+        if pending < min.max(PAGE) {
+            return None;
+        }
+        let cut = self.start + pending / PAGE * PAGE;
+        let mut next = next();
+        let start = empty_from_page(&mut next);
+        next.extend_from_slice(&self.buf[cut..]);
+        self.buf.truncate(cut);
+        let part = PackBytes {
+            buf: std::mem::replace(&mut self.buf, next),
+            start: self.start,
+        };
+        self.taken += cut - self.start;
+        self.start = start;
+        Some(part)
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -111,8 +128,9 @@ impl PackBuilder {
         });
     }
 
-    /// The finished pack: its id (the hash of all its bytes), bytes and entries.
-    pub fn finish(mut self) -> (Id, PackBytes, Vec<PackEntry>) {
+    /// The rest of the pack (its bytes since the last part taken, then the header) and what
+    /// it holds. When no part was taken, the bytes are the whole pack, named by their hash.
+    pub fn finish(mut self) -> (PackBytes, Vec<PackEntry>) {
         let header_start = self.buf.len();
         for e in &self.entries {
             self.buf.extend_from_slice(e.id.as_bytes());
@@ -129,8 +147,27 @@ impl PackBuilder {
             buf: self.buf,
             start: self.start,
         };
-        (self.hash.id(&bytes), bytes, self.entries)
+        (bytes, self.entries)
     }
+}
+
+/// An empty buffer for a pack or a part of one, of at least `capacity` bytes.
+pub fn buffer(capacity: usize) -> Vec<u8> {
+    let room = if capacity >= ALIGN_FROM { PAGE } else { 0 };
+    Vec::with_capacity(capacity + room)
+}
+
+/// Empties `buf` and fills it up to its first page boundary (large buffers only), so that
+/// what follows can be written around the page cache; returns where the content starts.
+fn empty_from_page(buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    let start = if buf.capacity() >= ALIGN_FROM {
+        buf.as_ptr().align_offset(PAGE).min(PAGE)
+    } else {
+        0
+    };
+    buf.resize(start, 0);
+    start
 }
 
 /// Reads the header at the end of a whole pack file, checking its hash and that the blobs
@@ -177,14 +214,14 @@ pub fn parse_header(pack: &[u8]) -> Result<Vec<PackEntry>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::id::HashAlg;
 
     #[test]
     fn build_and_parse() {
-        let mut b = PackBuilder::new(HashAlg::Blake3, 0);
+        let mut b = PackBuilder::new(0);
         b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
         b.add(Id::sha256(b"two"), Codec::Zstd, 99, b"zz");
-        let (id, bytes, entries) = b.finish();
-        assert_eq!(id, HashAlg::Blake3.id(&bytes));
+        let (bytes, entries) = b.finish();
         let parsed = parse_header(&bytes).unwrap();
         assert_eq!(parsed, entries);
         assert_eq!(&bytes[parsed[0].offset as usize..][..3], b"one");
@@ -193,19 +230,18 @@ mod tests {
 
     #[test]
     fn large_packs_start_on_a_page_and_their_buffer_is_reused() {
-        let mut b = PackBuilder::new(HashAlg::Blake3, 2 << 20);
+        let mut b = PackBuilder::new(2 << 20);
         b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
-        let (id, bytes, entries) = b.finish();
+        let (bytes, entries) = b.finish();
         assert_eq!(bytes.as_ptr() as usize % PAGE, 0);
-        assert_eq!(id, HashAlg::Blake3.id(&bytes));
         assert_eq!(parse_header(&bytes).unwrap(), entries);
         assert_eq!(entries[0].offset, 8);
 
         let buf = bytes.into_buffer();
         let capacity = buf.capacity();
-        let mut b = PackBuilder::reusing(HashAlg::Blake3, buf);
+        let mut b = PackBuilder::reusing(buf);
         b.add(Id::sha256(b"two"), Codec::Raw, 3, b"two");
-        let (_, bytes, entries) = b.finish();
+        let (bytes, entries) = b.finish();
         assert_eq!(bytes.as_ptr() as usize % PAGE, 0);
         assert_eq!(&bytes[..8], MAGIC);
         assert_eq!(&bytes[entries[0].offset as usize..][..3], b"two");
@@ -213,11 +249,55 @@ mod tests {
     }
 
     #[test]
+    fn parts_taken_while_filling_make_up_the_same_pack() {
+        let blobs: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| {
+                (0..(i as usize * 997 % 70_000 + 1))
+                    .map(|j| (j as u32 * 31 + i) as u8)
+                    .collect()
+            })
+            .collect();
+        let build = |parts: bool| {
+            let mut b = PackBuilder::new(2 << 20);
+            let mut out: Vec<PackBytes> = Vec::new();
+            for (i, blob) in blobs.iter().enumerate() {
+                b.add(
+                    HashAlg::Blake3.id(blob),
+                    Codec::Raw,
+                    blob.len() as u32,
+                    blob,
+                );
+                if parts && let Some(part) = b.take_part(100_000, || buffer(2 << 20)) {
+                    assert_eq!(part.as_ptr() as usize % PAGE, 0, "part after blob {i}");
+                    assert_eq!(part.len() % PAGE, 0, "part after blob {i}");
+                    out.push(part);
+                }
+            }
+            assert_eq!(
+                b.len(),
+                blobs.iter().map(Vec::len).sum::<usize>() + MAGIC.len()
+            );
+            let (last, entries) = b.finish();
+            out.push(last);
+            (out, entries)
+        };
+        let (whole, entries) = build(false);
+        let (parts, part_entries) = build(true);
+        assert!(parts.len() > 3, "only {} parts", parts.len());
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(joined, whole[0][..]);
+        assert_eq!(part_entries, entries);
+        assert_eq!(parse_header(&joined).unwrap(), entries);
+        for (e, blob) in entries.iter().zip(&blobs) {
+            assert_eq!(&joined[e.offset as usize..][..blob.len()], &blob[..]);
+        }
+    }
+
+    #[test]
     fn damage_is_detected() {
-        let mut b = PackBuilder::new(HashAlg::Sha256, 0);
+        let mut b = PackBuilder::new(0);
         b.add(Id::sha256(b"one"), Codec::Raw, 3, b"one");
-        let (id, bytes, _) = b.finish();
-        assert_eq!(id, Id::sha256(&bytes));
+        let (bytes, _) = b.finish();
         for i in 8..bytes.len() - 8 {
             let mut bad = bytes.to_vec();
             bad[i] ^= 1;

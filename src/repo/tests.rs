@@ -254,6 +254,15 @@ fn interrupted_write_leaves_indexed_packs_that_a_rerun_reuses() {
     assert_eq!(restore(&fresh, &id, "big").unwrap(), big);
 }
 
+/// Opened afresh (its index read from storage), the repository gives `content` back for
+/// `path` of snapshot `id`, and its check finds nothing wrong.
+fn assert_reads_back(store: Arc<dyn Storage>, id: &str, path: &str, content: &[u8]) {
+    let fresh = Repo::open(store).unwrap();
+    assert_eq!(restore(&fresh, id, path).unwrap(), content);
+    let report = verify::verify(&fresh, true, |_, _| {}).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 #[test]
 fn a_commit_leaves_one_index_file_that_covers_every_pack() {
     // One pack (the last, written without an index of its own until the merge), then several.
@@ -266,15 +275,52 @@ fn a_commit_leaves_one_index_file_that_covers_every_pack() {
             mem.list("packs/").unwrap().len() >= min_packs,
             "{size} bytes"
         );
-        let fresh = Arc::new(Repo::open(mem.clone()).unwrap());
-        assert_eq!(restore(&fresh, &id, "f").unwrap(), content);
-        assert!(
-            verify::verify(&fresh, true, |_, _| {})
-                .unwrap()
-                .problems
-                .is_empty()
-        );
+        assert_reads_back(mem.clone(), &id, "f", &content);
     }
+}
+
+#[test]
+fn packs_stored_in_parts_read_back_and_an_abandoned_write_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::storage::local::LocalStorage::create(dir.path()).unwrap());
+    assert!(store.can_stage(), "local storage stores packs in parts");
+    let config = RepoConfig {
+        pack_size: 4 << 20,
+        ..small_config()
+    };
+    let repo = Arc::new(Repo::init(store.clone(), config).unwrap());
+    let content = data(14 << 20, 3);
+    let (id, outcomes) = backup(vec![repo.clone()], &[("f", &content)]).unwrap();
+    assert!(outcomes[0].error.is_none(), "{:?}", outcomes[0].error);
+    let packs = store.list("packs/").unwrap();
+    assert!(packs.len() >= 2, "{} packs", packs.len());
+    assert!(
+        packs.iter().any(|p| p.size > 3 << 20),
+        "no pack large enough to have been stored in parts"
+    );
+    assert_eq!(store.list("index/").unwrap().len(), 1);
+    {
+        // Interrupted: dropped uncommitted while a pack is being stored in parts.
+        let w = MultiWriter::new(vec![repo.clone()]).unwrap();
+        w.add_file("g", 0o644, &data(6 << 20, 4)[..], w.stream_chunker())
+            .unwrap();
+    }
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(".tmp-"),
+                "left behind: {}",
+                entry.path().display()
+            );
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    assert_reads_back(store, &id, "f", &content);
 }
 
 #[test]

@@ -8,12 +8,11 @@
 //! Write order per repository: packs, then an index file for them, then the manifest. A
 //! manifest is therefore never visible before every blob it names is stored and indexed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::adaptive::StreamCodec;
 use super::chunker::ChunkerConfig;
@@ -25,8 +24,8 @@ use super::manifest::{
     self, ChunkRefs, ContentCheck, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS,
     SnapshotManifest,
 };
-use super::pack::{PackBuilder, PackBytes, PackEntry};
-use super::{Repo, index, index_key, pack_key, snapshot_key};
+use super::upload::Target;
+use super::{Repo, snapshot_key};
 use crate::first_error::FirstError;
 
 /// What happened in one repository.
@@ -38,217 +37,6 @@ pub struct TargetOutcome {
     /// Compressed bytes newly stored (packs).
     pub new_bytes: u64,
     pub new_chunks: u64,
-}
-
-struct FinishedPack {
-    id: Id,
-    bytes: PackBytes,
-    entries: Vec<PackEntry>,
-}
-
-struct TargetState {
-    pack: PackBuilder,
-    /// Blobs added by this writer (in packs uploaded, queued or being filled).
-    added: HashSet<Id>,
-    uploaded: Vec<(Id, Vec<PackEntry>)>,
-    /// One index file per uploaded pack, so an interrupted write leaves its packs indexed
-    /// and a rerun reuses them; merged into one file when the writer finishes.
-    pack_index_keys: Vec<String>,
-    /// The last pack, written by [`Target::drain`], has no index file yet.
-    unindexed: bool,
-    failed: Option<String>,
-    new_bytes: u64,
-    new_chunks: u64,
-}
-
-struct Target {
-    repo: Arc<Repo>,
-    state: Arc<Mutex<TargetState>>,
-    /// The buffer of the last uploaded pack, filled again by the next one: allocating and
-    /// freeing tens of MiB per pack cost page faults (and, in VMs, host faults) on every byte.
-    /// One is enough, as the next pack is filled while this one uploads.
-    spare: Arc<Mutex<Option<Vec<u8>>>>,
-    sender: Mutex<Option<SyncSender<FinishedPack>>>,
-    uploader: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock(m: &Mutex<TargetState>) -> MutexGuard<'_, TargetState> {
-    // Every update of the state is complete before the lock is released, so a poisoned
-    // lock still guards consistent data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Target {
-    fn new(repo: Arc<Repo>, pack_capacity: usize) -> Target {
-        let state = Arc::new(Mutex::new(TargetState {
-            pack: PackBuilder::new(repo.hash(), pack_capacity),
-            added: HashSet::new(),
-            uploaded: Vec::new(),
-            pack_index_keys: Vec::new(),
-            unindexed: false,
-            failed: None,
-            new_bytes: 0,
-            new_chunks: 0,
-        }));
-        // No queue: the next pack is filled while this one uploads, and one uploaded pack's
-        // buffer is kept for reuse, so at most three pack buffers per repository exist.
-        let (tx, rx) = sync_channel::<FinishedPack>(0);
-        let spare = Arc::new(Mutex::new(None));
-        let (thread_repo, thread_state, thread_spare) =
-            (repo.clone(), state.clone(), spare.clone());
-        let handle = std::thread::spawn(move || {
-            for pack in rx {
-                if lock(&thread_state).failed.is_some() {
-                    continue;
-                }
-                let len = pack.bytes.len() as u64;
-                let storage = thread_repo.storage();
-                let indexed = [(pack.id, pack.entries)];
-                let index_file = index::encode_file(&indexed);
-                let index_key = index_key(&Id::sha256(&index_file));
-                let [(id, entries)] = indexed;
-                match storage
-                    .put(&pack_key(&id), &pack.bytes)
-                    .and_then(|()| storage.put(&index_key, &index_file))
-                {
-                    Ok(()) => {
-                        let mut st = lock(&thread_state);
-                        st.new_bytes += len;
-                        st.uploaded.push((id, entries));
-                        st.pack_index_keys.push(index_key);
-                    }
-                    Err(e) => lock(&thread_state).failed = Some(e.to_string()),
-                }
-                let mut spare = thread_spare.lock().unwrap_or_else(|e| e.into_inner());
-                if spare.is_none() {
-                    *spare = Some(pack.bytes.into_buffer());
-                }
-            }
-        });
-        Target {
-            repo,
-            state,
-            spare,
-            sender: Mutex::new(Some(tx)),
-            uploader: Mutex::new(Some(handle)),
-        }
-    }
-
-    fn failed(&self) -> bool {
-        lock(&self.state).failed.is_some()
-    }
-
-    /// An empty pack, in the buffer of an uploaded one when there is one.
-    fn next_pack(&self, capacity: usize) -> PackBuilder {
-        let buf = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match buf {
-            Some(buf) => PackBuilder::reusing(self.repo.hash(), buf),
-            None => PackBuilder::new(self.repo.hash(), capacity),
-        }
-    }
-
-    /// Whether blob `id` is in this repository or on its way there.
-    fn holds(&self, id: &Id) -> bool {
-        lock(&self.state).added.contains(id) || self.repo.has_blob(id).unwrap_or(false)
-    }
-
-    fn fail(&self, why: String) {
-        let mut st = lock(&self.state);
-        if st.failed.is_none() {
-            st.failed = Some(why);
-        }
-    }
-
-    fn send(&self, pack: FinishedPack) {
-        let sender = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match sender {
-            Some(tx) => {
-                if tx.send(pack).is_err() {
-                    self.fail("the upload thread stopped".into());
-                }
-            }
-            None => self.fail("pack sent after the writer was closed".into()),
-        }
-    }
-
-    /// Stores the last partial pack and waits for every upload to end. The last pack is
-    /// written here, beside the upload still in flight, and gets no index file of its own:
-    /// [`Target::merge_index`] writes the one that covers it.
-    fn drain(&self) {
-        let last = {
-            let mut st = lock(&self.state);
-            if st.pack.is_empty() || st.failed.is_some() {
-                None
-            } else {
-                Some(std::mem::replace(
-                    &mut st.pack,
-                    PackBuilder::new(self.repo.hash(), 0),
-                ))
-            }
-        };
-        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(pack) = last {
-            let (id, bytes, entries) = pack.finish();
-            match self.repo.storage().put(&pack_key(&id), &bytes) {
-                Ok(()) => {
-                    let mut st = lock(&self.state);
-                    st.new_bytes += bytes.len() as u64;
-                    st.uploaded.push((id, entries));
-                    st.unindexed = true;
-                }
-                Err(e) => self.fail(e.to_string()),
-            }
-        }
-        if let Some(handle) = self
-            .uploader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            && handle.join().is_err()
-        {
-            self.fail("the upload thread panicked".into());
-        }
-    }
-
-    /// After [`Target::drain`]: replaces the per-pack index files with one that also covers
-    /// the last pack. Returns the index files it made redundant, for the caller to remove
-    /// once nothing waits on it.
-    fn merge_index(&self) -> Result<Vec<String>, String> {
-        let (uploaded, keys, unindexed) = {
-            let mut st = lock(&self.state);
-            (
-                std::mem::take(&mut st.uploaded),
-                std::mem::take(&mut st.pack_index_keys),
-                std::mem::take(&mut st.unindexed),
-            )
-        };
-        if uploaded.len() < 2 && !unindexed {
-            self.repo.record_packs(&uploaded);
-            return Ok(Vec::new());
-        }
-        let file = index::encode_file(&uploaded);
-        let merged = index_key(&Id::sha256(&file));
-        self.repo
-            .storage()
-            .put(&merged, &file)
-            .map_err(|e| e.to_string())?;
-        self.repo.record_packs(&uploaded);
-        Ok(keys.into_iter().filter(|k| *k != merged).collect())
-    }
-
-    fn outcome(&self) -> TargetOutcome {
-        let st = lock(&self.state);
-        TargetOutcome {
-            repo: self.repo.name().to_string(),
-            error: st.failed.clone(),
-            new_bytes: st.new_bytes,
-            new_chunks: st.new_chunks,
-        }
-    }
 }
 
 /// Writes files and streams into several repositories at once.
@@ -295,10 +83,10 @@ impl MultiWriter {
             parent: None,
             stream_threads: 1,
         };
-        let capacity = writer.pack_capacity();
+        let (pack_size, room) = (writer.pack_size, writer.pack_room());
         writer.targets = repos
             .into_iter()
-            .map(|r| Target::new(r, capacity))
+            .map(|r| Target::new(r, pack_size, room))
             .collect();
         Ok(writer)
     }
@@ -333,9 +121,9 @@ impl MultiWriter {
             .unwrap_or(self.chunker)
     }
 
-    /// Room for a full pack: its size, one more blob, and the header.
-    fn pack_capacity(&self) -> usize {
-        self.pack_size + codec::MAX_BLOB.min(self.chunker.max_chunk() + 1024) + 64 * 1024
+    /// What a pack may hold beyond its size: one more blob, and the header.
+    fn pack_room(&self) -> usize {
+        codec::MAX_BLOB.min(self.chunker.max_chunk() + 1024) + 64 * 1024
     }
 
     /// Fails when every repository has failed: there is no point in reading on.
@@ -344,13 +132,7 @@ impl MultiWriter {
             let why: Vec<String> = self
                 .targets
                 .iter()
-                .map(|t| {
-                    format!(
-                        "{}: {}",
-                        t.repo.name(),
-                        lock(&t.state).failed.clone().unwrap_or_default()
-                    )
-                })
+                .map(|t| format!("{}: {}", t.repo.name(), t.failure().unwrap_or_default()))
                 .collect();
             return Err(RepoError::WriteFailed(why.join("; ")));
         }
@@ -381,12 +163,10 @@ impl MultiWriter {
         for i in needed {
             let t = &self.targets[i];
             match &delta {
-                Some((base, stored)) if t.holds(base) => {
-                    self.add_to_pack(t, id, Codec::Delta, raw_len, stored)
-                }
+                Some((base, stored)) if t.holds(base) => t.add(id, Codec::Delta, raw_len, stored),
                 _ => {
                     let (codec, stored) = whole.get();
-                    self.add_to_pack(t, id, *codec, raw_len, stored)
+                    t.add(id, *codec, raw_len, stored)
                 }
             }
         }
@@ -395,39 +175,9 @@ impl MultiWriter {
 
     /// The targets that still need blob `id`; marks it as added in each.
     fn missing_in(&self, id: &Id) -> Vec<usize> {
-        let mut needed = Vec::new();
-        for (i, t) in self.targets.iter().enumerate() {
-            let mut st = lock(&t.state);
-            if st.failed.is_some() || st.added.contains(id) {
-                continue;
-            }
-            match t.repo.has_blob(id) {
-                Ok(true) => {}
-                Ok(false) => {
-                    st.added.insert(*id);
-                    needed.push(i);
-                }
-                Err(e) => st.failed = Some(e.to_string()),
-            }
-        }
-        needed
-    }
-
-    fn add_to_pack(&self, t: &Target, id: Id, codec: Codec, raw_len: u32, stored: &[u8]) {
-        let full = {
-            let mut st = lock(&t.state);
-            if st.failed.is_some() {
-                return;
-            }
-            st.pack.add(id, codec, raw_len, stored);
-            st.new_chunks += 1;
-            (st.pack.len() >= self.pack_size)
-                .then(|| std::mem::replace(&mut st.pack, t.next_pack(self.pack_capacity())))
-        };
-        if let Some(pack) = full {
-            let (id, bytes, entries) = pack.finish();
-            t.send(FinishedPack { id, bytes, entries });
-        }
+        (0..self.targets.len())
+            .filter(|&i| self.targets[i].claim(id))
+            .collect()
     }
 
     /// Chunks, stores and describes one stream.
@@ -833,10 +583,7 @@ impl Drop for MultiWriter {
         // Stop the upload threads; an abandoned writer leaves packs without index or
         // manifest, which prune removes and a rerun reuses.
         for t in &self.targets {
-            drop(t.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
-            if let Some(h) = t.uploader.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = h.join();
-            }
+            t.close();
         }
     }
 }

@@ -27,16 +27,27 @@ thread_local! {
     static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Creates `path` (which must not exist) holding `data`, synced to stable storage.
-/// `Err` with `EINVAL` means the filesystem refused direct I/O and nothing usable was
-/// written: remove the file and write it normally.
-pub fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
+/// Whether `data` can be written directly: it starts on a block boundary and is whole blocks.
+pub fn is_aligned(data: &[u8]) -> bool {
+    data.as_ptr().align_offset(ALIGN) == 0 && data.len().is_multiple_of(ALIGN)
+}
+
+/// Creates `path` (which must not exist) for direct writes. `Err` with `EINVAL`: the
+/// filesystem refuses direct I/O.
+pub fn create(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_DIRECT)
-        .open(path)?;
+        .open(path)
+}
+
+/// Creates `path` (which must not exist) holding `data`, synced to stable storage.
+/// `Err` with `EINVAL` means the filesystem refused direct I/O and nothing usable was
+/// written: remove the file and write it normally.
+pub fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = create(path)?;
     let aligned_len = data.len() / ALIGN * ALIGN;
     if data.as_ptr().align_offset(ALIGN) == 0 {
         // Already aligned (packs are built so): no staging copy.

@@ -11,12 +11,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{ObjectInfo, Result, Storage, StorageError, direct_write, validate_key};
+use super::{ObjectInfo, Result, StagedObject, Storage, StorageError, direct_write, validate_key};
 
 /// Prefix of in-progress files; never listed as objects.
 const TEMP_PREFIX: &str = ".tmp-";
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
     name: String,
@@ -65,18 +65,22 @@ impl LocalStorage {
         move |e| map_io(&self.name, &key, e)
     }
 
-    /// Writes `data` to a fresh temporary file next to `path`, fsynced.
-    fn write_temp(&self, key: &str, path: &Path, data: &[u8]) -> Result<PathBuf> {
-        let dir = path.parent().unwrap_or(&self.root);
+    /// A fresh temporary file name in `dir`, which is created if needed.
+    fn temp_in(&self, key: &str, dir: &Path) -> Result<PathBuf> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(self.err(key))?;
-        let tmp = dir.join(format!(
+        Ok(dir.join(format!(
             "{TEMP_PREFIX}{}",
             crate::repo::config::random_hex(8)
-        ));
+        )))
+    }
+
+    /// Writes `data` to a fresh temporary file next to `path`, fsynced.
+    fn write_temp(&self, key: &str, path: &Path, data: &[u8]) -> Result<PathBuf> {
+        let tmp = self.temp_in(key, path.parent().unwrap_or(&self.root))?;
         let write = || -> io::Result<()> {
             if data.len() >= direct_write::MIN_SIZE {
                 match direct_write::write_new(&tmp, data) {
@@ -215,6 +219,37 @@ impl Storage for LocalStorage {
         self.delete_many(&[key.to_string()])
     }
 
+    fn can_stage(&self) -> bool {
+        true
+    }
+
+    fn stage(&self, dir: &str) -> Result<Option<Box<dyn StagedObject>>> {
+        let tmp = self.temp_in(dir, &self.path(dir)?)?;
+        let (direct, plain) = match direct_write::create(&tmp) {
+            Ok(f) => (Some(f), None),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = fs::remove_file(&tmp);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(self.err(dir))?;
+                (None, Some(f))
+            }
+            Err(e) => return Err(map_io(&self.name, dir, e)),
+        };
+        Ok(Some(Box::new(StagedFile {
+            store: self.clone(),
+            dir: format!("{dir}/"),
+            tmp,
+            direct,
+            plain,
+            written: 0,
+            committed: false,
+        })))
+    }
+
     fn delete_many(&self, keys: &[String]) -> Result<()> {
         let mut synced: Vec<PathBuf> = Vec::new();
         let mut removed: Vec<PathBuf> = Vec::new();
@@ -247,6 +282,100 @@ impl Storage for LocalStorage {
             }
         }
         result
+    }
+}
+
+/// An object being written in parts (see [`Storage::stage`]): a temporary file, written
+/// around the page cache while the parts allow it, renamed into place by `commit`.
+struct StagedFile {
+    store: LocalStorage,
+    /// The directory given to `stage`, with a trailing `/`.
+    dir: String,
+    tmp: PathBuf,
+    direct: Option<File>,
+    /// Appends through the page cache, once a part was not whole pages (or the filesystem
+    /// refused direct I/O).
+    plain: Option<File>,
+    written: u64,
+    committed: bool,
+}
+
+impl StagedFile {
+    fn write(&mut self, part: &[u8]) -> io::Result<()> {
+        if direct_write::is_aligned(part)
+            && let Some(f) = &mut self.direct
+        {
+            match f.write_all(part) {
+                Ok(()) => {
+                    self.written += part.len() as u64;
+                    return Ok(());
+                }
+                // Direct I/O accepted at open but refused now: go on through the page
+                // cache, from the end of the last part written whole.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.direct = None;
+        let plain = match &mut self.plain {
+            Some(f) => f,
+            None => {
+                let f = OpenOptions::new().append(true).open(&self.tmp)?;
+                f.set_len(self.written)?;
+                self.plain.insert(f)
+            }
+        };
+        plain.write_all(part)?;
+        self.written += part.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, path: &Path) -> io::Result<()> {
+        self.direct = None;
+        let f = match self.plain.take() {
+            Some(f) => f,
+            None => OpenOptions::new().append(true).open(&self.tmp)?,
+        };
+        // Also makes the directly written parts durable, with the file's size.
+        f.sync_all()?;
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        fs::rename(&self.tmp, path)
+    }
+}
+
+impl StagedObject for StagedFile {
+    fn append(&mut self, part: &[u8]) -> Result<()> {
+        let dir = self.dir.clone();
+        self.write(part)
+            .map_err(|e| map_io(&self.store.name, &dir, e))
+    }
+
+    fn commit(mut self: Box<Self>, key: &str) -> Result<()> {
+        if !key.starts_with(&self.dir) {
+            return Err(StorageError::Failed {
+                store: self.store.name.clone(),
+                detail: format!("{key} is not in {}, where it was staged", self.dir),
+            });
+        }
+        let path = self.store.path(key)?;
+        self.finish(&path)
+            .map_err(|e| map_io(&self.store.name, key, e))?;
+        self.committed = true;
+        self.store.sync_dir(&path);
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -97,6 +97,31 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn is_remote(&self) -> bool {
         false
     }
+
+    /// Whether [`Storage::stage`] writes an object's parts as they come. Where it does not,
+    /// callers gather the object and [`Storage::put`] it whole.
+    fn can_stage(&self) -> bool {
+        false
+    }
+
+    /// Starts an object that is written in parts and named only once complete (a pack, named
+    /// by the hash of all its bytes), in directory `dir` or below it. `None` where
+    /// [`Storage::can_stage`] is false.
+    fn stage(&self, dir: &str) -> Result<Option<Box<dyn StagedObject>>> {
+        let _ = dir;
+        Ok(None)
+    }
+}
+
+/// An object being written in parts: see [`Storage::stage`].
+pub trait StagedObject: Send {
+    /// Appends `part`. Parts that start on a page boundary and are whole pages long can be
+    /// written around the page cache; a part that does not must be the last.
+    fn append(&mut self, part: &[u8]) -> Result<()>;
+
+    /// Makes the object durable under `key`, which must lie in the directory given to
+    /// [`Storage::stage`] or below it. Dropped without this, the object leaves nothing behind.
+    fn commit(self: Box<Self>, key: &str) -> Result<()>;
 }
 
 /// Rejects keys that could escape the store's root or confuse object stores.

@@ -400,6 +400,61 @@ fn lock_wait_timeout_and_long_query_guard_abort_instead_of_stalling() {
     src.sql("INSERT INTO a.t VALUES (1)");
 }
 
+/// The three-way wait under write load: a transaction holds a row lock, a statement waits for
+/// that row, the flush waits for that statement, and the transaction's next statement waits
+/// for the flush. Flushing into it stalled every writer until InnoDB's lock wait timeout and
+/// failed the backup after its --lock-wait-timeout; the backup now flushes once the row lock
+/// wait is over.
+#[test]
+fn the_flush_waits_for_row_lock_waits_to_end_instead_of_stalling_every_writer() {
+    let src = TestServer::mysql97();
+    src.sql(
+        "CREATE DATABASE a;\nCREATE TABLE a.t (id INT PRIMARY KEY, n INT);\nINSERT INTO a.t VALUES (1, 0), (2, 0)",
+    );
+    let dir = Scratch::new("repo");
+    let repo = new_repo(&dir);
+    let mut holder = src.session();
+    holder.exec("BEGIN").unwrap();
+    holder
+        .exec("UPDATE a.t SET n = n + 1 WHERE id = 1")
+        .unwrap();
+    let mut waiter = src.session();
+    let waiting = std::thread::spawn(move || {
+        waiter
+            .exec("UPDATE a.t SET n = n + 10 WHERE id = 1")
+            .map(drop)
+    });
+    let holding = std::thread::spawn(move || {
+        // By now the backup is waiting to flush: a flush now would wait for the waiter's
+        // statement, and this statement for the flush.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        holder.exec("UPDATE a.t SET n = n + 1 WHERE id = 2")?;
+        holder.exec("COMMIT").map(drop)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let run = myvault(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--source",
+        &src.url(),
+        "--lock-wait-timeout",
+        "30",
+        "--json",
+    ]);
+    run.expect_code(0);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the backup took {took:?}"
+    );
+    holding.join().unwrap().unwrap();
+    waiting.join().unwrap().unwrap();
+    assert_eq!(src.value("SELECT SUM(n) FROM a.t").as_deref(), Some("12"));
+    assert_eq!(snapshot_count(&repo), 1);
+}
+
 #[test]
 fn ddl_during_the_dump_is_blocked_with_backup_admin_and_detected_without() {
     let src = TestServer::mysql97();

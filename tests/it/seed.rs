@@ -164,6 +164,7 @@ fn three_replicas_seeded_under_load_converge_with_their_own_identities() {
     assert_seeded(&seeding.finish(), "direct clone");
 
     load.stop();
+    load::wait_for_idle(&src, "sb");
     let replicas = [
         ("logical", &logical),
         ("clone snapshot", &physical),

@@ -95,6 +95,62 @@ fn lock_error(e: crate::mysql::Error, what: &str, timeout: u64) -> Error {
     }
 }
 
+/// How long one attempt at a flush may wait (`lock_wait_timeout` counts whole seconds).
+const LOCK_ATTEMPT_SECONDS: u64 = 1;
+const LOCK_PAUSE: Duration = Duration::from_millis(200);
+/// `INNODB_TRX` is served from a cache that is refreshed only when it was last read more than
+/// 100 ms ago: polled faster, it never changes.
+const LOCK_WAIT_POLL: Duration = Duration::from_millis(150);
+
+/// How many statements wait for a row lock; `None` when the account may not see InnoDB's
+/// transactions (that takes PROCESS).
+///
+/// A flush waits for every running statement to close its tables, and statements that open a
+/// table after it started wait for the flush. A statement waiting for a row lock can be
+/// waiting for a transaction whose next statement is one of those: then nothing moves until
+/// InnoDB's lock wait timeout (50 s by default) ends the row lock wait, even when the flush
+/// itself has given up, as the tables it marked for reopening stay marked (seen under sysbench
+/// on MySQL 9.7: every writer stalled, and the backup failed after its 30 s). Flushing only
+/// while no statement waits for a row lock keeps out of that cycle.
+fn row_lock_waits(coord: &mut Session) -> Option<u64> {
+    coord
+        .query_value(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+        )
+        .ok()
+        .flatten()
+        .and_then(|n| n.parse().ok())
+}
+
+/// Runs a flush once no statement waits for a row lock, in attempts of
+/// [`LOCK_ATTEMPT_SECONDS`] with a pause between them in which the writers go on, until
+/// `deadline`. `lock_wait_timeout` is left at one attempt's length.
+fn flush_in_attempts(
+    coord: &mut Session,
+    flush: &str,
+    deadline: Instant,
+) -> Result<(), crate::mysql::Error> {
+    let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+    let attempt = LOCK_ATTEMPT_SECONDS.min(left).max(1);
+    coord.exec(&format!("SET SESSION lock_wait_timeout = {attempt}"))?;
+    loop {
+        while row_lock_waits(coord).is_some_and(|n| n > 0)
+            && Instant::now() + Duration::from_secs(attempt) < deadline
+        {
+            std::thread::sleep(LOCK_WAIT_POLL);
+        }
+        match coord.exec(flush) {
+            Err(e)
+                if e.server_code() == Some(codes::LOCK_WAIT_TIMEOUT)
+                    && Instant::now() + LOCK_PAUSE + Duration::from_secs(attempt) <= deadline =>
+            {
+                std::thread::sleep(LOCK_PAUSE);
+            }
+            done => return done.map(drop),
+        }
+    }
+}
+
 /// Takes the consistent point: every worker is in a snapshot of the same instant.
 pub fn take(
     coord: &mut Session,
@@ -109,6 +165,7 @@ pub fn take(
     ))?;
     let ddl_blocked = info.has_backup_lock() && coord.exec("LOCK INSTANCE FOR BACKUP").is_ok();
     let stages = info.has_backup_stages();
+    let deadline = Instant::now() + Duration::from_secs(lock_wait_timeout);
     let lock_steps: &[&str] = if stages {
         &["BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"]
     } else {
@@ -124,7 +181,12 @@ pub fn take(
         "UNLOCK TABLES"
     };
     for step in lock_steps {
-        if let Err(e) = coord.exec(step) {
+        let taken = if stages {
+            coord.exec(step).map(drop)
+        } else {
+            flush_in_attempts(coord, step, deadline)
+        };
+        if let Err(e) = taken {
             // A stage already entered is left, not kept until the connection closes.
             let _ = coord.exec(unlock);
             return Err(lock_error(e, step, lock_wait_timeout));

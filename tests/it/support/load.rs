@@ -90,6 +90,25 @@ impl Drop for Load {
     }
 }
 
+/// Waits until every session of a stopped load has ended on `srv`: the server still runs
+/// what a killed client had sent (a COMMIT among it) before it notices the client is gone,
+/// so a checksum taken right after [`Load::stop`] can miss a transaction that commits a
+/// moment later.
+pub fn wait_for_idle(srv: &TestServer, db: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let busy = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE DB = '{db}' AND ID <> CONNECTION_ID()"
+    );
+    while srv.value(&busy).as_deref() != Some("0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped load's sessions are still open after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Runs a fixture of statements separated by lines holding only `;;`.
 pub fn run_fixture(srv: &TestServer, path: &str) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
