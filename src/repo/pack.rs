@@ -112,10 +112,6 @@ impl PackBuilder {
         Some(part)
     }
 
-    pub fn contains(&self, id: &Id) -> bool {
-        self.entries.iter().any(|e| &e.id == id)
-    }
-
     pub fn add(&mut self, id: Id, codec: Codec, raw_len: u32, stored: &[u8]) {
         let offset = self.len() as u32;
         self.buf.extend_from_slice(stored);

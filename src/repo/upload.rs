@@ -183,14 +183,19 @@ impl Target {
         };
         // A finished pack's parts were all sent under the lock, before it was replaced.
         if let Some((pack, full)) = full {
-            let (bytes, entries) = full.finish();
-            self.send(Upload::End {
-                pack,
-                bytes,
-                entries,
-                own_index: true,
-            });
+            self.send_end(pack, full, true);
         }
+    }
+
+    /// Finishes pack `pack` and sends the rest of it to the upload thread.
+    fn send_end(&self, pack: u64, builder: PackBuilder, own_index: bool) {
+        let (bytes, entries) = builder.finish();
+        self.send(Upload::End {
+            pack,
+            bytes,
+            entries,
+            own_index,
+        });
     }
 
     fn buffer(&self) -> Vec<u8> {
@@ -228,13 +233,7 @@ impl Target {
             })
         };
         if let Some((pack, last)) = last {
-            let (bytes, entries) = last.finish();
-            self.send(Upload::End {
-                pack,
-                bytes,
-                entries,
-                own_index: false,
-            });
+            self.send_end(pack, last, false);
         }
         self.close();
     }

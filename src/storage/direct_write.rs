@@ -6,16 +6,18 @@
 //! fault on the host as well): a 16 MiB pack took ~40 ms of system time buffered against
 //! ~1 ms direct, and the direct write finished sooner.
 //!
-//! `O_DIRECT` needs the buffer, offset and length aligned to the device's block size, so the
-//! data goes through one reused aligned buffer, and the unaligned tail is written through a
-//! second, ordinary handle. Filesystems without `O_DIRECT` (tmpfs on older kernels, some
-//! network mounts) refuse it with `EINVAL`; the caller then writes normally.
+//! `O_DIRECT` needs the buffer, offset and length aligned to the device's block size. A
+//! [`DirectFile`] writes whole blocks directly (from the caller's buffer when it is aligned,
+//! as pack buffers are, else through one reused aligned buffer) and the first unaligned tail,
+//! and everything after it, through a second, ordinary handle. Filesystems without `O_DIRECT`
+//! (tmpfs on older kernels, some network mounts) refuse it with `EINVAL`, at open or at a
+//! write; the file is then written normally from there.
 
 use std::cell::RefCell;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Files smaller than this are written normally: the saving would not pay for the syscalls.
 pub const MIN_SIZE: usize = 1 << 20;
@@ -27,44 +29,94 @@ thread_local! {
     static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether `data` can be written directly: it starts on a block boundary and is whole blocks.
-pub fn is_aligned(data: &[u8]) -> bool {
-    data.as_ptr().align_offset(ALIGN) == 0 && data.len().is_multiple_of(ALIGN)
+/// A new file, written around the page cache as far as its appends allow.
+pub struct DirectFile {
+    path: PathBuf,
+    direct: Option<File>,
+    /// Appends through the page cache, from the first tail shorter than a block on (or
+    /// from the start, where the filesystem refused direct I/O).
+    plain: Option<File>,
+    written: u64,
 }
 
-/// Creates `path` (which must not exist) for direct writes. `Err` with `EINVAL`: the
-/// filesystem refuses direct I/O.
-pub fn create(path: &Path) -> io::Result<std::fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-}
-
-/// Creates `path` (which must not exist) holding `data`, synced to stable storage.
-/// `Err` with `EINVAL` means the filesystem refused direct I/O and nothing usable was
-/// written: remove the file and write it normally.
-pub fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = create(path)?;
-    let aligned_len = data.len() / ALIGN * ALIGN;
-    if data.as_ptr().align_offset(ALIGN) == 0 {
-        // Already aligned (packs are built so): no staging copy.
-        f.write_all(&data[..aligned_len])?;
-    } else {
-        write_staged(&mut f, &data[..aligned_len])?;
+impl DirectFile {
+    /// Creates `path`, which must not exist, private to its owner.
+    pub fn create(path: &Path) -> io::Result<DirectFile> {
+        let open = |flags| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let (direct, plain) = match open(libc::O_DIRECT) {
+            Ok(f) => (Some(f), None),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = std::fs::remove_file(path);
+                (None, Some(open(0)?))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(DirectFile {
+            path: path.to_path_buf(),
+            direct,
+            plain,
+            written: 0,
+        })
     }
-    drop(f);
-    // The tail is shorter than a block: an ordinary handle writes it (and syncs the whole
-    // file, the direct part included, with its size).
-    let mut f = OpenOptions::new().append(true).open(path)?;
-    f.write_all(&data[aligned_len..])?;
-    f.sync_all()
+
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let whole = data.len() / ALIGN * ALIGN;
+        let mut rest = data;
+        if whole > 0
+            && let Some(f) = &mut self.direct
+        {
+            let head = &data[..whole];
+            let wrote = if head.as_ptr().align_offset(ALIGN) == 0 {
+                f.write_all(head)
+            } else {
+                write_staged(f, head)
+            };
+            match wrote {
+                Ok(()) => {
+                    self.written += whole as u64;
+                    rest = &data[whole..];
+                }
+                // Accepted at open, refused now: all of `data` goes the ordinary way.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !rest.is_empty() {
+            self.plain()?.write_all(rest)?;
+            self.written += rest.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes the data, the directly written part included, and the file's size durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.plain()?.sync_all()
+    }
+
+    /// The ordinary handle; direct writes end here, as the next offset need not be aligned.
+    fn plain(&mut self) -> io::Result<&mut File> {
+        self.direct = None;
+        if self.plain.is_none() {
+            let f = OpenOptions::new().append(true).open(&self.path)?;
+            // A direct write refused part-way may have left bytes past the last whole one.
+            f.set_len(self.written)?;
+            self.plain = Some(f);
+        }
+        self.plain
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no file handle"))
+    }
 }
 
 /// Writes `data` (a multiple of the block size long) through one reused aligned buffer.
-fn write_staged(f: &mut std::fs::File, data: &[u8]) -> io::Result<()> {
+fn write_staged(f: &mut File, data: &[u8]) -> io::Result<()> {
     STAGING.with(|staging| -> io::Result<()> {
         let mut staging = staging.borrow_mut();
         if staging.len() < BUFFER + ALIGN {
@@ -104,15 +156,21 @@ mod tests {
             .into_iter()
             .flat_map(|len| sources.map(|s| (len, s)))
         {
-            let path = dir.join(format!("f{len}-{}", source.as_ptr().align_offset(ALIGN)));
             let data = &source[..len];
-            match write_new(&path, data) {
-                Ok(()) => assert_eq!(std::fs::read(&path).unwrap(), data),
-                // A filesystem without direct I/O: the caller's fallback covers it.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => panic!("{len}: {e}"),
+            // In one append, and in two: whole blocks, then the rest.
+            for cut in [0, len / 2 / ALIGN * ALIGN] {
+                let path = dir.join(format!(
+                    "f{len}-{}-{cut}",
+                    source.as_ptr().align_offset(ALIGN)
+                ));
+                let mut f = DirectFile::create(&path).unwrap_or_else(|e| panic!("{len}: {e}"));
+                f.append(&data[..cut])
+                    .and_then(|()| f.append(&data[cut..]))
+                    .and_then(|()| f.sync())
+                    .unwrap_or_else(|e| panic!("{len}, {cut}: {e}"));
+                assert_eq!(std::fs::read(&path).unwrap(), data);
+                let _ = std::fs::remove_file(&path);
             }
-            let _ = std::fs::remove_file(&path);
         }
         let _ = std::fs::remove_dir(&dir);
     }

@@ -11,7 +11,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{ObjectInfo, Result, StagedObject, Storage, StorageError, direct_write, validate_key};
+use super::direct_write::{self, DirectFile};
+use super::{ObjectInfo, Result, StagedObject, Storage, StorageError, validate_key};
 
 /// Prefix of in-progress files; never listed as objects.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -83,13 +84,9 @@ impl LocalStorage {
         let tmp = self.temp_in(key, path.parent().unwrap_or(&self.root))?;
         let write = || -> io::Result<()> {
             if data.len() >= direct_write::MIN_SIZE {
-                match direct_write::write_new(&tmp, data) {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        // Refused at open (nothing there) or at a write (partial file).
-                        let _ = fs::remove_file(&tmp);
-                    }
-                    done => return done,
-                }
+                let mut f = DirectFile::create(&tmp)?;
+                f.append(data)?;
+                return f.sync();
             }
             let mut f = OpenOptions::new()
                 .write(true)
@@ -225,27 +222,12 @@ impl Storage for LocalStorage {
 
     fn stage(&self, dir: &str) -> Result<Option<Box<dyn StagedObject>>> {
         let tmp = self.temp_in(dir, &self.path(dir)?)?;
-        let (direct, plain) = match direct_write::create(&tmp) {
-            Ok(f) => (Some(f), None),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let _ = fs::remove_file(&tmp);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(self.err(dir))?;
-                (None, Some(f))
-            }
-            Err(e) => return Err(map_io(&self.name, dir, e)),
-        };
+        let file = DirectFile::create(&tmp).map_err(self.err(dir))?;
         Ok(Some(Box::new(StagedFile {
             store: self.clone(),
             dir: format!("{dir}/"),
             tmp,
-            direct,
-            plain,
-            written: 0,
+            file,
             committed: false,
         })))
     }
@@ -285,59 +267,20 @@ impl Storage for LocalStorage {
     }
 }
 
-/// An object being written in parts (see [`Storage::stage`]): a temporary file, written
-/// around the page cache while the parts allow it, renamed into place by `commit`.
+/// An object being written in parts (see [`Storage::stage`]): a temporary file, renamed into
+/// place by `commit`.
 struct StagedFile {
     store: LocalStorage,
     /// The directory given to `stage`, with a trailing `/`.
     dir: String,
     tmp: PathBuf,
-    direct: Option<File>,
-    /// Appends through the page cache, once a part was not whole pages (or the filesystem
-    /// refused direct I/O).
-    plain: Option<File>,
-    written: u64,
+    file: DirectFile,
     committed: bool,
 }
 
 impl StagedFile {
-    fn write(&mut self, part: &[u8]) -> io::Result<()> {
-        if direct_write::is_aligned(part)
-            && let Some(f) = &mut self.direct
-        {
-            match f.write_all(part) {
-                Ok(()) => {
-                    self.written += part.len() as u64;
-                    return Ok(());
-                }
-                // Direct I/O accepted at open but refused now: go on through the page
-                // cache, from the end of the last part written whole.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.direct = None;
-        let plain = match &mut self.plain {
-            Some(f) => f,
-            None => {
-                let f = OpenOptions::new().append(true).open(&self.tmp)?;
-                f.set_len(self.written)?;
-                self.plain.insert(f)
-            }
-        };
-        plain.write_all(part)?;
-        self.written += part.len() as u64;
-        Ok(())
-    }
-
     fn finish(&mut self, path: &Path) -> io::Result<()> {
-        self.direct = None;
-        let f = match self.plain.take() {
-            Some(f) => f,
-            None => OpenOptions::new().append(true).open(&self.tmp)?,
-        };
-        // Also makes the directly written parts durable, with the file's size.
-        f.sync_all()?;
+        self.file.sync()?;
         if let Some(parent) = path.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -350,9 +293,8 @@ impl StagedFile {
 
 impl StagedObject for StagedFile {
     fn append(&mut self, part: &[u8]) -> Result<()> {
-        let dir = self.dir.clone();
-        self.write(part)
-            .map_err(|e| map_io(&self.store.name, &dir, e))
+        let appended = self.file.append(part);
+        appended.map_err(|e| map_io(&self.store.name, &self.dir, e))
     }
 
     fn commit(mut self: Box<Self>, key: &str) -> Result<()> {

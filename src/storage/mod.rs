@@ -116,7 +116,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 /// An object being written in parts: see [`Storage::stage`].
 pub trait StagedObject: Send {
     /// Appends `part`. Parts that start on a page boundary and are whole pages long can be
-    /// written around the page cache; a part that does not must be the last.
+    /// written around the page cache; after any other part, the rest goes through it.
     fn append(&mut self, part: &[u8]) -> Result<()>;
 
     /// Makes the object durable under `key`, which must lie in the directory given to

@@ -122,27 +122,23 @@ fn row_lock_waits(coord: &mut Session) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Runs a flush once no statement waits for a row lock, in attempts of
-/// [`LOCK_ATTEMPT_SECONDS`] with a pause between them in which the writers go on, until
-/// `deadline`. `lock_wait_timeout` is left at one attempt's length.
+/// Runs a flush once no statement waits for a row lock, in attempts of `lock_wait_timeout`
+/// (set to [`LOCK_ATTEMPT_SECONDS`] by the caller) with a pause between them in which the
+/// writers go on, until `deadline`.
 fn flush_in_attempts(
     coord: &mut Session,
     flush: &str,
     deadline: Instant,
 ) -> Result<(), crate::mysql::Error> {
-    let left = deadline.saturating_duration_since(Instant::now()).as_secs();
-    let attempt = LOCK_ATTEMPT_SECONDS.min(left).max(1);
-    coord.exec(&format!("SET SESSION lock_wait_timeout = {attempt}"))?;
+    let attempt = Duration::from_secs(LOCK_ATTEMPT_SECONDS);
     loop {
-        while row_lock_waits(coord).is_some_and(|n| n > 0)
-            && Instant::now() + Duration::from_secs(attempt) < deadline
-        {
+        while row_lock_waits(coord).is_some_and(|n| n > 0) && Instant::now() + attempt < deadline {
             std::thread::sleep(LOCK_WAIT_POLL);
         }
         match coord.exec(flush) {
             Err(e)
                 if e.server_code() == Some(codes::LOCK_WAIT_TIMEOUT)
-                    && Instant::now() + LOCK_PAUSE + Duration::from_secs(attempt) <= deadline =>
+                    && Instant::now() + LOCK_PAUSE + attempt <= deadline =>
             {
                 std::thread::sleep(LOCK_PAUSE);
             }
@@ -166,6 +162,11 @@ pub fn take(
     let ddl_blocked = info.has_backup_lock() && coord.exec("LOCK INSTANCE FOR BACKUP").is_ok();
     let stages = info.has_backup_stages();
     let deadline = Instant::now() + Duration::from_secs(lock_wait_timeout);
+    if !stages {
+        coord.exec(&format!(
+            "SET SESSION lock_wait_timeout = {LOCK_ATTEMPT_SECONDS}"
+        ))?;
+    }
     let lock_steps: &[&str] = if stages {
         &["BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"]
     } else {
