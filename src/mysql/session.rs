@@ -25,14 +25,16 @@ pub struct Row<'a> {
     values: &'a [Option<Vec<u8>>],
 }
 
-impl Rows {
-    fn from_result(rs: ResultSet) -> Rows {
+impl From<ResultSet> for Rows {
+    fn from(rs: ResultSet) -> Rows {
         Rows {
             names: rs.columns.into_iter().map(|c| c.name).collect(),
             rows: rs.rows,
         }
     }
+}
 
+impl Rows {
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -142,7 +144,7 @@ impl Session {
     }
 
     pub fn query(&mut self, sql: &str) -> Result<Rows, Error> {
-        self.conn.query(sql).map(Rows::from_result)
+        self.conn.query(sql).map(Rows::from)
     }
 
     /// The first column of the first row, as text.

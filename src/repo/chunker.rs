@@ -96,11 +96,29 @@ impl ChunkerConfig {
         }
     }
 
+    /// Where the chunk at the front of non-empty `data` ends: within `max_chunk`, or at the
+    /// end of `data` when no cut point comes before it. Never zero.
+    fn cut(&self, data: &[u8]) -> usize {
+        let len = match *self {
+            ChunkerConfig::Cdc { min, avg, max } => {
+                fastcdc::v2020::FastCDC::new(data, min, avg, max)
+                    .cut(0, data.len())
+                    .1
+            }
+            ChunkerConfig::Fixed { size } => data.len().min(size as usize),
+            ChunkerConfig::Lines { min, avg, max } => {
+                cut_lines(data, min as usize, avg as usize, max as usize)
+            }
+        };
+        len.clamp(1, data.len())
+    }
+
     /// Chunks of `reader`, in order. The config must have been validated.
     pub fn chunks<R: Read>(&self, reader: R) -> Chunks<R> {
-        // Room for two maximal chunks: the unread tail moves to the front only when less than
-        // one maximal chunk is left, so each byte moves at most once more (memory over copies:
-        // streamers and dump workers each hold one of these).
+        // Room for two maximal chunks, so that a refill (which moves the start of the chunk
+        // being cut to the front, see `next_chunk`) reads at least one maximal chunk's worth:
+        // most bytes are never moved (memory over copies: streamers and dump workers each
+        // hold one of these).
         let capacity = 2 * self.max_chunk();
         let mut buf = SPARE_BUFFER.take();
         if buf.len() != capacity {
@@ -221,39 +239,38 @@ pub struct Chunks<R> {
 impl<R: Read> Chunks<R> {
     /// The next chunk, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> Option<io::Result<&[u8]>> {
-        if let Err(e) = self.fill() {
-            self.eof = true;
-            self.start = self.end;
-            return Some(Err(e));
-        }
-        let pending = &self.buf[self.start..self.end];
-        if pending.is_empty() {
-            return None;
-        }
-        let len = match self.config {
-            ChunkerConfig::Cdc { min, avg, max } => {
-                fastcdc::v2020::FastCDC::new(pending, min, avg, max)
-                    .cut(0, pending.len())
-                    .1
+        let len = loop {
+            let pending = &self.buf[self.start..self.end];
+            let len = if pending.is_empty() {
+                0
+            } else {
+                self.config.cut(pending)
+            };
+            // A cut point depends only on the bytes before it, so a cut found before the end
+            // of what is buffered is final. Only a chunk that may run on past the buffered
+            // bytes needs more of the stream: refilling then moves just that chunk's start to
+            // the front (less than one chunk), not a maximal chunk's worth of read-ahead.
+            let may_grow = len == pending.len() && pending.len() < self.config.max_chunk();
+            if !may_grow || self.eof {
+                break len;
             }
-            ChunkerConfig::Fixed { size } => pending.len().min(size as usize),
-            ChunkerConfig::Lines { min, avg, max } => {
-                cut_lines(pending, min as usize, avg as usize, max as usize)
+            if let Err(e) = self.fill() {
+                self.eof = true;
+                self.start = self.end;
+                return Some(Err(e));
             }
         };
-        // A cut point is never zero on non-empty input; never loop on it anyway.
-        let len = len.clamp(1, pending.len());
+        if len == 0 {
+            return None;
+        }
         let chunk = self.start..self.start + len;
         self.start += len;
         Some(Ok(&self.buf[chunk]))
     }
 
-    /// Makes at least one maximal chunk available, unless the stream ends first.
+    /// Moves the unconsumed bytes to the front and reads until the buffer is full or the
+    /// stream ends.
     fn fill(&mut self) -> io::Result<()> {
-        let max = self.config.max_chunk();
-        if self.eof || self.end - self.start >= max {
-            return Ok(());
-        }
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -339,6 +356,61 @@ mod tests {
                 .map(|c| c.unwrap().length)
                 .collect();
         assert_eq!(ours, theirs);
+    }
+
+    /// A reader that hands out its bytes in pieces of random sizes, as sockets do.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        rng: crate::test_rng::XorShift32,
+        most: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let piece = 1 + self.rng.next_u32() as usize % self.most;
+            let n = piece.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn cuts_do_not_depend_on_how_the_stream_is_buffered_or_read() {
+        // Each cut, computed on everything that is left of the stream at once, is what the
+        // buffered chunker must find whatever its refills and the reader's piece sizes: a
+        // cut that moved with them would defeat deduplication from one backup to the next.
+        let text = lines(3 << 20, 180, 5);
+        let bytes = data(3 << 20, 6);
+        let cases = [
+            (ChunkerConfig::cdc(64 * 1024), &bytes),
+            (ChunkerConfig::cdc(64 * 1024).line_aligned(), &text),
+            (ChunkerConfig::Fixed { size: 100_000 }, &bytes),
+        ];
+        for (cfg, input) in cases {
+            let mut expected = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let len = cfg.cut(rest);
+                expected.push(len);
+                rest = &rest[len..];
+            }
+            assert!(expected.len() > 10, "{cfg:?}: {} chunks", expected.len());
+            for most in [1 << 20, 4096, 7] {
+                let reader = Trickle {
+                    data: input,
+                    rng: crate::test_rng::XorShift32::new(most as u32),
+                    most,
+                };
+                let got: Vec<usize> = cfg
+                    .chunks(reader)
+                    .collect_all()
+                    .iter()
+                    .map(Vec::len)
+                    .collect();
+                assert_eq!(got, expected, "{cfg:?}, reads of at most {most} bytes");
+            }
+        }
     }
 
     /// Lines of random digits, `len` bytes on average each (newline included).

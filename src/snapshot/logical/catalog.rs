@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::format::{Account, ColumnEncoding, StoredObject, View};
 use crate::error::{Error, Result};
-use crate::mysql::session::{Session, quote_ident, quote_str};
+use crate::mysql::session::{Rows, Session, quote_ident, quote_str};
+use crate::mysql::wire::Conn;
 
 /// Schemas that belong to the server, never dumped.
 pub const SYSTEM_SCHEMAS: &[&str] = &["mysql", "sys", "information_schema", "performance_schema"];
@@ -111,24 +112,17 @@ fn text(row: &crate::mysql::session::Row<'_>, i: usize) -> String {
     row.text_at(i).unwrap_or_default()
 }
 
-/// Databases to dump, with their `CREATE DATABASE` statements.
-pub fn databases(s: &mut Session, filter: &Filter) -> Result<Vec<(String, String)>> {
+/// The names of the databases to dump.
+pub fn databases(s: &mut Session, filter: &Filter) -> Result<Vec<String>> {
     let rows =
         s.query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME")?;
-    let mut out = Vec::new();
-    for name in rows.iter().map(|r| text(&r, 0)) {
-        if !filter.wants_db(&name) {
-            continue;
-        }
-        let create = s
-            .query(&format!("SHOW CREATE DATABASE {}", quote_ident(&name)))?
-            .first()
-            .and_then(|r| r.text_at(1))
-            .ok_or_else(|| s.unexpected("SHOW CREATE DATABASE", "no row"))?;
-        out.push((name, create));
-    }
+    let out: Vec<String> = rows
+        .iter()
+        .map(|r| text(&r, 0))
+        .filter(|name| filter.wants_db(name))
+        .collect();
     for wanted in &filter.databases {
-        if !out.iter().any(|(n, _)| n == wanted) {
+        if !out.iter().any(|n| n == wanted) {
             return Err(Error::Usage(format!(
                 "database {wanted} does not exist on the source"
             )));
@@ -137,29 +131,81 @@ pub fn databases(s: &mut Session, filter: &Filter) -> Result<Vec<(String, String
     Ok(out)
 }
 
-/// Base tables of `dbs`, with columns, keys and size estimates, in one pass over the catalog.
-pub fn tables(s: &mut Session, dbs: &[String], filter: &Filter) -> Result<Vec<TableInfo>> {
+/// `CREATE DATABASE` of `db`.
+pub fn show_create_database(s: &mut Session, db: &str) -> Result<String> {
+    let sql = format!("SHOW CREATE DATABASE {}", quote_ident(db));
+    s.query(&sql)?
+        .first()
+        .and_then(|r| r.text_at(1))
+        .ok_or_else(|| s.unexpected(&sql, "no row").into())
+}
+
+/// `dbs` as an SQL list of strings.
+fn sql_list(dbs: &[String]) -> String {
+    dbs.iter()
+        .map(|d| quote_str(d))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Base tables of `dbs`, with columns, primary keys and size estimates (not yet whether they
+/// take part in a foreign key: see [`foreign_key_tables`]).
+///
+/// The three catalog queries run at once when `helpers` (idle worker connections) are given:
+/// they stand between the snapshot and the first row, and each takes milliseconds. A worker
+/// inside its snapshot transaction reads the same catalog, which the backup lock or the DDL
+/// check keeps from changing. `s` must have `information_schema_stats_expiry = 0` on MySQL:
+/// the row estimates decide how tables are cut into chunks, and MySQL caches them for a day.
+pub fn tables(
+    s: &mut Session,
+    helpers: &mut [Conn],
+    dbs: &[String],
+    filter: &Filter,
+) -> Result<Vec<TableInfo>> {
     if dbs.is_empty() {
         return Ok(Vec::new());
     }
-    let list = dbs
-        .iter()
-        .map(|d| quote_str(d))
-        .collect::<Vec<_>>()
-        .join(",");
-    // Row estimates decide how tables are cut into chunks; MySQL caches them for a day unless
-    // told not to.
-    if s.info().is_mysql() {
-        let _ = s.exec("SET SESSION information_schema_stats_expiry = 0");
-    }
+    let list = sql_list(dbs);
+    let tables_sql = format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0), IFNULL(AVG_ROW_LENGTH, 0) \
+         FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({list})"
+    );
+    let columns_sql = format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA, IFNULL(GENERATION_EXPRESSION, '') \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({list}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+    );
+    let keys_sql = format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+         WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA IN ({list}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+    );
+    let (table_rows, column_rows, key_rows) = match helpers {
+        [] => (
+            s.query(&tables_sql)?,
+            s.query(&columns_sql)?,
+            s.query(&keys_sql)?,
+        ),
+        [one] => std::thread::scope(|scope| {
+            let others = scope.spawn(|| -> Result<(Rows, Rows)> {
+                Ok((
+                    one.query(&columns_sql)?.into(),
+                    one.query(&keys_sql)?.into(),
+                ))
+            });
+            let tables = s.query(&tables_sql);
+            let (columns, keys) = crate::error::joined(others.join(), "reading the catalog")?;
+            Ok::<_, Error>((tables?, columns, keys))
+        })?,
+        [first, second, ..] => std::thread::scope(|scope| {
+            let columns = scope.spawn(|| -> Result<Rows> { Ok(first.query(&columns_sql)?.into()) });
+            let keys = scope.spawn(|| -> Result<Rows> { Ok(second.query(&keys_sql)?.into()) });
+            let tables = s.query(&tables_sql);
+            let columns = crate::error::joined(columns.join(), "reading the catalog")?;
+            let keys = crate::error::joined(keys.join(), "reading the catalog")?;
+            Ok::<_, Error>((tables?, columns, keys))
+        })?,
+    };
     let mut tables: BTreeMap<(String, String), TableInfo> = BTreeMap::new();
-    for r in s
-        .query(&format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0), IFNULL(AVG_ROW_LENGTH, 0) \
-             FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({list})"
-        ))?
-        .iter()
-    {
+    for r in table_rows.iter() {
         let (db, name) = (text(&r, 0), text(&r, 1));
         if !filter.wants_table(&db, &name) {
             continue;
@@ -178,50 +224,44 @@ pub fn tables(s: &mut Session, dbs: &[String], filter: &Filter) -> Result<Vec<Ta
             },
         );
     }
-    for r in s
-        .query(&format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA, IFNULL(GENERATION_EXPRESSION, '') \
-             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({list}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
-        ))?
-        .iter()
-    {
+    for r in column_rows.iter() {
         if let Some(t) = tables.get_mut(&(text(&r, 0), text(&r, 1))) {
             let extra = text(&r, 4).to_ascii_lowercase();
             t.columns.push(ColumnInfo {
                 name: text(&r, 2),
                 data_type: text(&r, 3).to_ascii_lowercase(),
                 // DEFAULT_GENERATED (an expression default) is an ordinary column that is dumped.
-                generated: !text(&r, 5).is_empty() || extra.contains("virtual generated") || extra.contains("stored generated"),
+                generated: !text(&r, 5).is_empty()
+                    || extra.contains("virtual generated")
+                    || extra.contains("stored generated"),
                 auto_increment: extra.contains("auto_increment"),
             });
         }
     }
-    for r in s
-        .query(&format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-             WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA IN ({list}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
-        ))?
-        .iter()
-    {
+    for r in key_rows.iter() {
         if let Some(t) = tables.get_mut(&(text(&r, 0), text(&r, 1))) {
             t.primary_key.push(text(&r, 2));
         }
     }
-    for r in s
-        .query(&format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME \
-             FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL \
-             AND (TABLE_SCHEMA IN ({list}) OR REFERENCED_TABLE_SCHEMA IN ({list}))"
-        ))?
-        .iter()
-    {
-        for key in [(text(&r, 0), text(&r, 1)), (text(&r, 2), text(&r, 3))] {
-            if let Some(t) = tables.get_mut(&key) {
-                t.in_foreign_key = true;
-            }
-        }
-    }
     Ok(tables.into_values().collect())
+}
+
+/// `(database, table)` of every table of `dbs` that a foreign key points from or to. Only
+/// [`defer_indexes`] needs it, after the rows, so it is read while they stream.
+pub fn foreign_key_tables(s: &mut Session, dbs: &[String]) -> Result<HashSet<(String, String)>> {
+    if dbs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let list = sql_list(dbs);
+    let rows = s.query(&format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME \
+         FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL \
+         AND (TABLE_SCHEMA IN ({list}) OR REFERENCED_TABLE_SCHEMA IN ({list}))"
+    ))?;
+    Ok(rows
+        .iter()
+        .flat_map(|r| [(text(&r, 0), text(&r, 1)), (text(&r, 2), text(&r, 3))])
+        .collect())
 }
 
 pub fn show_create_table(s: &mut Session, t: &TableInfo) -> Result<String> {

@@ -67,6 +67,10 @@ pub struct LogicalSnapshot {
 const COORDINATOR_SETUP: &str = "SET NAMES utf8mb4, SESSION sql_quote_show_create = 1, \
      SESSION time_zone = '+00:00', SESSION sql_mode = '', SESSION wait_timeout = 86400";
 
+/// Added on MySQL, which otherwise serves row estimates (they decide how tables are cut into
+/// chunks) from a cache up to a day old.
+const FRESH_ROW_ESTIMATES: &str = ", SESSION information_schema_stats_expiry = 0";
+
 pub fn source_info(s: &mut Session) -> Result<SourceInfo> {
     let rows = s.query(if s.info().is_mysql() {
         "SELECT @@server_uuid, @@server_id"
@@ -99,7 +103,11 @@ pub fn dump(
         std::thread::spawn(move || consistency::connect_workers(&connect, jobs))
     };
     let mut coord = Session::connect(connect)?;
-    coord.exec(COORDINATOR_SETUP)?;
+    if coord.info().is_mysql() {
+        coord.exec(&format!("{COORDINATOR_SETUP}{FRESH_ROW_ESTIMATES}"))?;
+    } else {
+        coord.exec(COORDINATOR_SETUP)?;
+    }
     crate::mysql::privileges::require(
         &mut coord,
         crate::mysql::privileges::LOGICAL_BACKUP,
@@ -116,8 +124,7 @@ pub fn dump(
     crate::failpoint::hit("dump-after-snapshot");
 
     let dbs = catalog::databases(&mut coord, &opts.filter)?;
-    let names: Vec<String> = dbs.iter().map(|(n, _)| n.clone()).collect();
-    let tables = catalog::tables(&mut coord, &names, &opts.filter)?;
+    let mut tables = catalog::tables(&mut coord, &mut workers, &dbs, &opts.filter)?;
 
     let mut plan: Vec<ChunkJob> = Vec::new();
     if let Some(first) = workers.first_mut() {
@@ -135,7 +142,7 @@ pub fn dump(
     // change, so they are read as the rows stream (for thousands of tables that is seconds);
     // otherwise table definitions are read before the rows and again after them, to catch
     // DDL in between.
-    let (done, creates, (mut databases, users)) = if point.ddl_blocked {
+    let (done, creates, mut objects) = if point.ddl_blocked {
         let (done, defs) = std::thread::scope(|s| {
             let rows = s.spawn(|| dump_chunks(&mut workers, &tables, plan, writer, progress));
             let defs = read_creates(&mut coord, &tables)
@@ -159,6 +166,12 @@ pub fn dump(
     }
     if point.ddl_blocked {
         coord.exec("UNLOCK INSTANCE")?;
+    }
+
+    for t in &mut tables {
+        t.in_foreign_key = objects
+            .foreign_key_tables
+            .contains(&(t.db.clone(), t.name.clone()));
     }
 
     let mut total_rows = 0;
@@ -185,7 +198,7 @@ pub fn dump(
             chunks,
             rows,
         };
-        if let Some(db) = databases.iter_mut().find(|d| d.name == t.db) {
+        if let Some(db) = objects.databases.iter_mut().find(|d| d.name == t.db) {
             db.tables.push(table);
         }
     }
@@ -193,8 +206,8 @@ pub fn dump(
         format: FORMAT.into(),
         flavor: source.flavor.clone(),
         version: source.version.clone(),
-        databases,
-        users,
+        databases: objects.databases,
+        users: objects.users,
         rows: total_rows,
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
@@ -214,17 +227,22 @@ fn read_creates(coord: &mut Session, tables: &[TableInfo]) -> Result<Vec<String>
         .collect()
 }
 
-/// Each database's views, routines, triggers and events (its tables are added later), and the
-/// accounts.
-fn read_objects(
-    coord: &mut Session,
-    dbs: &[(String, String)],
-) -> Result<(Vec<Database>, Vec<Account>)> {
+/// What the coordinator reads beside the rows.
+struct Objects {
+    /// Each database's definition, views, routines, triggers and events (its tables are added
+    /// later).
+    databases: Vec<Database>,
+    users: Vec<Account>,
+    /// The tables a foreign key points from or to (see [`catalog::foreign_key_tables`]).
+    foreign_key_tables: std::collections::HashSet<(String, String)>,
+}
+
+fn read_objects(coord: &mut Session, dbs: &[String]) -> Result<Objects> {
     let mut databases = Vec::with_capacity(dbs.len());
-    for (name, create) in dbs {
+    for name in dbs {
         databases.push(Database {
             name: name.clone(),
-            create: create.clone(),
+            create: catalog::show_create_database(coord, name)?,
             tables: Vec::new(),
             views: catalog::views(coord, name)?,
             routines: catalog::routines(coord, name)?,
@@ -232,7 +250,11 @@ fn read_objects(
             events: catalog::events(coord, name)?,
         });
     }
-    Ok((databases, catalog::accounts(coord)?))
+    Ok(Objects {
+        databases,
+        users: catalog::accounts(coord)?,
+        foreign_key_tables: catalog::foreign_key_tables(coord, dbs)?,
+    })
 }
 
 /// The row file of a chunk, named by database and table: a table's files keep their paths
