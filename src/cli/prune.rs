@@ -73,6 +73,13 @@ pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
             r.gc.orphan_packs.len(),
             output::bytes(r.gc.orphan_bytes)
         );
+        if !r.gc.leftovers.is_empty() {
+            outln!(
+                "  {verb} {} temporary file(s) left by interrupted writes, {}",
+                r.gc.leftovers.len(),
+                output::bytes(r.gc.leftover_bytes)
+            );
+        }
         if r.gc.partly_used_packs > 0 {
             outln!(
                 "  kept {} partly used pack(s) holding {} nothing needs (not repacked)",

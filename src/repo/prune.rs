@@ -5,6 +5,10 @@
 //!
 //! A pack is deleted only when none of its blobs is needed; partly used packs stay whole (no
 //! repacking), so their unused bytes are reported, not reclaimed.
+//!
+//! The temporary files of writers that died (a backup killed while it wrote a pack) are
+//! removed too, once untouched for [`LEFTOVER_AGE`]: under the exclusive lock no writer is
+//! alive, and the age spares a writer whose lock was broken while it was merely stalled.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,6 +20,11 @@ use super::id::Id;
 use super::manifest::ChunkRefs;
 use super::pack::PackEntry;
 use super::{Repo, index, index_key, pack_key};
+
+/// How long a temporary file must have been untouched before prune removes it: twice the time
+/// after which a lock whose holder stopped refreshing it is broken.
+pub const LEFTOVER_AGE: std::time::Duration =
+    std::time::Duration::from_secs(2 * super::lock::STALE_AFTER.as_secs());
 
 /// What to forget: manifest keys (`snapshots/..`, `binlog/..`).
 #[derive(Debug, Clone, Default)]
@@ -35,13 +44,19 @@ pub struct GcPlan {
     /// Kept packs that also hold blobs nothing needs, and those blobs' stored bytes.
     pub partly_used_packs: usize,
     pub unused_bytes_kept: u64,
+    /// Temporary files left by writers that died (see [`LEFTOVER_AGE`]).
+    pub leftovers: Vec<String>,
+    pub leftover_bytes: u64,
     #[serde(skip)]
     kept_index: Vec<(Id, Vec<PackEntry>)>,
 }
 
 impl GcPlan {
     pub fn is_empty(&self) -> bool {
-        self.manifests.is_empty() && self.packs.is_empty() && self.orphan_packs.is_empty()
+        self.manifests.is_empty()
+            && self.packs.is_empty()
+            && self.orphan_packs.is_empty()
+            && self.leftovers.is_empty()
     }
 }
 
@@ -132,13 +147,19 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
         }
     }
     plan.orphan_packs.sort();
+    for leftover in storage.leftovers(LEFTOVER_AGE)? {
+        plan.leftover_bytes += leftover.size;
+        plan.leftovers.push(leftover.key);
+    }
     Ok(plan)
 }
 
 /// Carries out a plan made under the same exclusive lock.
 pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     let storage = repo.storage();
-    if plan.is_empty() {
+    // Only temporary files: nothing a writer relies on changes.
+    storage.remove_leftovers(&plan.leftovers)?;
+    if plan.manifests.is_empty() && plan.packs.is_empty() && plan.orphan_packs.is_empty() {
         return Ok(());
     }
     // First of all, so that even a prune that dies halfway makes writers reload the index.

@@ -324,6 +324,50 @@ fn packs_stored_in_parts_read_back_and_an_abandoned_write_leaves_no_temporary_fi
 }
 
 #[test]
+fn prune_removes_the_temporary_files_of_dead_writers_once_they_are_old() {
+    // A process killed while it wrote a pack (SIGKILL, power loss) leaves its temporary file.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::storage::local::LocalStorage::create(dir.path()).unwrap());
+    let repo = Arc::new(Repo::init(store.clone(), small_config()).unwrap());
+    let content = data(3 << 20, 5);
+    let (id, _) = backup(vec![repo.clone()], &[("f", &content)]).unwrap();
+    let stored = store.list("").unwrap();
+    let packs = dir.path().join("packs");
+    let old = packs.join(".tmp-killed");
+    let recent = packs.join(".tmp-running");
+    std::fs::write(&old, vec![7u8; 5000]).unwrap();
+    std::fs::write(&recent, b"still being written").unwrap();
+    let long_ago = std::time::SystemTime::now() - super::prune::LEFTOVER_AGE * 2;
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+
+    let plan = super::prune::plan(&repo, &super::prune::Forget::default()).unwrap();
+    assert_eq!(plan.leftovers, ["packs/.tmp-killed"]);
+    assert_eq!(plan.leftover_bytes, 5000);
+    assert!(plan.packs.is_empty() && plan.orphan_packs.is_empty());
+    assert!(old.exists(), "planning removes nothing");
+    super::prune::execute(&repo, &plan).unwrap();
+    assert!(!old.exists());
+    assert!(
+        recent.exists(),
+        "a recent temporary file may belong to a live writer"
+    );
+    assert_eq!(store.list("").unwrap(), stored, "every object stays");
+    // Only temporary files can be removed this way.
+    assert!(store.remove_leftovers(&["config".to_string()]).is_err());
+    assert!(
+        store
+            .remove_leftovers(&["packs/../config".to_string()])
+            .is_err()
+    );
+    assert_reads_back(store, &id, "f", &content);
+}
+
+#[test]
 fn copy_moves_only_missing_objects() {
     let (_, a) = new_repo();
     let (bmem, b) = new_repo();

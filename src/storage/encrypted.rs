@@ -336,6 +336,14 @@ impl Storage for EncryptedStorage {
         keys.iter().for_each(|k| self.forget(k));
         self.inner.delete_many(keys)
     }
+
+    fn leftovers(&self, age: std::time::Duration) -> Result<Vec<ObjectInfo>> {
+        self.inner.leftovers(age)
+    }
+
+    fn remove_leftovers(&self, keys: &[String]) -> Result<()> {
+        self.inner.remove_leftovers(keys)
+    }
 }
 
 #[cfg(test)]

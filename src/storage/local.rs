@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::direct_write::{self, DirectFile};
 use super::{ObjectInfo, Result, StagedObject, Storage, StorageError, validate_key};
@@ -61,6 +62,19 @@ impl LocalStorage {
         Ok(self.root.join(key))
     }
 
+    /// The path of a temporary file named by [`Storage::leftovers`]: nothing else.
+    fn leftover_path(&self, key: &str) -> Result<PathBuf> {
+        validate_key(&self.name, key)?;
+        let (dirs, name) = key.rsplit_once('/').unwrap_or(("", key));
+        if !name.starts_with(TEMP_PREFIX) || dirs.split('/').any(|p| p.starts_with(TEMP_PREFIX)) {
+            return Err(StorageError::Failed {
+                store: self.name.clone(),
+                detail: format!("{key:?} is not a temporary file"),
+            });
+        }
+        Ok(self.root.join(key))
+    }
+
     fn err(&self, key: &str) -> impl Fn(io::Error) -> StorageError + '_ {
         let key = key.to_string();
         move |e| map_io(&self.name, &key, e)
@@ -101,6 +115,92 @@ impl LocalStorage {
             return Err(map_io(&self.name, key, e));
         }
         Ok(tmp)
+    }
+
+    /// The files whose keys start with `prefix`, with their metadata, sorted by key: the
+    /// temporary files when `temporaries`, the objects otherwise.
+    fn walk(&self, prefix: &str, temporaries: bool) -> Result<Vec<(String, fs::Metadata)>> {
+        // Walk only the directory the prefix points into.
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(map_io(&self.name, prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(self.err(prefix))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let temporary = name.starts_with(TEMP_PREFIX);
+                let key = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let ft = entry.file_type().map_err(self.err(&key))?;
+                if ft.is_dir() && !temporary {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if ft.is_file() && temporary == temporaries && key.starts_with(prefix) {
+                    let meta = entry.metadata().map_err(self.err(&key))?;
+                    out.push((key, meta));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Removes the files `path_of` finds for `keys`, then syncs each directory once (also
+    /// when a later removal failed); stops at the first error.
+    fn remove_files(
+        &self,
+        keys: &[String],
+        path_of: impl Fn(&str) -> Result<PathBuf>,
+    ) -> Result<()> {
+        let mut synced: Vec<PathBuf> = Vec::new();
+        let mut removed: Vec<PathBuf> = Vec::new();
+        let mut result = Ok(());
+        for key in keys {
+            let path = match path_of(key) {
+                Ok(p) => p,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    result = Err(map_io(&self.name, key, e));
+                    break;
+                }
+            }
+        }
+        for path in removed {
+            if path
+                .parent()
+                .is_some_and(|d| !synced.iter().any(|s| s == d))
+            {
+                self.sync_dir(&path);
+                synced.extend(path.parent().map(Path::to_path_buf));
+            }
+        }
+        result
     }
 
     fn sync_dir(&self, path: &Path) {
@@ -166,54 +266,41 @@ impl Storage for LocalStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        // Walk only the directory the prefix points into.
-        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let start = if dir_part.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(dir_part)
-        };
-        let mut out = Vec::new();
-        let mut stack = vec![(start, dir_part.to_string())];
-        while let Some((dir, rel)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotFound
-                        || e.kind() == io::ErrorKind::NotADirectory =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(map_io(&self.name, prefix, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(self.err(prefix))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(TEMP_PREFIX) {
-                    continue;
-                }
-                let key = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let ft = entry.file_type().map_err(self.err(&key))?;
-                if ft.is_dir() {
-                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
-                        stack.push((entry.path(), key));
-                    }
-                } else if ft.is_file() && key.starts_with(prefix) {
-                    let size = entry.metadata().map_err(self.err(&key))?.len();
-                    out.push(ObjectInfo { key, size });
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self
+            .walk(prefix, false)?
+            .into_iter()
+            .map(|(key, meta)| ObjectInfo {
+                key,
+                size: meta.len(),
+            })
+            .collect())
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         self.delete_many(&[key.to_string()])
+    }
+
+    fn leftovers(&self, age: Duration) -> Result<Vec<ObjectInfo>> {
+        let now = SystemTime::now();
+        Ok(self
+            .walk("", true)?
+            .into_iter()
+            .filter(|(_, meta)| {
+                // A file modified "in the future" (clock changes) is not old.
+                meta.modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|idle| idle >= age)
+            })
+            .map(|(key, meta)| ObjectInfo {
+                key,
+                size: meta.len(),
+            })
+            .collect())
+    }
+
+    fn remove_leftovers(&self, keys: &[String]) -> Result<()> {
+        self.remove_files(keys, |k| self.leftover_path(k))
     }
 
     fn can_stage(&self) -> bool {
@@ -233,37 +320,7 @@ impl Storage for LocalStorage {
     }
 
     fn delete_many(&self, keys: &[String]) -> Result<()> {
-        let mut synced: Vec<PathBuf> = Vec::new();
-        let mut removed: Vec<PathBuf> = Vec::new();
-        let mut result = Ok(());
-        for key in keys {
-            let path = match self.path(key) {
-                Ok(p) => p,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            match fs::remove_file(&path) {
-                Ok(()) => removed.push(path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    result = Err(map_io(&self.name, key, e));
-                    break;
-                }
-            }
-        }
-        // Each directory once, also when a later removal failed.
-        for path in removed {
-            if path
-                .parent()
-                .is_some_and(|d| !synced.iter().any(|s| s == d))
-            {
-                self.sync_dir(&path);
-                synced.extend(path.parent().map(Path::to_path_buf));
-            }
-        }
-        result
+        self.remove_files(keys, |k| self.path(k))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -91,6 +92,21 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// error. A store may batch the work (a directory is synced once, not once per file).
     fn delete_many(&self, keys: &[String]) -> Result<()> {
         keys.iter().try_for_each(|k| self.delete(k))
+    }
+
+    /// The temporary files of writes that never finished (their writer died), untouched for
+    /// at least `age`, keyed as [`Storage::remove_leftovers`] takes them. Only stores that keep
+    /// such files have any: an object store's abandoned multipart uploads are its lifecycle
+    /// rules' to expire.
+    fn leftovers(&self, age: Duration) -> Result<Vec<ObjectInfo>> {
+        let _ = age;
+        Ok(Vec::new())
+    }
+
+    /// Removes temporary files listed by [`Storage::leftovers`]; refuses any other key.
+    fn remove_leftovers(&self, keys: &[String]) -> Result<()> {
+        let _ = keys;
+        Ok(())
     }
 
     /// Whether reads cross a network (object stores), so a copy elsewhere is cheaper to read.

@@ -103,6 +103,14 @@ impl<S: Storage> Storage for Retry<S> {
     fn delete_many(&self, keys: &[String]) -> Result<()> {
         self.run(|s| s.delete_many(keys))
     }
+
+    fn leftovers(&self, age: Duration) -> Result<Vec<ObjectInfo>> {
+        self.run(|s| s.leftovers(age))
+    }
+
+    fn remove_leftovers(&self, keys: &[String]) -> Result<()> {
+        self.run(|s| s.remove_leftovers(keys))
+    }
 }
 
 #[cfg(test)]
