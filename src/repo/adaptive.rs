@@ -94,11 +94,13 @@ impl StreamCodec {
         self.cheap = keep_cheap;
         self.cheap_ratio = cheap.1.len() as f64 / data.len() as f64;
         self.next_probe = self.chunks + self.interval - 1;
-        if cheap.1.len() < full.1.len() {
-            cheap
+        let (kept, dropped) = if cheap.1.len() < full.1.len() {
+            (cheap, full)
         } else {
-            full
-        }
+            (full, cheap)
+        };
+        codec::recycle(dropped.1);
+        kept
     }
 }
 

@@ -66,7 +66,37 @@ fn compressor(effort: Effort) -> std::io::Result<zstd::bulk::Compressor<'static>
     Ok(c)
 }
 
+/// Output buffers kept per thread: one for the chunk being stored, one for a second encoding
+/// of it when the adaptive codec compares two.
+const SPARE_OUTPUTS: usize = 2;
+
+thread_local! {
+    /// Output buffers given back with [`recycle`]: a fresh one per chunk was a fresh megabyte
+    /// of memory to page in each time (most of a dump's page faults).
+    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hands the buffer of an encoding that is no longer needed back for the next one; the
+/// largest ones are kept, so they soon fit every chunk.
+pub fn recycle(buf: Vec<u8>) {
+    SPARES.with_borrow_mut(|spares| {
+        spares.push(buf);
+        spares.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        spares.truncate(SPARE_OUTPUTS);
+    });
+}
+
 fn compress(data: &[u8], effort: Effort) -> std::io::Result<Vec<u8>> {
+    let bound = zstd::zstd_safe::compress_bound(data.len());
+    let mut out = SPARES
+        .with_borrow_mut(|spares| (!spares.is_empty()).then(|| spares.remove(0)))
+        .unwrap_or_default();
+    out.clear();
+    if out.capacity() < bound {
+        // Not `reserve`: growing would copy the old buffer's bytes into fresh pages for
+        // nothing.
+        out = Vec::with_capacity(bound.max(2 * out.capacity()));
+    }
     COMPRESSORS.with_borrow_mut(|contexts| {
         let i = match contexts.iter().position(|(e, _)| *e == effort) {
             Some(i) => i,
@@ -75,8 +105,9 @@ fn compress(data: &[u8], effort: Effort) -> std::io::Result<Vec<u8>> {
                 contexts.len() - 1
             }
         };
-        contexts[i].1.compress(data)
-    })
+        contexts[i].1.compress_to_buffer(data, &mut out)
+    })?;
+    Ok(out)
 }
 
 /// Compresses `data` at `level`; keeps it raw when compression does not pay.
@@ -88,7 +119,11 @@ pub fn encode(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
 pub fn encode_with(data: &[u8], effort: Effort) -> (Codec, Vec<u8>) {
     match compress(data, effort) {
         Ok(z) if z.len() < data.len() => (Codec::Zstd, z),
-        _ => (Codec::Raw, data.to_vec()),
+        Ok(z) => {
+            recycle(z);
+            (Codec::Raw, data.to_vec())
+        }
+        Err(_) => (Codec::Raw, data.to_vec()),
     }
 }
 
@@ -131,6 +166,26 @@ mod tests {
         let (c, z) = encode(&noise, 1);
         assert_eq!(c, Codec::Raw);
         assert_eq!(decode(c, &z, noise.len()).unwrap(), noise);
+    }
+
+    #[test]
+    fn recycled_output_buffers_are_reused_and_never_leak_old_bytes() {
+        let mut rng = crate::test_rng::XorShift64::new(7);
+        let big: Vec<u8> = (0..1 << 20)
+            .map(|_| b'0' + (rng.next_u64() % 10) as u8)
+            .collect();
+        let small = b"a short chunk, a short chunk, a short chunk".repeat(20);
+        let (c, z) = encode(&big, 1);
+        assert_eq!(decode(c, &z, big.len()).unwrap(), big);
+        let capacity = z.capacity();
+        recycle(z);
+        let (c, z) = encode(&small, 1);
+        assert!(z.capacity() >= capacity, "the big buffer is used again");
+        assert_eq!(decode(c, &z, small.len()).unwrap(), small);
+        assert!(z.len() < small.len());
+        recycle(z);
+        let (c, z) = encode(&big, 1);
+        assert_eq!(decode(c, &z, big.len()).unwrap(), big);
     }
 
     #[test]

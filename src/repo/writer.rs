@@ -493,6 +493,14 @@ impl<'a> Whole<'a> {
     }
 }
 
+impl Drop for Whole<'_> {
+    fn drop(&mut self) {
+        if let Some((_, bytes)) = self.encoded.take() {
+            super::codec::recycle(bytes);
+        }
+    }
+}
+
 /// A delta this small is kept without comparing it with the whole encoding: compressed
 /// table data is rarely below a third of its size.
 const SURELY_SMALL: usize = 16;
