@@ -80,6 +80,12 @@ impl ServerInfo {
         self.is_mariadb() && self.version >= Version(major, minor, patch)
     }
 
+    /// Whether `information_schema` serves table statistics (row estimates) from a cache,
+    /// which `information_schema_stats_expiry` controls (MySQL 8.0.3+).
+    pub fn caches_table_stats(&self) -> bool {
+        self.mysql_at_least(8, 0, 3)
+    }
+
     /// Current binlog file, position and (MySQL) executed GTID set.
     pub fn binlog_status_sql(&self) -> &'static str {
         if self.mysql_at_least(8, 2, 0) {

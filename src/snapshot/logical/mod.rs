@@ -67,8 +67,8 @@ pub struct LogicalSnapshot {
 const COORDINATOR_SETUP: &str = "SET NAMES utf8mb4, SESSION sql_quote_show_create = 1, \
      SESSION time_zone = '+00:00', SESSION sql_mode = '', SESSION wait_timeout = 86400";
 
-/// Added on MySQL, which otherwise serves row estimates (they decide how tables are cut into
-/// chunks) from a cache up to a day old.
+/// Added where the server would otherwise serve row estimates (they decide how tables are cut
+/// into chunks) from a cache up to a day old.
 const FRESH_ROW_ESTIMATES: &str = ", SESSION information_schema_stats_expiry = 0";
 
 pub fn source_info(s: &mut Session) -> Result<SourceInfo> {
@@ -103,7 +103,7 @@ pub fn dump(
         std::thread::spawn(move || consistency::connect_workers(&connect, jobs))
     };
     let mut coord = Session::connect(connect)?;
-    if coord.info().is_mysql() {
+    if coord.info().caches_table_stats() {
         coord.exec(&format!("{COORDINATOR_SETUP}{FRESH_ROW_ESTIMATES}"))?;
     } else {
         coord.exec(COORDINATOR_SETUP)?;
