@@ -215,6 +215,15 @@ pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// String literals for an SQL `IN (...)` list: quoted, comma-separated.
+pub fn quote_list<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    values
+        .into_iter()
+        .map(|v| quote_str(v.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Quotes a string literal for SQL, escaping what the server's default SQL mode needs.
 pub fn quote_str(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::replication::applier_stopped;
-use crate::mysql::session::{Session, quote_ident, quote_str};
+use crate::mysql::session::{Session, quote_ident, quote_list, quote_str};
 use crate::mysql::wire::{Conn, ConnectOptions};
 use crate::snapshot::logical::consistency;
 
@@ -42,12 +42,11 @@ fn tables(c: &mut Conn) -> Result<Vec<(String, String, Vec<String>)>> {
          JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
          WHERE t.TABLE_TYPE = 'BASE TABLE' AND c.TABLE_SCHEMA NOT IN ({}) \
          ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION",
-        crate::snapshot::logical::catalog::SYSTEM_SCHEMAS
-            .iter()
-            .chain(std::iter::once(&crate::restore::PROGRESS_SCHEMA))
-            .map(|s| quote_str(s))
-            .collect::<Vec<_>>()
-            .join(", ")
+        quote_list(
+            crate::snapshot::logical::catalog::SYSTEM_SCHEMAS
+                .iter()
+                .chain(std::iter::once(&crate::restore::PROGRESS_SCHEMA))
+        )
     ))?;
     let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
     for r in &rows.rows {

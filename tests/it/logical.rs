@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::support::load::{self, Load};
-use crate::support::{Scratch, TestServer, myvault};
+use crate::support::{Run, Scratch, TestServer, myvault};
 
 /// Everything that must survive a round trip, by object.
 fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
@@ -136,9 +136,9 @@ fn tricky_schema_round_trip_is_exact() {
     let repo = dir.join("repo");
     let repo = repo.to_str().unwrap();
     myvault(&["init", "--repo", repo]).expect_code(0);
-    let backup = myvault(&["backup", "--repo", repo, "--source", &src.url(), "--json"]);
-    backup.expect_code(0);
-    let b = backup.json();
+    let taken = backup(repo, &src.url(), &["--json"]);
+    taken.expect_code(0);
+    let b = taken.json();
     assert_eq!(b["method"], "logical");
     assert_eq!(
         b["gtid_executed"].as_str().unwrap(),
@@ -234,7 +234,7 @@ fn restore_refuses_a_non_empty_target() {
     let repo = dir.join("repo");
     let repo = repo.to_str().unwrap();
     myvault(&["init", "--repo", repo]).expect_code(0);
-    myvault(&["backup", "--repo", repo, "--source", &src.url()]).expect_code(0);
+    backup(repo, &src.url(), &[]).expect_code(0);
     let dst = TestServer::mysql97();
     dst.sql("CREATE DATABASE precious");
     let run = myvault(&["restore", "--repo", repo, "--target", &dst.url()]);
@@ -266,20 +266,11 @@ fn backup_under_write_load_equals_the_source_at_the_snapshot_gtid_set() {
     let repo = dir.join("repo");
     let repo = repo.to_str().unwrap();
     myvault(&["init", "--repo", repo]).expect_code(0);
-    let backup = myvault(&[
-        "backup",
-        "--repo",
-        repo,
-        "--source",
-        &src.url(),
-        "--jobs",
-        "2",
-        "--json",
-    ]);
-    backup.expect_code(0);
+    let taken = backup(repo, &src.url(), &["--jobs", "2", "--json"]);
+    taken.expect_code(0);
     std::thread::sleep(std::time::Duration::from_secs(2));
     load.stop();
-    let gtids = backup.json()["gtid_executed"].as_str().unwrap().to_string();
+    let gtids = taken.json()["gtid_executed"].as_str().unwrap().to_string();
     assert_ne!(
         gtids,
         src.value("SELECT @@GLOBAL.gtid_executed")
@@ -357,6 +348,13 @@ fn new_repo(dir: &Scratch) -> String {
     repo
 }
 
+/// `myvault backup` of `source` into `repo`, with `extra` options.
+fn backup(repo: &str, source: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["backup", "--repo", repo, "--source", source];
+    args.extend_from_slice(extra);
+    myvault(&args)
+}
+
 fn snapshot_count(repo: &str) -> usize {
     let run = myvault(&["list", "--repo", repo, "--json"]);
     run.expect_code(0);
@@ -369,13 +367,7 @@ fn missing_privileges_are_named_with_the_grant_that_fixes_them() {
     src.sql("CREATE USER 'ro'@'%' IDENTIFIED BY 'Ro-pass-1';\nGRANT SELECT ON *.* TO 'ro'@'%'");
     let dir = Scratch::new("repo");
     let repo = new_repo(&dir);
-    let run = myvault(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url_as("ro", "Ro-pass-1"),
-    ]);
+    let run = backup(&repo, &src.url_as("ro", "Ro-pass-1"), &[]);
     run.expect_code(4);
     assert!(run.stderr.contains("GRANT RELOAD, LOCK TABLES, SHOW VIEW, TRIGGER, EVENT, REPLICATION CLIENT ON *.* TO 'ro'@'%'"), "{}", run.stderr);
     assert!(!run.stderr.contains("Ro-pass-1"));
@@ -392,15 +384,7 @@ fn lock_wait_timeout_and_long_query_guard_abort_instead_of_stalling() {
     let mut holder = src.session();
     holder.exec("LOCK TABLES a.t WRITE").unwrap();
     let started = std::time::Instant::now();
-    let run = myvault(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--lock-wait-timeout",
-        "2",
-    ]);
+    let run = backup(&repo, &src.url(), &["--lock-wait-timeout", "2"]);
     run.expect_code(6);
     assert!(
         run.stderr.contains("--lock-wait-timeout 2"),
@@ -413,15 +397,7 @@ fn lock_wait_timeout_and_long_query_guard_abort_instead_of_stalling() {
     let mut sleeper = src.session();
     let t = std::thread::spawn(move || sleeper.exec("SELECT SLEEP(8)").map(|_| ()));
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    let run = myvault(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--long-query-guard",
-        "1",
-    ]);
+    let run = backup(&repo, &src.url(), &["--long-query-guard", "1"]);
     run.expect_code(6);
     assert!(
         run.stderr.contains("SLEEP(8)") && run.stderr.contains("has been running"),
@@ -467,16 +443,7 @@ fn the_flush_waits_for_row_lock_waits_to_end_instead_of_stalling_every_writer() 
     });
     std::thread::sleep(std::time::Duration::from_millis(500));
     let started = std::time::Instant::now();
-    let run = myvault(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--lock-wait-timeout",
-        "30",
-        "--json",
-    ]);
+    let run = backup(&repo, &src.url(), &["--lock-wait-timeout", "30", "--json"]);
     run.expect_code(0);
     let took = started.elapsed();
     assert!(
@@ -575,16 +542,7 @@ fn source_lost_in_the_middle_of_the_dump_leaves_no_snapshot() {
 fn killed_restore_run_again_finishes_without_duplicates() {
     let (src, _dir, repo) = sysbench_source(3, 30_000);
     // Small chunks so that the restore has many steps to be killed between.
-    myvault(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--chunk-size",
-        "1",
-    ])
-    .expect_code(0);
+    backup(&repo, &src.url(), &["--chunk-size", "1"]).expect_code(0);
     // A redo log smaller than three times the dump, and local_infile off: both are changed.
     let dst = TestServer::builder(crate::support::Flavor::Mysql97)
         .option("--innodb-redo-log-capacity=8M")
@@ -662,13 +620,13 @@ fn spread_updates_cost_small_deltas_and_restore_exactly() {
     let (src, _dir, repo) = sysbench_source(2, 60_000);
     let new_bytes =
         |run: &crate::support::Run| run.json()["repos"][0]["new_bytes"].as_u64().unwrap();
-    let first = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
+    let first = backup(&repo, &src.url(), &["--json"]);
     first.expect_code(0);
     // A new table that sorts before the others: theirs keep their paths, so their edits
     // still find their previous versions (they were numbered by position before).
     src.sql("CREATE TABLE sb.aaa_new (id INT PRIMARY KEY);\nINSERT INTO sb.aaa_new VALUES (1)");
     src.sql("UPDATE sb.sbtest1 SET k = k + 1 WHERE id % 100 = 0;\nUPDATE sb.sbtest2 SET k = k + 1 WHERE id % 100 = 0");
-    let second = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
+    let second = backup(&repo, &src.url(), &["--json"]);
     second.expect_code(0);
     let (n1, n2) = (new_bytes(&first), new_bytes(&second));
     assert!(
@@ -696,8 +654,8 @@ fn spread_updates_cost_small_deltas_and_restore_exactly() {
 #[test]
 fn restore_test_reads_a_logical_snapshot_back() {
     let (src, dir, repo) = sysbench_source(2, 3000);
-    let backup = myvault(&["backup", "--repo", &repo, "--source", &src.url(), "--json"]);
-    backup.expect_code(0);
+    let taken = backup(&repo, &src.url(), &["--json"]);
+    taken.expect_code(0);
     let tested = crate::support::restore_test(&repo, &[]);
     tested.expect_code(0);
     let t = &tested.json()["restore_test"];
@@ -706,7 +664,7 @@ fn restore_test_reads_a_logical_snapshot_back() {
     assert_eq!(t["rows_dumped"], 6000, "{t}");
     assert_eq!(
         t["gtid_executed"],
-        backup.json()["gtid_executed"]
+        taken.json()["gtid_executed"]
             .as_str()
             .unwrap()
             .replace('\n', "")

@@ -10,7 +10,7 @@ pub mod objects;
 pub mod progress;
 pub mod settings;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -400,11 +400,10 @@ fn load_rows_and_indexes(
     // Big chunks first, so the tail is made of small ones.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.rows));
     // Per table with indexes to build: its chunks still to load, and the build.
-    let mut after_rows: std::collections::HashMap<(&str, &str), AfterRows> =
-        std::collections::HashMap::new();
+    let mut after_rows: HashMap<(&str, &str), AfterRows> = HashMap::new();
     for job in &jobs {
         let key = (job.db, job.table.name.as_str());
-        if let Some(index) = indexes.remove(&(key.0.to_string(), key.1.to_string())) {
+        if let Some(index) = indexes.remove(&key) {
             let index = Mutex::new(Some(index));
             after_rows.insert(
                 key,
@@ -574,11 +573,11 @@ fn is_invalid_enum_warning(w: &crate::mysql::session::Row<'_>, t: &Table) -> boo
 }
 
 /// The index builds still to do, by database and table.
-fn index_jobs(
-    meta: &DumpMeta,
+fn index_jobs<'m>(
+    meta: &'m DumpMeta,
     done: &HashSet<String>,
-) -> std::collections::HashMap<(String, String), IndexJob> {
-    let mut jobs = std::collections::HashMap::new();
+) -> HashMap<(&'m str, &'m str), IndexJob> {
+    let mut jobs = HashMap::new();
     for db in &meta.databases {
         for t in db.tables.iter().filter(|t| !t.deferred_indexes.is_empty()) {
             let item = format!("index:{}.{}", db.name, t.name);
@@ -589,7 +588,7 @@ fn index_jobs(
                     quote_ident(&t.name),
                     t.deferred_indexes.join(", ")
                 );
-                jobs.insert((db.name.clone(), t.name.clone()), IndexJob { item, sql });
+                jobs.insert((db.name.as_str(), t.name.as_str()), IndexJob { item, sql });
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::format::{Account, ColumnEncoding, StoredObject, View};
 use crate::error::{Error, Result};
-use crate::mysql::session::{Rows, Session, quote_ident, quote_str};
+use crate::mysql::session::{Rows, Session, quote_ident, quote_list, quote_str};
 use crate::mysql::wire::Conn;
 
 /// Schemas that belong to the server, never dumped.
@@ -140,14 +140,6 @@ pub fn show_create_database(s: &mut Session, db: &str) -> Result<String> {
         .ok_or_else(|| s.unexpected(&sql, "no row").into())
 }
 
-/// `dbs` as an SQL list of strings.
-fn sql_list(dbs: &[String]) -> String {
-    dbs.iter()
-        .map(|d| quote_str(d))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Base tables of `dbs`, with columns, primary keys and size estimates (not yet whether they
 /// take part in a foreign key: see [`foreign_key_tables`]).
 ///
@@ -165,7 +157,7 @@ pub fn tables(
     if dbs.is_empty() {
         return Ok(Vec::new());
     }
-    let list = sql_list(dbs);
+    let list = quote_list(dbs);
     let tables_sql = format!(
         "SELECT TABLE_SCHEMA, TABLE_NAME, IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0), IFNULL(AVG_ROW_LENGTH, 0) \
          FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({list})"
@@ -252,7 +244,7 @@ pub fn foreign_key_tables(s: &mut Session, dbs: &[String]) -> Result<HashSet<(St
     if dbs.is_empty() {
         return Ok(HashSet::new());
     }
-    let list = sql_list(dbs);
+    let list = quote_list(dbs);
     let rows = s.query(&format!(
         "SELECT TABLE_SCHEMA, TABLE_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME \
          FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL \
