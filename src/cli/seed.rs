@@ -222,6 +222,9 @@ pub fn run(a: &SeedArgs, ctx: &super::Ctx) -> Result<()> {
                 v.gtid_executed
             );
         }
+        for w in &r.warnings {
+            outln!("  warning: {w}");
+        }
     });
     Ok(())
 }

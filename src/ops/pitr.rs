@@ -84,10 +84,7 @@ pub fn run(
         &expected,
         replay_progress,
     );
-    let put_back = logical::connect_loader(server, "utf8mb4").map(|mut s| {
-        logical::settings::put_back_variables(&mut s, &load.server_settings, &mut load.warnings)
-    });
+    logical::settings::put_back_variables_on(server, &load.server_settings, &mut load.warnings);
     let replay = replay?;
-    put_back?;
     Ok(PitrReport { plan, load, replay })
 }

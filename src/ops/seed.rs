@@ -16,6 +16,7 @@ use crate::mysql::wire::ConnectOptions;
 use crate::repo::Repo;
 use crate::repo::manifest::SnapshotManifest;
 use crate::restore::datadir::Owner;
+use crate::restore::logical::settings::put_back_variables_on;
 use crate::restore::logical::{LoadOptions, LoadProgress};
 use crate::secret::Secret;
 use crate::seed::checksum::{self, Verified};
@@ -80,6 +81,9 @@ pub struct SeedReport {
     pub caught_up_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<Verified>,
+    /// What the load could not do or put back (as the restore reports them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn repo<'a>(req: &SeedRequest<'a>) -> Result<&'a Arc<Repo>> {
@@ -292,6 +296,10 @@ fn wait_for_target(target: &ConnectOptions, timeout: Duration) -> Result<Session
 pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
     let checked = check(req)?;
     let started = Instant::now();
+    let mut warnings = Vec::new();
+    // Server settings a logical load changed (a larger redo log) and left for catching up,
+    // which writes as much again; put back once the replica is attached and caught up.
+    let mut kept_settings = Vec::new();
     match &req.fill {
         Fill::Logical => {
             let snap = checked
@@ -303,13 +311,21 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
                 checked.detach.run(&mut Session::connect(req.target)?)?;
             }
             status(&format!("loading snapshot {}", snap.id));
-            crate::ops::restore_logical::run(
+            let load = LoadOptions {
+                keep_load_settings: req.wait.is_some(),
+                ..req.load.clone()
+            };
+            let report = crate::ops::restore_logical::run(
                 repo(req)?,
                 &snap.id,
                 req.target,
-                &req.load,
+                &load,
                 &LoadProgress::default(),
             )?;
+            warnings = report.warnings;
+            if load.keep_load_settings {
+                kept_settings = report.server_settings;
+            }
         }
         Fill::Datadir { dir, owner } => {
             let snap = checked
@@ -364,6 +380,21 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
         }
     }
     let fill_seconds = started.elapsed().as_secs_f64();
+    let result = attach_and_follow(req, checked, fill_seconds, status);
+    put_back_variables_on(req.target, &kept_settings, &mut warnings);
+    let mut report = result?;
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// Makes the filled target a replica of the source, and with `--wait` waits until it has
+/// caught up and (unless `--no-verify`) compares every table with the source.
+fn attach_and_follow(
+    req: &SeedRequest<'_>,
+    checked: Checked,
+    fill_seconds: f64,
+    status: &dyn Fn(&str),
+) -> Result<SeedReport> {
     let mut tgt = Session::connect(req.target)?;
     let state = preflight::target_state(&mut tgt)?;
     // A physical copy brings the source's state along; this is where a copied identity shows.
@@ -387,6 +418,7 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
         server_uuid: state.server_uuid,
         caught_up_seconds: None,
         verified: None,
+        warnings: Vec::new(),
     };
     let Some(timeout) = req.wait else {
         return Ok(report);

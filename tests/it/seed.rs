@@ -99,14 +99,30 @@ fn three_replicas_seeded_under_load_converge_with_their_own_identities() {
     std::thread::sleep(Duration::from_secs(2));
     let wait = ["--wait", "300", "--json"];
 
-    // 1. From the logical snapshot, into a running empty server.
-    let logical = TestServer::mysql97();
+    // 1. From the logical snapshot, into a running empty server. The load's settings (a
+    //    larger redo log, local_infile) stay while the replica catches up, and are put back.
+    let logical = TestServer::builder(Flavor::Mysql97)
+        .option("--local-infile=0")
+        .start();
+    let settings = "SELECT CONCAT(@@GLOBAL.innodb_redo_log_capacity, ' ', @@GLOBAL.local_infile)";
+    let before = logical.value(settings);
     let mut args = vec!["seed-replica", "--source", &src_url, "--repo", &repo];
     let target = logical.url();
     args.extend(["--target", &target]);
     args.extend(repl_args());
     args.extend(wait);
-    assert_seeded(&myvault_env(&args, REPL_ENV), "logical");
+    let seeded = myvault_env(&args, REPL_ENV);
+    assert_seeded(&seeded, "logical");
+    assert_eq!(
+        logical.value(settings),
+        before,
+        "logical: settings put back"
+    );
+    assert!(
+        seeded.json().get("warnings").is_none(),
+        "logical: {}",
+        seeded.json()
+    );
 
     // 2. From the clone snapshot, restored as a data directory; the test plays the operator
     //    who starts mysqld on it when told to.

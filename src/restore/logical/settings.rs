@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::mysql::error::codes;
 use crate::mysql::server_info::Version;
 use crate::mysql::session::Session;
+use crate::mysql::wire::ConnectOptions;
 
 use super::progress;
 
@@ -269,12 +270,37 @@ pub fn put_back_variables(
             Err("not a plain value".to_string())
         };
         if let Err(e) = result {
-            warnings.push(format!(
-                "could not set {} back to {} ({e}); run SET GLOBAL {} = {} on the target",
-                v.name, v.before, v.name, v.before
-            ));
+            warnings.push(not_put_back(v, &e));
         }
     }
+}
+
+/// [`put_back_variables`] on a connection of its own, for callers whose load connection is
+/// gone (the settings were kept for a replay or for replication to catch up).
+pub fn put_back_variables_on(
+    target: &ConnectOptions,
+    variables: &[SettingChange],
+    warnings: &mut Vec<String>,
+) {
+    if variables.is_empty() {
+        return;
+    }
+    match super::connect_loader(target, "utf8mb4") {
+        Ok(mut s) => put_back_variables(&mut s, variables, warnings),
+        Err(e) => warnings.extend(
+            variables
+                .iter()
+                .rev()
+                .map(|v| not_put_back(v, &e.to_string())),
+        ),
+    }
+}
+
+fn not_put_back(v: &SettingChange, why: &str) -> String {
+    format!(
+        "could not set {} back to {} ({why}); run SET GLOBAL {} = {} on the target",
+        v.name, v.before, v.name, v.before
+    )
 }
 
 #[cfg(test)]
