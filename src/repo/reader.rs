@@ -2,8 +2,11 @@
 //! file against its digest.
 //!
 //! Consecutive chunks stored next to each other in a pack are fetched with one ranged read,
-//! so a restore reads packs mostly sequentially and memory stays at one such range.
+//! so a restore reads packs mostly sequentially; its chunks are decoded one at a time as they
+//! are read, so memory stays at one such range plus one chunk, and the first bytes of a range
+//! go out without waiting for the rest of it to be decoded.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 use super::codec::{self, Codec};
@@ -145,7 +148,9 @@ impl Repo {
             expected: entry.digest,
             ids,
             next: 0,
-            fetched: Vec::new(),
+            range: Vec::new(),
+            range_start: 0,
+            pending: VecDeque::new(),
             current: Vec::new(),
             pos: 0,
             check: entry.digest.checker(),
@@ -177,8 +182,11 @@ pub struct FileReader<'r> {
     expected: ContentDigest,
     ids: Vec<Id>,
     next: usize,
-    /// Chunks fetched by the last ranged read, not yet handed out (in reverse order).
-    fetched: Vec<Vec<u8>>,
+    /// The stored bytes of the last ranged read, from pack offset `range_start`.
+    range: Vec<u8>,
+    range_start: u64,
+    /// The chunks in `range` not yet handed out.
+    pending: VecDeque<(Id, BlobLocation)>,
     current: Vec<u8>,
     pos: usize,
     check: Option<ContentCheck>,
@@ -193,14 +201,20 @@ impl FileReader<'_> {
 
     /// The next chunk's plaintext, or `None` at the end, after the whole-file checks.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
-        if self.fetched.is_empty() {
+        let (id, loc) = loop {
+            if let Some(next) = self.pending.pop_front() {
+                break next;
+            }
             if self.next >= self.ids.len() {
                 self.finish()?;
                 return Ok(None);
             }
             self.fetch_range()?;
-        }
-        let chunk = self.fetched.pop().unwrap_or_default();
+        };
+        // fetch_range checked that every pending chunk lies inside the range.
+        let from = (u64::from(loc.offset) - self.range_start) as usize;
+        let stored = &self.range[from..from + loc.stored_len as usize];
+        let chunk = self.repo.decode_blob(&id, &loc, stored)?;
         if let Some(c) = &mut self.check {
             c.update(&chunk);
         }
@@ -264,17 +278,9 @@ impl FileReader<'_> {
                 "shorter than its index says",
             ));
         }
-        let mut chunks = Vec::with_capacity(group.len());
-        for (id, loc) in &group {
-            let from = (u64::from(loc.offset) - start) as usize;
-            chunks.push(self.repo.decode_blob(
-                id,
-                loc,
-                &data[from..from + loc.stored_len as usize],
-            )?);
-        }
-        chunks.reverse();
-        self.fetched = chunks;
+        self.range = data;
+        self.range_start = start;
+        self.pending = group.into();
         self.next = i;
         Ok(())
     }
