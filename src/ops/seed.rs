@@ -134,7 +134,8 @@ struct Checked {
     plan: SeedPlan,
     source: SourceState,
     snapshot: Option<SnapshotManifest>,
-    /// With --force, what to undo on a logical target before loading.
+    /// With --force, what to undo on a used target before filling it (a logical load or a
+    /// clone).
     detach: attach::Detach,
 }
 
@@ -210,7 +211,17 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
                 "be the donor of a clone",
             )?;
             privileges::require(&mut tgt, direct_clone::RECIPIENT_NEEDS, "receive a clone")?;
-            let steps = vec![
+            // A replica being rebuilt: super_read_only refuses the clone (and the plugin's
+            // installation). Its GTIDs need no reset: the clone brings the source's.
+            if req.force {
+                detach = attach::Detach {
+                    channels: !state.channels.is_empty(),
+                    read_only: state.read_only,
+                    gtids: false,
+                };
+            }
+            let mut steps = detach.steps();
+            steps.extend([
                 "install the clone plugin on both servers where it is missing".into(),
                 format!(
                     "CLONE INSTANCE FROM {}:{} on {} (replaces all of its data and accounts with the source's)",
@@ -222,7 +233,7 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
                     Some(c) => format!("wait for its restart, running `{c}` if it stops"),
                     None => "wait for it to restart (it must run under a supervisor such as systemd, or be started by hand)".into(),
                 },
-            ];
+            ]);
             ("clone", None, Some(state.server_id), steps)
         }
     };
@@ -300,16 +311,16 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
     // Server settings a logical load changed (a larger redo log) and left for catching up,
     // which writes as much again; put back once the replica is attached and caught up.
     let mut kept_settings = Vec::new();
+    if checked.detach.any() {
+        status("detaching the existing replica (--force)");
+        checked.detach.run(&mut Session::connect(req.target)?)?;
+    }
     match &req.fill {
         Fill::Logical => {
             let snap = checked
                 .snapshot
                 .as_ref()
                 .ok_or_else(|| Error::Internal("no snapshot".into()))?;
-            if checked.detach.any() {
-                status("detaching the existing replica (--force)");
-                checked.detach.run(&mut Session::connect(req.target)?)?;
-            }
             status(&format!("loading snapshot {}", snap.id));
             let load = LoadOptions {
                 keep_load_settings: req.wait.is_some(),

@@ -20,12 +20,12 @@ pub struct Attachment<'a> {
     pub super_read_only: bool,
 }
 
-/// What `--force` undoes on a used target before a logical load, so that it comes out as a
-/// new replica of the snapshot: its replication stopped and forgotten, writes allowed, and
+/// What `--force` undoes on a used target before it is filled, so that it comes out as a new
+/// replica: its replication stopped and forgotten, writes allowed, and (before a logical load)
 /// its own binlogs and GTIDs dropped (GTID_PURGED must then be the snapshot's, or auto-
-/// positioning would skip or repeat transactions). Writes are allowed with SET GLOBAL, not
-/// persisted: should the seeding die, a restart brings the server back read-only; [`attach`]
-/// persists the final setting.
+/// positioning would skip or repeat transactions; a clone brings the source's instead).
+/// Writes are allowed with SET GLOBAL, not persisted: should the seeding die, a restart brings
+/// the server back read-only; [`attach`] persists the final setting.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Detach {
     pub channels: bool,
@@ -47,7 +47,8 @@ impl Detach {
         }
         if self.read_only {
             steps.push(
-                "SET GLOBAL super_read_only = OFF on the target for the load (--force)".into(),
+                "SET GLOBAL super_read_only = OFF on the target while it is filled (--force)"
+                    .into(),
             );
         }
         if self.gtids {

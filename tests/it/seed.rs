@@ -73,6 +73,34 @@ fn converge(src: &TestServer, replica: &TestServer, what: &str) {
     );
 }
 
+/// Runs `seed-replica --clone` (`args`) on `recipient`, which is not supervised: it stops
+/// after the clone, and the test starts it again, as systemd would.
+fn seed_by_clone(args: &[&str], recipient: &mut TestServer) -> Run {
+    let mut seeding = Background::start(args, REPL_ENV);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the clone recipient never stopped"
+        );
+        if !seeding.running() {
+            panic!("seed-replica --clone ended early: {:?}", seeding.finish());
+        }
+        if recipient
+            .server
+            .wait_exit(Duration::from_millis(500))
+            .is_ok()
+        {
+            recipient
+                .server
+                .restart(Duration::from_secs(120))
+                .expect("restart the clone recipient");
+            break;
+        }
+    }
+    seeding.finish()
+}
+
 #[test]
 fn three_replicas_seeded_under_load_converge_with_their_own_identities() {
     let src = primary();
@@ -159,25 +187,7 @@ fn three_replicas_seeded_under_load_converge_with_their_own_identities() {
     args.extend(["--target", &target]);
     args.extend(repl_args());
     args.extend(wait);
-    let mut seeding = Background::start(&args, REPL_ENV);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the clone recipient never stopped"
-        );
-        if !seeding.running() {
-            panic!("seed-replica --clone ended early: {:?}", seeding.finish());
-        }
-        if cloned.server.wait_exit(Duration::from_millis(500)).is_ok() {
-            cloned
-                .server
-                .restart(Duration::from_secs(120))
-                .expect("restart the clone recipient");
-            break;
-        }
-    }
-    assert_seeded(&seeding.finish(), "direct clone");
+    assert_seeded(&seed_by_clone(&args, &mut cloned), "direct clone");
 
     load.stop();
     load::wait_for_idle(&src, "sb");
@@ -310,7 +320,7 @@ fn an_existing_replica_is_seeded_again_with_force() {
     let repo = dir.join("repo").to_str().unwrap().to_string();
     myvault(&["init", "--repo", &repo]).expect_code(0);
     myvault(&["backup", "--repo", &repo, "--source", &src_url]).expect_code(0);
-    let replica = TestServer::mysql97();
+    let mut replica = TestServer::mysql97();
     let target = replica.url();
     let mut args = vec!["seed-replica", "--source", &src_url, "--repo", &repo];
     args.extend(["--target", &target, "--wait", "300", "--json"]);
@@ -366,4 +376,18 @@ fn an_existing_replica_is_seeded_again_with_force() {
             .as_deref(),
         Some("2")
     );
+
+    // Rebuilt again by a direct clone: super_read_only (which refuses a clone) is lifted and
+    // the channel reset first; the clone replaces everything, the drift included.
+    let drift = "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'drift'";
+    assert_eq!(replica.value(drift).as_deref(), Some("1"));
+    let mut args = vec!["seed-replica", "--source", &src_url, "--clone", "--force"];
+    args.extend(["--target", &target, "--wait", "300", "--json"]);
+    args.extend(repl_args());
+    assert_seeded(
+        &seed_by_clone(&args, &mut replica),
+        "seeding again by a clone",
+    );
+    converge(&src, &replica, "the re-cloned replica");
+    assert_eq!(replica.value(drift).as_deref(), Some("0"));
 }
