@@ -476,6 +476,16 @@ impl RowStream<'_> {
         if self.done {
             return Ok(None);
         }
+        // A row whole in the read buffer is parsed where it lies; ERR, EOF and OK packets
+        // (0xFF, 0xFE) and rows split across reads take the copying path below.
+        let is_row = |p: &[u8]| matches!(p.first(), Some(b) if *b != 0xFF && *b != 0xFE);
+        if self.conn.io.lend_payload(is_row) {
+            return Ok(Some(RawRow::new(
+                self.conn.io.lent(),
+                self.columns.len(),
+                &self.conn.addr,
+            )));
+        }
         self.conn.read_packet()?;
         if self.conn.buf.first() == Some(&0xFF) {
             self.done = true;

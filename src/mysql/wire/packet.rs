@@ -81,6 +81,9 @@ impl Write for Transport {
 /// Reads and writes whole payloads, keeping the sequence id.
 pub struct PacketIo {
     stream: BufReader<Transport>,
+    /// Bytes of the payload last lent by [`PacketIo::lend_payload`] (with its header), still at
+    /// the front of the read buffer: consumed when the next read begins.
+    lent: usize,
     seq: u8,
     piece: PieceState,
     /// Queued output (server side), written by [`PacketIo::flush`] or when it grows large.
@@ -111,6 +114,7 @@ impl PacketIo {
     pub fn new(transport: Transport) -> Self {
         PacketIo {
             stream: BufReader::with_capacity(256 * 1024, transport),
+            lent: 0,
             seq: 0,
             piece: PieceState::default(),
             out: Vec::new(),
@@ -123,7 +127,8 @@ impl PacketIo {
 
     /// Gives the transport back, for the TLS upgrade. Fails if the server sent bytes we have
     /// buffered but not read: they would be lost in the switch.
-    pub fn into_transport(self) -> io::Result<Transport> {
+    pub fn into_transport(mut self) -> io::Result<Transport> {
+        self.release();
         if !self.stream.buffer().is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -146,8 +151,39 @@ impl PacketIo {
         self.seq = 0;
     }
 
+    /// Consumes the payload last lent, if any: every read starts with this.
+    fn release(&mut self) {
+        self.stream.consume(std::mem::take(&mut self.lent));
+    }
+
+    /// Takes the next payload without copying it when it is whole in the read buffer and
+    /// `wanted` accepts it: it is then [`PacketIo::lent`] until the next read (a dump's rows:
+    /// copying each into a buffer before copying it into its file was 2% of a dump's CPU).
+    /// `false` otherwise, with nothing consumed: read it with [`PacketIo::read_payload`].
+    /// Never reads from the socket.
+    pub fn lend_payload(&mut self, wanted: impl Fn(&[u8]) -> bool) -> bool {
+        self.release();
+        let Some(&[a, b, c, seq]) = self.stream.buffer().first_chunk::<4>() else {
+            return false;
+        };
+        let len = u32::from_le_bytes([a, b, c, 0]) as usize;
+        let whole = seq == self.seq && len < MAX_PACKET_CHUNK;
+        if !whole || !self.stream.buffer().get(4..4 + len).is_some_and(wanted) {
+            return false;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.lent = 4 + len;
+        true
+    }
+
+    /// The payload [`PacketIo::lend_payload`] took (empty when none is lent).
+    pub fn lent(&self) -> &[u8] {
+        self.stream.buffer().get(4..self.lent).unwrap_or_default()
+    }
+
     /// Reads one logical payload (joining 16 MiB continuation packets) into `out`.
     pub fn read_payload(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.release();
         out.clear();
         // Small packets (a dump's rows) are usually whole in the buffer already: take them
         // from there in one copy, without zero-filling `out` or two buffered reads.
@@ -198,6 +234,7 @@ impl PacketIo {
         stall: Duration,
         max: usize,
     ) -> io::Result<Option<Piece>> {
+        self.release();
         let mut first = false;
         if self.piece.left == 0 {
             if !self.piece.continues && self.stream.buffer().is_empty() {
@@ -356,6 +393,35 @@ mod tests {
             assert_eq!(got.len(), payload.len(), "size {size}");
             assert!(got == payload, "size {size}");
         }
+    }
+
+    #[test]
+    fn lent_payloads_are_consumed_by_the_next_read_and_refused_ones_stay() {
+        let (mut a, mut b) = pair();
+        for p in [&b"first"[..], b"\xFEskip me", b"third", b"fourth"] {
+            a.queue_payload(p).unwrap();
+        }
+        a.flush().unwrap();
+        let mut got = Vec::new();
+        b.read_payload(&mut got).unwrap();
+        assert_eq!(got, b"first");
+        // The rest arrived in the same read: lent without a copy until one is refused.
+        let not_fe = |p: &[u8]| p.first() != Some(&0xFE);
+        assert!(!b.lend_payload(not_fe));
+        assert_eq!(b.seq(), 1, "a refused payload is not consumed");
+        b.read_payload(&mut got).unwrap();
+        assert_eq!(got, b"\xFEskip me");
+        assert!(b.lend_payload(not_fe));
+        assert_eq!(b.lent(), b"third");
+        assert!(b.lend_payload(not_fe));
+        assert_eq!(b.lent(), b"fourth");
+        // Nothing whole is buffered: nothing is lent, and a read waits for the next payload.
+        assert!(!b.lend_payload(not_fe));
+        assert_eq!(b.lent(), b"");
+        a.write_payload(b"fifth").unwrap();
+        b.read_payload(&mut got).unwrap();
+        assert_eq!(got, b"fifth");
+        assert_eq!(b.seq(), 5);
     }
 
     #[test]
