@@ -308,8 +308,9 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
     let checked = check(req)?;
     let started = Instant::now();
     let mut warnings = Vec::new();
-    // Server settings a logical load changed (a larger redo log) and left for catching up,
-    // which writes as much again; put back once the replica is attached and caught up.
+    // Server settings a logical load changed (a larger redo log, local_infile) and left for
+    // catching up, which writes as much again; put back once the seeding has ended, caught up
+    // and verified or failed.
     let mut kept_settings = Vec::new();
     if checked.detach.any() {
         status("detaching the existing replica (--force)");
