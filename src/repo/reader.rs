@@ -211,9 +211,22 @@ impl FileReader<'_> {
             }
             self.fetch_range()?;
         };
-        // fetch_range checked that every pending chunk lies inside the range.
-        let from = (u64::from(loc.offset) - self.range_start) as usize;
-        let stored = &self.range[from..from + loc.stored_len as usize];
+        // fetch_range made every pending chunk lie inside the range; checked all the same,
+        // as offsets come from the index files.
+        let stored = u64::from(loc.offset)
+            .checked_sub(self.range_start)
+            .and_then(|from| {
+                let from = usize::try_from(from).ok()?;
+                self.range
+                    .get(from..from.checked_add(loc.stored_len as usize)?)
+            })
+            .ok_or_else(|| {
+                RepoError::integrity(
+                    self.repo.name(),
+                    format!("pack {}", loc.pack.short()),
+                    "a chunk lies outside the range its index entry gave",
+                )
+            })?;
         let chunk = self.repo.decode_blob(&id, &loc, stored)?;
         if let Some(c) = &mut self.check {
             c.update(&chunk);
