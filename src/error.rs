@@ -61,6 +61,9 @@ pub enum Error {
     Storage(#[from] StorageError),
 
     #[error(transparent)]
+    Location(#[from] crate::storage::BadLocation),
+
+    #[error(transparent)]
     Spool(#[from] crate::binlog::spool::SpoolError),
 
     /// Some repositories were written, others failed; the message names them.
@@ -111,7 +114,7 @@ impl Error {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Usage(_) | Error::Url(_) => ErrorKind::Usage,
+            Error::Usage(_) | Error::Url(_) | Error::Location(_) => ErrorKind::Usage,
             Error::Mysql(e) => mysql_kind(e),
             Error::Repo(e) => repo_kind(e),
             Error::Storage(StorageError::Damaged { .. }) => ErrorKind::Integrity,
@@ -140,9 +143,10 @@ impl Error {
 fn repo_kind(e: &RepoError) -> ErrorKind {
     match e {
         RepoError::Storage(StorageError::Damaged { .. }) => ErrorKind::Integrity,
-        RepoError::Storage(_) | RepoError::WriteFailed(_) | RepoError::NotARepository { .. } => {
-            ErrorKind::Storage
-        }
+        RepoError::Storage(_)
+        | RepoError::WriteFailed(_)
+        | RepoError::NotARepository { .. }
+        | RepoError::Foreign { .. } => ErrorKind::Storage,
         RepoError::AlreadyInitialized { .. } | RepoError::Invalid(_) => ErrorKind::Usage,
         RepoError::Integrity { .. } => ErrorKind::Integrity,
         RepoError::Locked { .. } => ErrorKind::RepoLocked,

@@ -34,7 +34,7 @@ pub struct BackupArgs {
     pub method: String,
 
     /// Parallel dump connections (default: the number of CPUs, 2 to 8).
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", value_parser = super::parse_jobs)]
     pub jobs: Option<usize>,
 
     /// Only these databases (comma-separated or repeated).
@@ -136,7 +136,7 @@ pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
                 }
             };
             let opts = LogicalOptions {
-                jobs: a.jobs.or(cfg.jobs).unwrap_or_else(default_jobs).max(1),
+                jobs: a.jobs.or(cfg.jobs).unwrap_or_else(default_jobs),
                 filter: Filter {
                     databases: pick(&a.databases, &cfg.databases),
                     exclude_tables: pick(&a.exclude_tables, &cfg.exclude_tables),

@@ -122,6 +122,13 @@ pub fn load(path: &Path) -> Result<Config> {
         };
         Error::Usage(format!("{}: {what}", path.display()))
     })?;
+    let jobs = [
+        cfg.backup.as_ref().and_then(|b| b.jobs),
+        cfg.restore.as_ref().and_then(|r| r.jobs),
+    ];
+    for n in jobs.into_iter().flatten() {
+        super::check_jobs(n).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    }
     if let Some(url) = cfg.source.as_ref().and_then(|s| s.url.as_deref()) {
         crate::mysql::url::MysqlUrl::parse(url)?;
     }

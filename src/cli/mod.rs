@@ -28,6 +28,27 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The most connections `--jobs` may open: more would only queue on the server's cores and
+/// risk `max_connections`.
+pub const MAX_JOBS: usize = 64;
+
+/// `--jobs N` (and `jobs =` in the config file): 1 to [`MAX_JOBS`]. Zero would do nothing at
+/// all, which is never what was meant.
+pub fn check_jobs(n: usize) -> std::result::Result<usize, String> {
+    if (1..=MAX_JOBS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("jobs must be between 1 and {MAX_JOBS}, not {n}"))
+    }
+}
+
+fn parse_jobs(text: &str) -> std::result::Result<usize, String> {
+    let n = text
+        .parse::<usize>()
+        .map_err(|_| format!("'{text}' is not a number of jobs"))?;
+    check_jobs(n)
+}
+
 use crate::error::Result;
 use output::Output;
 

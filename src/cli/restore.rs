@@ -50,7 +50,7 @@ pub struct RestoreArgs {
     pub mysqld: Option<PathBuf>,
 
     /// Parallel load connections (default: the number of CPUs, 2 to 8).
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", value_parser = super::parse_jobs)]
     pub jobs: Option<usize>,
 
     /// Switch InnoDB's redo log off during the load (MySQL 8.0.21+); it is switched back on

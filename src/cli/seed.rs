@@ -81,7 +81,7 @@ pub struct SeedArgs {
     pub force: bool,
 
     /// Parallel load connections for a logical snapshot.
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", value_parser = super::parse_jobs)]
     pub jobs: Option<usize>,
 
     /// Seconds the verification's brief global read lock on the source may wait.
@@ -188,7 +188,7 @@ pub fn run(a: &SeedArgs, ctx: &super::Ctx) -> Result<()> {
         verify: !a.no_verify,
         force: a.force,
         load: LoadOptions {
-            jobs: a.jobs.unwrap_or_else(super::backup::default_jobs).max(1),
+            jobs: a.jobs.unwrap_or_else(super::backup::default_jobs),
             force: a.force,
             ..LoadOptions::default()
         },

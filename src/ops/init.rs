@@ -40,7 +40,7 @@ pub fn run(location: &str, store_opts: &OpenOptions, opts: &InitOptions) -> Resu
     }
     config.validate().map_err(Error::Usage)?;
     let key = super::repos::read_key(store_opts)?;
-    let store = storage::create(location, store_opts)?;
+    let store = storage::create(&storage::Location::parse(location)?, store_opts)?;
     let repo = Repo::init_with_key(store, config, key.as_ref())?;
     Ok(InitReport {
         repo: repo.name().to_string(),

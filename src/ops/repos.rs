@@ -8,14 +8,14 @@ use crate::repo::key::RepoKey;
 use crate::repo::lock::{LockGuard, LockKind};
 use crate::repo::writer::TargetOutcome;
 use crate::repo::{Repo, RepoError};
-use crate::storage::{self, OpenOptions};
+use crate::storage::{self, Location, OpenOptions};
 
 pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<Repo>> {
     open_with(location, opts, read_key(opts)?.as_ref())
 }
 
 fn open_with(location: &str, opts: &OpenOptions, key: Option<&RepoKey>) -> Result<Arc<Repo>> {
-    let store = storage::open(location, opts)?;
+    let store = storage::open(&Location::parse(location)?, opts)?;
     Ok(Arc::new(Repo::open_with_key(store, key)?))
 }
 
@@ -45,8 +45,12 @@ pub fn open_for_write(locations: &[String], opts: &OpenOptions, command: &str) -
         unavailable: Vec::new(),
     };
     let mut first_error = None;
-    // A bad key file is the command's error, not one repository's.
+    // A bad key file or a mistyped location is the command's error, not one repository's:
+    // going on without it would write fewer copies than the operator asked for.
     let key = read_key(opts)?;
+    for loc in locations {
+        Location::parse(loc)?;
+    }
     for loc in locations {
         match open_with(loc, opts, key.as_ref()) {
             Ok(repo) => {

@@ -15,6 +15,12 @@ pub enum RepoError {
     #[error("{store} already holds a myvault repository")]
     AlreadyInitialized { store: String },
 
+    /// The store holds a `config` object that is not myvault's: another tool's repository.
+    #[error(
+        "{store} is not a myvault repository: it holds a `config` that is not myvault's (another tool's repository?); give myvault a directory or prefix of its own"
+    )]
+    Foreign { store: String },
+
     /// Stored data does not match its checksum, or a structure is damaged.
     #[error("{store}: integrity failure in {what}: {detail}")]
     Integrity {

@@ -115,6 +115,13 @@ fn encrypted_view(storage: Arc<dyn Storage>, key: Option<&RepoKey>) -> Arc<dyn S
     }
 }
 
+/// Whether a `config` object was written by myvault (damaged or not), as opposed to another
+/// tool that also names its settings `config` (restic, kopia): damage in ours is an integrity
+/// failure, theirs is the wrong place.
+fn is_myvault_config(data: &[u8]) -> bool {
+    data.starts_with(b"MYVAULT ")
+}
+
 impl Repo {
     /// Creates a repository in an empty store.
     pub fn init(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Repo> {
@@ -133,8 +140,10 @@ impl Repo {
         }
         config.validate().map_err(RepoError::Invalid)?;
         if !storage.create(CONFIG_KEY, &manifest::encode("config", &config))? {
-            return Err(RepoError::AlreadyInitialized {
-                store: storage.name().to_string(),
+            let store = storage.name().to_string();
+            return Err(match storage.get(CONFIG_KEY) {
+                Ok(data) if !is_myvault_config(&data) => RepoError::Foreign { store },
+                _ => RepoError::AlreadyInitialized { store },
             });
         }
         Ok(Repo {
@@ -159,6 +168,11 @@ impl Repo {
             }
             Err(e) => return Err(e.into()),
         };
+        if !is_myvault_config(&data) {
+            return Err(RepoError::Foreign {
+                store: storage.name().to_string(),
+            });
+        }
         let config: RepoConfig = manifest::decode("config", &data)
             .map_err(|d| RepoError::integrity(storage.name(), "config", d))?;
         config.validate().map_err(RepoError::Invalid)?;

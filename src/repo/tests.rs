@@ -416,6 +416,22 @@ fn open_rejects_non_repositories_and_double_init() {
     ));
 }
 
+#[test]
+fn another_tools_repository_is_named_as_such_not_as_damage_or_as_ours() {
+    // restic and kopia keep their settings in an object named `config` too.
+    let mem = Arc::new(MemoryStorage::new());
+    mem.put("config", b"\x00\x17restic encrypted config")
+        .unwrap();
+    assert!(matches!(
+        Repo::open(mem.clone()).unwrap_err(),
+        RepoError::Foreign { .. }
+    ));
+    assert!(matches!(
+        Repo::init(mem, small_config()).unwrap_err(),
+        RepoError::Foreign { .. }
+    ));
+}
+
 /// A dump-like table file: one text row per id, like sysbench's in TSV.
 fn rows(n: u32, bump: impl Fn(u32) -> bool) -> Vec<u8> {
     let mut out = Vec::new();

@@ -9,6 +9,7 @@ pub mod conformance;
 mod direct_write;
 pub mod encrypted;
 pub mod local;
+pub mod location;
 pub mod memory;
 pub mod retry;
 pub mod s3;
@@ -16,6 +17,8 @@ pub mod s3;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use location::{BadLocation, Location};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -170,23 +173,24 @@ pub struct OpenOptions {
 }
 
 /// Opens an existing store: a directory, or `s3://bucket/prefix`.
-pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
-    if location.starts_with("s3://") {
-        return open_s3(location, opts);
+pub fn open(location: &Location, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
+    match location {
+        Location::Local(dir) => Ok(Arc::new(local::LocalStorage::open(dir)?)),
+        Location::S3(_) => open_s3(location, opts),
     }
-    Ok(Arc::new(local::LocalStorage::open(location)?))
 }
 
 /// Opens a store for a new repository, creating the directory if needed.
-pub fn create(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
-    if location.starts_with("s3://") {
-        return open_s3(location, opts);
+pub fn create(location: &Location, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
+    match location {
+        Location::Local(dir) => Ok(Arc::new(local::LocalStorage::create(dir)?)),
+        Location::S3(_) => open_s3(location, opts),
     }
-    Ok(Arc::new(local::LocalStorage::create(location)?))
 }
 
-fn open_s3(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
+fn open_s3(location: &Location, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(retry::Retry::new(s3::S3Storage::open(
-        location, opts,
+        &location.to_string(),
+        opts,
     )?)))
 }

@@ -466,7 +466,9 @@ fn ddl_during_the_dump_is_blocked_with_backup_admin_and_detected_without() {
     );
     let dir = Scratch::new("repo");
     let repo = new_repo(&dir);
-    let pause = [("MYVAULT_FAILPOINTS", "dump-after-snapshot=sleep(3000)")];
+    let pause = [crate::support::failpoints(
+        "dump-after-snapshot=sleep(3000)",
+    )];
 
     // Root has BACKUP_ADMIN: the ALTER waits for the dump, which sees the old definition.
     let url = src.url();
@@ -522,7 +524,9 @@ fn source_lost_in_the_middle_of_the_dump_leaves_no_snapshot() {
         std::thread::spawn(move || {
             crate::support::myvault_env(
                 &["backup", "--repo", &repo, "--source", &url],
-                &[("MYVAULT_FAILPOINTS", "dump-after-snapshot=sleep(2000)")],
+                &[crate::support::failpoints(
+                    "dump-after-snapshot=sleep(2000)",
+                )],
             )
         })
     };
@@ -566,7 +570,7 @@ fn killed_restore_run_again_finishes_without_duplicates() {
             "--jobs",
             "1",
         ],
-        &[("MYVAULT_FAILPOINTS", "restore-after-chunk=abort(4)")],
+        &[crate::support::failpoints("restore-after-chunk=abort(4)")],
     );
     assert_ne!(
         killed.code, 0,

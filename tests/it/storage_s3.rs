@@ -162,7 +162,9 @@ fn backup_to_local_and_s3_at_once_survives_losing_s3_and_copy_catches_up() {
         let h = s.spawn(|| {
             let mut e: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            e.push(("MYVAULT_FAILPOINTS", "dump-after-snapshot=sleep(2000)"));
+            e.push(crate::support::failpoints(
+                "dump-after-snapshot=sleep(2000)",
+            ));
             myvault_env(
                 &[
                     "backup",

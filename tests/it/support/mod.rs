@@ -44,7 +44,7 @@ pub fn testbed() -> &'static Testbed {
         let file = Path::new(&dir).join("testbed.env");
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
             panic!(
-                "the test bed is not provisioned ({}: {e}); run `sudo scripts/testbed` (scripts/test does it)",
+                "the test bed is not provisioned ({}: {e}); run `scripts/testbed` as root (scripts/test does it)",
                 file.display()
             )
         });
@@ -360,6 +360,19 @@ impl Run {
         );
         self
     }
+}
+
+/// The environment entry that arms failpoints (`name=sleep(MS)`, `name=abort(N)`, `;`-separated).
+/// Fails the test when the binary was built without them: a fault test that cannot fault
+/// would pass without testing anything.
+#[track_caller]
+pub fn failpoints(spec: &str) -> (&'static str, &str) {
+    if !myvault::failpoint::ENABLED {
+        panic!(
+            "this test needs failpoints: run `cargo test --features failpoints` (scripts/test does)"
+        );
+    }
+    ("MYVAULT_FAILPOINTS", spec)
 }
 
 /// Runs `myvault ARGS` with a clean environment (no MYVAULT_* or AWS_* from the caller).
