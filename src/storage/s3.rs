@@ -23,6 +23,11 @@ use super::{ObjectInfo, OpenOptions, Result, Storage, StorageError, validate_key
 const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// A TCP connection to a live endpoint takes milliseconds, even across continents.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most that opening a store may take when the endpoint is dead or does not answer.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(8);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
     pub bucket: String,
@@ -98,7 +103,7 @@ impl S3Storage {
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .operation_attempt_timeout(Duration::from_secs(120))
                     .build(),
             )
@@ -132,10 +137,26 @@ impl S3Storage {
         }
     }
 
+    /// Fails within [`OPEN_TIMEOUT`] when the endpoint is dead or hangs, so a command that
+    /// cannot reach its repository says so at once instead of after minutes of retries.
     fn check_bucket(&self) -> Result<()> {
-        let r = self
-            .rt
-            .block_on(self.client.head_bucket().bucket(&self.loc.bucket).send());
+        let quick = aws_sdk_s3::config::Builder::new()
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(OPEN_TIMEOUT / 2)
+                    .operation_timeout(OPEN_TIMEOUT)
+                    .build(),
+            );
+        let r = self.rt.block_on(
+            self.client
+                .head_bucket()
+                .bucket(&self.loc.bucket)
+                .customize()
+                .config_override(quick)
+                .send(),
+        );
         match r {
             Ok(_) => Ok(()),
             Err(e) => match http_status(&e) {
@@ -280,7 +301,9 @@ fn http_status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
 fn describe<E: std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
     use std::error::Error as _;
     match e {
-        SdkError::TimeoutError(_) => "timed out".into(),
+        SdkError::TimeoutError(_) => {
+            "no answer in time (is the endpoint right and the server up?)".into()
+        }
         SdkError::DispatchFailure(d) => {
             let mut msg = "cannot connect".to_string();
             let mut src = d.as_connector_error().and_then(|c| c.source());

@@ -193,6 +193,42 @@ fn bad_inputs_give_one_line_distinct_codes_and_never_echo_the_password() {
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("refused the login"), "{}", run.stderr);
 
+    // An account that does not exist is access denied too (the server answers for it with
+    // sha256_password, to hide which accounts exist), over TLS and over RSA alike.
+    for ssl in ["PREFERRED", "DISABLED"] {
+        let run = myvault(&[
+            "check",
+            "--source",
+            &srv.url_as("no_such_user", secret),
+            "--ssl-mode",
+            ssl,
+        ]);
+        run.expect_code(4);
+        assert!(run.stderr.contains("refused the login"), "{}", run.stderr);
+        assert!(!run.stderr.contains(secret), "{}", run.stderr);
+    }
+    // And a real sha256_password account logs in.
+    srv.sql(
+        "CREATE USER 'sha'@'%' IDENTIFIED WITH sha256_password BY 'Sha-pass-1';\n\
+         GRANT SELECT, RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ON *.* TO 'sha'@'%'",
+    );
+    for ssl in ["PREFERRED", "DISABLED"] {
+        let run = myvault(&[
+            "check",
+            "--source",
+            &srv.url_as("sha", "Sha-pass-1"),
+            "--ssl-mode",
+            ssl,
+            "--json",
+        ]);
+        assert!(
+            run.code == 0 || run.code == 6,
+            "sha256_password login over {ssl}: {}",
+            run.stderr
+        );
+        run.json();
+    }
+
     // Nothing listens on the port.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();

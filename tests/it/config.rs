@@ -97,3 +97,92 @@ fn init_chooses_the_content_hash_and_repositories_of_different_hashes_are_not_mi
     copy.expect_code(2);
     assert!(copy.stderr.contains("same hash"), "{}", copy.stderr);
 }
+
+#[test]
+fn repository_url_typos_are_usage_errors_and_create_nothing() {
+    let dir = Scratch::new("typo");
+    for typo in ["s3:/bucket/x", "S3://bucket/x", "ftp://host/x", "s3:bucket"] {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_myvault"))
+            .args(["init", "--repo", typo])
+            .current_dir(&dir.path)
+            .output()
+            .expect("run myvault");
+        assert_eq!(run.status.code(), Some(2), "init --repo {typo}: {run:?}");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(typo), "{stderr}");
+        let made: Vec<_> = std::fs::read_dir(&dir.path).unwrap().collect();
+        assert!(made.is_empty(), "init --repo {typo} created {made:?}");
+        // A backup naming it with a good repository beside it is refused too, not partial.
+        let good = dir.join("good");
+        myvault(&[
+            "backup",
+            "--path",
+            "/etc/hostname",
+            "--repo",
+            good.to_str().unwrap(),
+            "--repo",
+            typo,
+        ])
+        .expect_code(2);
+    }
+
+    // Another tool's repository (restic keeps its settings in `config` too).
+    let restic = dir.join("restic");
+    std::fs::create_dir(&restic).unwrap();
+    std::fs::write(restic.join("config"), b"\x00\x17encrypted restic config").unwrap();
+    let restic = restic.to_str().unwrap();
+    for args in [
+        vec!["init", "--repo", restic],
+        vec!["list", "--repo", restic],
+        vec!["verify", "--repo", restic],
+    ] {
+        let run = myvault(&args);
+        run.expect_code(10);
+        assert!(
+            run.stderr.contains("not myvault's") && !run.stderr.contains("already holds"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn jobs_zero_or_absurd_is_a_usage_error_on_the_command_line_and_in_the_config() {
+    let dir = Scratch::new("jobs");
+    let repo = dir.join("repo");
+    let repo = repo.to_str().unwrap();
+    for n in ["0", "65", "many"] {
+        for cmd in [
+            vec![
+                "backup",
+                "--source",
+                "mysql://root@127.0.0.1:1",
+                "--repo",
+                repo,
+            ],
+            vec![
+                "restore",
+                "--repo",
+                repo,
+                "--target",
+                "mysql://root@127.0.0.1:1",
+            ],
+        ] {
+            let mut args = cmd.clone();
+            args.extend(["--jobs", n]);
+            let run = myvault(&args);
+            run.expect_code(2);
+            assert!(run.stderr.contains("jobs"), "{args:?}: {}", run.stderr);
+        }
+    }
+    let cfg = dir.join("myvault.toml");
+    std::fs::write(&cfg, "[backup]\njobs = 0\n").unwrap();
+    let run = myvault(&["--config", cfg.to_str().unwrap(), "config", "check"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("jobs must be between 1 and 64"),
+        "{}",
+        run.stderr
+    );
+}

@@ -90,6 +90,31 @@ fn wrong_credentials_and_missing_bucket_are_clear_errors() {
         "{}",
         run.stderr
     );
+
+    // An endpoint that accepts connections and never answers (a hung server, a proxy with a
+    // dead upstream) is given up on within seconds, not minutes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let run = run_with(
+        &s3,
+        &[
+            "list",
+            "--repo",
+            "s3://bucket/x",
+            "--s3-endpoint",
+            &endpoint,
+        ],
+        &[],
+    );
+    run.expect_code(10);
+    assert!(run.stderr.contains("no answer in time"), "{}", run.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "a dead endpoint took {:?} to give up",
+        started.elapsed()
+    );
+    drop(silent);
 }
 
 #[test]

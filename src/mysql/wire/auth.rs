@@ -1,5 +1,6 @@
-//! Authentication plugins: `mysql_native_password` (MariaDB, old MySQL) and
-//! `caching_sha2_password` (MySQL 8.0+ default, the only password plugin in MySQL 9.x).
+//! Authentication plugins: `mysql_native_password` (MariaDB, old MySQL),
+//! `caching_sha2_password` (MySQL 8.0+ default, the only password plugin in MySQL 9.x) and
+//! `sha256_password` (older accounts, and the server's stand-in for accounts that do not exist).
 
 use rsa::pkcs8::DecodePublicKey;
 use sha1::Sha1;
@@ -7,6 +8,11 @@ use sha2::{Digest, Sha256};
 
 pub const NATIVE: &str = "mysql_native_password";
 pub const CACHING_SHA2: &str = "caching_sha2_password";
+/// The older RSA/TLS plugin. MySQL also switches to it for accounts that do not exist, so that
+/// a login attempt cannot tell a missing account from a wrong password.
+pub const SHA256: &str = "sha256_password";
+/// What a sha256_password client sends to ask for the server's RSA public key.
+pub const SHA256_REQUEST_PUBLIC_KEY: u8 = 0x01;
 
 /// caching_sha2_password's one-byte replies inside an "auth more data" packet.
 pub const SHA2_FAST_AUTH_OK: u8 = 0x03;

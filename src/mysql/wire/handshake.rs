@@ -214,6 +214,8 @@ fn authenticate(
         v
     };
     let mut asked_for_key = false;
+    // A plugin myvault cannot speak, answered with nothing to learn what the server says.
+    let mut unsupported: Option<String> = None;
     let mut packet = Vec::new();
     loop {
         io.read_payload(&mut packet).map_err(lost)?;
@@ -224,6 +226,12 @@ fn authenticate(
                     Error::Server { code, message, .. }
                         if code == codes::ACCESS_DENIED || code == codes::DB_ACCESS_DENIED =>
                     {
+                        let message = match &unsupported {
+                            Some(plugin) => format!(
+                                "{message} (the server asked for the authentication plugin '{plugin}', which myvault does not support)"
+                            ),
+                            None => message,
+                        };
                         Error::AccessDenied {
                             addr: addr.to_string(),
                             message,
@@ -241,17 +249,39 @@ fn authenticate(
                 nonce = data.strip_suffix(&[0]).unwrap_or(data).to_vec();
                 let reply = match plugin.as_str() {
                     auth::NATIVE | auth::CACHING_SHA2 => scramble_for(&plugin, password, &nonce),
-                    "mysql_clear_password" if secure => with_nul(password),
+                    auth::SHA256 | "mysql_clear_password" if secure => with_nul(password),
+                    auth::SHA256 => {
+                        asked_for_key = true;
+                        vec![auth::SHA256_REQUEST_PUBLIC_KEY]
+                    }
                     other => {
-                        return Err(Error::NotMysql {
-                            addr: addr.to_string(),
-                            detail: format!(
-                                "the account uses the authentication plugin '{other}', which myvault does not support"
-                            ),
-                        });
+                        // Answer anyway: the server refuses a wrong answer with "access
+                        // denied", which is the truth when the account does not exist; only
+                        // a server that says something else proves the plugin is the problem.
+                        unsupported = Some(other.to_string());
+                        Vec::new()
                     }
                 };
                 io.write_payload(&reply).map_err(lost)?;
+            }
+            Some(0x01) if plugin == auth::SHA256 && asked_for_key => {
+                let encrypted =
+                    auth::sha2_rsa_encrypt(password, &nonce, &packet[1..]).map_err(|detail| {
+                        Error::Tls {
+                            addr: addr.to_string(),
+                            detail,
+                        }
+                    })?;
+                io.write_payload(&encrypted).map_err(lost)?;
+            }
+            _ if unsupported.is_some() => {
+                return Err(Error::NotMysql {
+                    addr: addr.to_string(),
+                    detail: format!(
+                        "the account uses the authentication plugin '{}', which myvault does not support",
+                        unsupported.unwrap_or_default()
+                    ),
+                });
             }
             Some(0x01) if plugin == auth::CACHING_SHA2 => {
                 let data = &packet[1..];
