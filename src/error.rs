@@ -98,6 +98,11 @@ pub enum Error {
 
     #[error("{0}")]
     Internal(String),
+
+    /// One step of a longer operation failed: the step and the object it was about, then the
+    /// cause ("creating table `shop`.`orders`: ..."). The exit code is the cause's.
+    #[error("{step}: {source}")]
+    Step { step: String, source: Box<Error> },
 }
 
 impl Error {
@@ -112,8 +117,17 @@ impl Error {
         }
     }
 
+    /// This error as the failure of `step` ("loading rows into `db`.`t`").
+    pub fn during(self, step: impl Into<String>) -> Error {
+        Error::Step {
+            step: step.into(),
+            source: Box::new(self),
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::Step { source, .. } => source.kind(),
             Error::Usage(_) | Error::Url(_) | Error::Location(_) => ErrorKind::Usage,
             Error::Mysql(e) => mysql_kind(e),
             Error::Repo(e) => repo_kind(e),

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use crate::support::load::{self, Load};
 use crate::support::{Run, Scratch, TestServer, myvault};
 
-/// Everything that must survive a round trip, by object.
-fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
+/// Everything that must survive a round trip, by object: every database's definition, every
+/// table's `SHOW CREATE`, `CHECKSUM TABLE`, AUTO_INCREMENT and row count, every view, routine,
+/// trigger and event's definition, and the grants of every account but the server's own.
+pub(crate) fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
     let mut s = srv.session();
     s.exec("SET SESSION information_schema_stats_expiry = 0")
         .unwrap();
@@ -19,13 +21,7 @@ fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
             .and_then(|r| r.text_at(col))
             .unwrap_or_default()
     };
-    let dbs: Vec<String> = s
-        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql','sys','information_schema','performance_schema') ORDER BY 1")
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.text_at(0))
-        .collect();
-    for db in &dbs {
+    for db in &user_databases(&mut s) {
         let qd = format!("`{}`", db.replace('`', "``"));
         out.insert(
             format!("db {db}"),
@@ -115,7 +111,7 @@ fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
             );
         }
     }
-    for account in ["'app'@'%'", "'reader'@'%'"] {
+    for account in user_accounts(&mut s) {
         let grants: Vec<String> = s
             .query(&format!("SHOW GRANTS FOR {account}"))
             .map(|r| r.iter().filter_map(|g| g.text_at(0)).collect())
@@ -123,6 +119,78 @@ fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
         out.insert(format!("grants {account}"), grants.join("; "));
     }
     out
+}
+
+/// The first column of `sql`'s rows.
+fn first_column(s: &mut myvault::mysql::session::Session, sql: &str) -> Vec<String> {
+    s.query(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|r| r.text_at(0))
+        .collect()
+}
+
+/// Databases other than the server's own, in order.
+pub(crate) fn user_databases(s: &mut myvault::mysql::session::Session) -> Vec<String> {
+    first_column(
+        s,
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql','sys','information_schema','performance_schema') ORDER BY 1",
+    )
+}
+
+/// Accounts and roles other than root and the server's own, as `'user'@'host'`.
+pub(crate) fn user_accounts(s: &mut myvault::mysql::session::Session) -> Vec<String> {
+    first_column(
+        s,
+        "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.user WHERE User NOT IN ('root', 'mysql.sys', 'mysql.session', 'mysql.infoschema') ORDER BY 1",
+    )
+}
+
+/// A finished restore: the target's GTIDs are `gtids` and its progress schema is gone.
+#[track_caller]
+pub(crate) fn assert_restored_at(dst: &TestServer, gtids: &str) {
+    assert_eq!(
+        dst.value("SELECT @@GLOBAL.gtid_executed")
+            .unwrap()
+            .replace('\n', ""),
+        gtids
+    );
+    assert_eq!(
+        dst.value(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'myvault_restore'"
+        )
+        .unwrap(),
+        "0"
+    );
+}
+
+/// Fails naming every object whose fingerprint differs between `source` and `restored`.
+#[track_caller]
+pub(crate) fn assert_same_objects(
+    source: &BTreeMap<String, String>,
+    restored: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let mut diffs = Vec::new();
+    for k in source
+        .keys()
+        .chain(restored.keys().filter(|k| !source.contains_key(*k)))
+    {
+        let (before, after) = (source.get(k), restored.get(k));
+        if before != after {
+            diffs.push(format!(
+                "{k}:\n  source:   {}\n  restored: {}",
+                before.map(String::as_str).unwrap_or("(missing)"),
+                after.map(String::as_str).unwrap_or("(missing)")
+            ));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 #[test]
@@ -187,21 +255,7 @@ fn tricky_schema_round_trip_is_exact() {
     restore.expect_code(0);
 
     let (before, after) = (fingerprint(&src), fingerprint(&dst));
-    let mut diffs = Vec::new();
-    for (k, v) in &before {
-        if after.get(k) != Some(v) {
-            diffs.push(format!(
-                "{k}:\n  source:   {v}\n  restored: {}",
-                after.get(k).map(String::as_str).unwrap_or("(missing)")
-            ));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} differences:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    assert_same_objects(&before, &after, "the tricky schema");
     assert!(
         before.len() > 60,
         "the fingerprint covers {} objects",
@@ -209,19 +263,7 @@ fn tricky_schema_round_trip_is_exact() {
     );
     // The restored server continues from the snapshot's GTID state, and its own binlog holds
     // nothing of the load.
-    assert_eq!(
-        dst.value("SELECT @@GLOBAL.gtid_executed")
-            .unwrap()
-            .replace('\n', ""),
-        b["gtid_executed"].as_str().unwrap()
-    );
-    assert_eq!(
-        dst.value(
-            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'myvault_restore'"
-        )
-        .unwrap(),
-        "0"
-    );
+    assert_restored_at(&dst, b["gtid_executed"].as_str().unwrap());
 }
 
 #[test]
@@ -342,14 +384,14 @@ fn sysbench_source(tables: u32, rows: u32) -> (TestServer, Scratch, String) {
     (src, dir, repo)
 }
 
-fn new_repo(dir: &Scratch) -> String {
+pub(crate) fn new_repo(dir: &Scratch) -> String {
     let repo = dir.join("repo").to_str().unwrap().to_string();
     myvault(&["init", "--repo", &repo]).expect_code(0);
     repo
 }
 
 /// `myvault backup` of `source` into `repo`, with `extra` options.
-fn backup(repo: &str, source: &str, extra: &[&str]) -> Run {
+pub(crate) fn backup(repo: &str, source: &str, extra: &[&str]) -> Run {
     let mut args = vec!["backup", "--repo", repo, "--source", source];
     args.extend_from_slice(extra);
     myvault(&args)

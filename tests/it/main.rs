@@ -4,12 +4,14 @@ mod support;
 
 mod check;
 mod config;
+mod corpus;
 mod encryption;
 mod logical;
 mod mariadb;
 mod physical;
 mod pitr;
 mod prune;
+mod restore_resume;
 mod seed;
 mod storage_s3;
 mod stream;

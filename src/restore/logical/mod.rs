@@ -1,31 +1,35 @@
 //! The logical loader: a snapshot's schema and rows into an empty server, rows loaded in
 //! parallel with `LOAD DATA LOCAL INFILE` streamed from the repository, each table's secondary
-//! indexes built after its rows, then views, routines, triggers, events and accounts, and finally
-//! `GTID_PURGED`, so replication and PITR can continue from the snapshot.
+//! indexes built after its rows, then routines, views, triggers, events and accounts, and
+//! finally `GTID_PURGED`, so replication and PITR can continue from the snapshot.
 //!
 //! Nothing is written to the target's binary log (`sql_log_bin = 0`): the restored server's
-//! GTID state is exactly the snapshot's.
+//! GTID state is exactly the snapshot's. Every phase can be killed and run again (see
+//! [`progress`]); every error names the phase and the object it was about.
 
+mod indexes;
 pub mod objects;
 pub mod progress;
+mod rows;
 pub mod settings;
+mod table_groups;
 
-use std::collections::{HashMap, HashSet};
-use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::first_error::FirstError;
-use crate::mysql::session::{Session, quote_ident};
+use crate::mysql::gtid::GtidSet;
+use crate::mysql::session::{Session, quote_str};
 use crate::mysql::wire::ConnectOptions;
 use crate::repo::manifest::{FileEntry, SnapshotManifest};
 use crate::repo::{Repo, RepoError};
 use crate::snapshot::logical::catalog::SYSTEM_SCHEMAS;
-use crate::snapshot::logical::format::{ColumnEncoding, DumpMeta, META_FILE, Table};
+use crate::snapshot::logical::format::{DumpMeta, META_FILE};
 use progress::State;
 
 #[derive(Debug, Clone)]
@@ -132,7 +136,7 @@ pub fn read_meta(repo: &Repo, snap: &SnapshotManifest) -> Result<DumpMeta> {
     })
 }
 
-fn find_file<'a>(snap: &'a SnapshotManifest, path: &str) -> Result<&'a FileEntry> {
+pub(crate) fn find_file<'a>(snap: &'a SnapshotManifest, path: &str) -> Result<&'a FileEntry> {
     snap.files.iter().find(|f| f.path == path).ok_or_else(|| {
         Error::NotFound(format!(
             "snapshot {} has no {path}; it is not a logical snapshot",
@@ -192,7 +196,8 @@ pub fn load(
     let state = check_target(&mut coord, &snap.id, opts.force)?;
     let done: HashSet<String> = match state {
         State::Fresh => {
-            progress::create(&mut coord, &snap.id)?;
+            progress::create(&mut coord, &snap.id)
+                .map_err(|e| e.during("recording the restore's progress on the target"))?;
             HashSet::new()
         }
         State::Resuming(done) => done,
@@ -215,7 +220,8 @@ pub fn load(
         redo_log_capacity: settings::redo_size_for(snap.size, opts.redo_log_capacity),
         disable_redo_log: opts.disable_redo_log,
     };
-    let changed = settings::apply(&mut coord, &done, wanted, &mut report.warnings)?;
+    let changed = settings::apply(&mut coord, &done, wanted, &mut report.warnings)
+        .map_err(|e| e.during("changing the target's settings for the load"))?;
     report.redo_log_disabled = changed.redo_log_disabled();
     report.server_settings = changed.variables().to_vec();
     let result = load_all(
@@ -230,17 +236,24 @@ pub fn load(
         &mut report,
     );
     // Whatever happened, the server must not be left without its redo log.
-    settings::put_back_redo_log(&mut coord, &changed)?;
+    settings::put_back_redo_log(&mut coord, &changed)
+        .map_err(|e| e.during("switching the target's redo log back on"))?;
     if let Err(e) = result {
         settings::put_back_variables(&mut coord, changed.variables(), &mut report.warnings);
         return Err(e);
     }
-    // The progress schema goes before the variables are put back (see put_back_variables).
-    // Killed in between, the target keeps the load's settings (a larger redo log,
-    // local_infile on): the restore itself is done.
-    progress::drop(&mut coord)?;
+    crate::failpoint::hit("restore-before-put-back");
+    // Settings go back while the progress schema still holds their originals, so a run killed
+    // meanwhile puts them back when run again; all but the redo log's size, which goes last
+    // (see put_back_variables), after the progress schema. Killed in between, the target keeps
+    // the larger redo log: the restore itself is done.
+    let (others, redo_size) = settings::split_redo_size(changed.variables());
     if !opts.keep_load_settings {
-        settings::put_back_variables(&mut coord, changed.variables(), &mut report.warnings);
+        settings::put_back_variables(&mut coord, &others, &mut report.warnings);
+    }
+    progress::drop(&mut coord).map_err(|e| e.during("removing the restore's progress schema"))?;
+    if !opts.keep_load_settings {
+        settings::put_back_variables(&mut coord, &redo_size, &mut report.warnings);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -259,189 +272,29 @@ fn load_all(
     report: &mut LoadReport,
 ) -> Result<()> {
     objects::create_databases(coord, meta, done)?;
-    let tables: Vec<(&str, &Table)> = meta
-        .databases
-        .iter()
-        .flat_map(|db| db.tables.iter().map(move |t| (db.name.as_str(), t)))
-        .collect();
-    on_connections(target, "utf8mb4", opts.jobs, tables, |s, (db, t)| {
-        objects::create_table(s, db, t, done)
+    // Tables tied by foreign keys one after the other on one connection, the groups in parallel.
+    let groups = table_groups::creation_groups(meta);
+    on_connections(target, "utf8mb4", opts.jobs, groups, |s, group| {
+        group
+            .into_iter()
+            .try_for_each(|(db, t)| objects::create_table(s, db, t, done))
     })?;
-    load_rows_and_indexes(repo, snap, meta, target, opts, done, progress)?;
+    rows::load_rows_and_indexes(repo, snap, meta, target, opts, done, progress)?;
     report.rows = meta.rows;
     objects::create_programs(coord, meta, done)?;
     if opts.users {
-        report.accounts_skipped = objects::create_accounts(coord, meta, &mut report.warnings)?;
+        report.accounts_skipped =
+            objects::create_accounts(coord, meta, done, &mut report.warnings)?;
     }
-    report.gtid_purged = set_gtid_state(coord, snap, opts, &mut report.warnings)?;
+    report.gtid_purged = set_gtid_state(coord, snap, opts, &mut report.warnings)
+        .map_err(|e| e.during("setting the target's GTID state to the snapshot's"))?;
+    crate::failpoint::hit("restore-after-gtid");
     Ok(())
-}
-
-/// The `LOAD DATA` statement for a table's row files.
-pub fn load_sql(db: &str, t: &Table) -> String {
-    let mut cols = Vec::with_capacity(t.columns.len());
-    let mut sets = Vec::new();
-    for (i, c) in t.columns.iter().enumerate() {
-        let name = quote_ident(&c.name);
-        match c.encoding {
-            ColumnEncoding::Raw => cols.push(name),
-            ColumnEncoding::Hex => {
-                cols.push(format!("@v{i}"));
-                sets.push(format!("{name} = UNHEX(@v{i})"));
-            }
-            ColumnEncoding::Json => {
-                cols.push(format!("@v{i}"));
-                sets.push(format!("{name} = CONVERT(@v{i} USING utf8mb4)"));
-            }
-            ColumnEncoding::Index => {
-                cols.push(format!("@v{i}"));
-                sets.push(format!("{name} = CAST(@v{i} AS UNSIGNED)"));
-            }
-        }
-    }
-    let mut sql = format!(
-        "LOAD DATA LOCAL INFILE 'myvault-chunk' INTO TABLE {}.{} CHARACTER SET binary \
-         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-        quote_ident(db),
-        quote_ident(&t.name),
-        cols.join(", ")
-    );
-    if !sets.is_empty() {
-        sql.push_str(" SET ");
-        sql.push_str(&sets.join(", "));
-    }
-    sql
-}
-
-struct LoadJob<'m> {
-    db: &'m str,
-    table: &'m Table,
-    file: &'m str,
-    rows: u64,
-    sql: Arc<String>,
-}
-
-/// A table's secondary indexes, built once its rows are in.
-struct IndexJob {
-    /// Its progress marker.
-    item: String,
-    sql: String,
-}
-
-/// A table's index build, waiting for its last chunks.
-struct AfterRows {
-    chunks_left: AtomicU64,
-    index: Mutex<Option<IndexJob>>,
-}
-
-/// What a loader connection does next.
-enum Work<'m> {
-    Rows(LoadJob<'m>),
-    Indexes(IndexJob),
-}
-
-/// Loads the rows, and builds each table's secondary indexes on the connection that loaded
-/// its last chunk, right after it: index builds fill the time in which the other connections
-/// finish their last chunks (the load's tail ran on one of two cores for up to 0.4 s per table
-/// pair; 10-25% of a restore's CPU time was idle).
-fn load_rows_and_indexes(
-    repo: &Repo,
-    snap: &SnapshotManifest,
-    meta: &DumpMeta,
-    target: &ConnectOptions,
-    opts: &LoadOptions,
-    done: &HashSet<String>,
-    progress: &LoadProgress,
-) -> Result<()> {
-    let mut indexes = index_jobs(meta, done);
-    let mut jobs: Vec<LoadJob<'_>> = Vec::new();
-    let mut truncate = Vec::new();
-    for db in &meta.databases {
-        for t in &db.tables {
-            let sql = Arc::new(load_sql(&db.name, t));
-            let pending: Vec<_> = t
-                .chunks
-                .iter()
-                .filter(|c| !done.contains(&format!("chunk:{}", c.file)))
-                .collect();
-            // A table without transactions may hold part of an interrupted chunk: reload it whole.
-            let reload_all = !t.engine.eq_ignore_ascii_case("InnoDB")
-                && !pending.is_empty()
-                && pending.len() < t.chunks.len();
-            if reload_all {
-                truncate.push((db.name.as_str(), t));
-            }
-            for c in &t.chunks {
-                if reload_all || !done.contains(&format!("chunk:{}", c.file)) {
-                    jobs.push(LoadJob {
-                        db: &db.name,
-                        table: t,
-                        file: &c.file,
-                        rows: c.rows,
-                        sql: sql.clone(),
-                    });
-                }
-            }
-        }
-    }
-    progress
-        .chunks_total
-        .store(jobs.len() as u64, Ordering::Relaxed);
-    if !truncate.is_empty() {
-        let mut s = connect_loader(target, "binary")?;
-        for (db, t) in truncate {
-            s.exec(&format!(
-                "TRUNCATE TABLE {}.{}",
-                quote_ident(db),
-                quote_ident(&t.name)
-            ))?;
-        }
-    }
-    // Big chunks first, so the tail is made of small ones.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.rows));
-    // Per table with indexes to build: its chunks still to load, and the build.
-    let mut after_rows: HashMap<(&str, &str), AfterRows> = HashMap::new();
-    for job in &jobs {
-        let key = (job.db, job.table.name.as_str());
-        if let Some(index) = indexes.remove(&key) {
-            let index = Mutex::new(Some(index));
-            after_rows.insert(
-                key,
-                AfterRows {
-                    chunks_left: AtomicU64::new(0),
-                    index,
-                },
-            );
-        }
-        if let Some(after) = after_rows.get(&key) {
-            after.chunks_left.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    // Tables whose rows are all in already (an earlier run loaded them) start with their
-    // indexes.
-    let mut work: Vec<Work<'_>> = indexes.into_values().map(Work::Indexes).collect();
-    work.extend(jobs.into_iter().map(Work::Rows));
-    on_connections(target, "binary", opts.jobs, work, |s, work| match work {
-        Work::Indexes(index) => build_indexes(s, &index),
-        Work::Rows(job) => {
-            load_chunk(repo, snap, s, &job)?;
-            progress.rows.fetch_add(job.rows, Ordering::Relaxed);
-            progress.chunks_done.fetch_add(1, Ordering::Relaxed);
-            let Some(after) = after_rows.get(&(job.db, job.table.name.as_str())) else {
-                return Ok(());
-            };
-            if after.chunks_left.fetch_sub(1, Ordering::AcqRel) != 1 {
-                return Ok(());
-            }
-            let index = after.index.lock().unwrap_or_else(|e| e.into_inner()).take();
-            index.map_or(Ok(()), |index| build_indexes(s, &index))
-        }
-    })
 }
 
 /// Runs `work` on each item, in order, on `jobs` loader connections at once (`names` their
 /// character set); the first error stops them all.
-fn on_connections<T: Send>(
+pub(crate) fn on_connections<T: Send>(
     target: &ConnectOptions,
     names: &str,
     jobs: usize,
@@ -477,135 +330,9 @@ fn on_connections<T: Send>(
     first_error.into_result()
 }
 
-/// Keeps the repository error of a failing chunk read, which the protocol layer only sees as
-/// an I/O failure.
-struct TrackedReader<'r> {
-    inner: crate::repo::reader::FileReader<'r>,
-    error: Option<RepoError>,
-}
-
-impl Read for TrackedReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                let err = crate::repo::reader::unwrap_io(e, self.inner.path());
-                let msg = err.to_string();
-                self.error = Some(err);
-                Err(std::io::Error::other(msg))
-            }
-        }
-    }
-}
-
-fn load_chunk(
-    repo: &Repo,
-    snap: &SnapshotManifest,
-    s: &mut Session,
-    job: &LoadJob<'_>,
-) -> Result<()> {
-    let entry = find_file(snap, job.file)?;
-    let mut reader = TrackedReader {
-        inner: repo.open_file(entry)?,
-        error: None,
-    };
-    s.exec("START TRANSACTION")?;
-    let result = s.conn().exec_with_infile(&job.sql, Some(&mut reader));
-    let ok = match result {
-        Ok(ok) => ok,
-        Err(e) => {
-            // The statement was abandoned mid-file: the transaction dies with the connection.
-            return Err(match reader.error.take() {
-                Some(repo_err) => repo_err.into(),
-                None => e.into(),
-            });
-        }
-    };
-    let what = format!(
-        "{}.{} ({})",
-        quote_ident(job.db),
-        quote_ident(&job.table.name),
-        job.file
-    );
-    if ok.affected_rows != job.rows {
-        s.exec("ROLLBACK")?;
-        return Err(Error::Internal(format!(
-            "{what}: loaded {} rows, the dump has {}",
-            ok.affected_rows, job.rows
-        )));
-    }
-    if ok.warnings > 0 {
-        let warnings = s.query("SHOW WARNINGS")?;
-        let unexpected = warnings
-            .iter()
-            .find(|w| !is_invalid_enum_warning(w, job.table))
-            .and_then(|w| w.text("Message"));
-        if unexpected.is_some() || warnings.len() as u64 != u64::from(ok.warnings) {
-            s.exec("ROLLBACK")?;
-            return Err(Error::Internal(format!(
-                "{what}: the server changed data while loading it: {}",
-                unexpected.unwrap_or_else(|| format!("{} warnings", ok.warnings))
-            )));
-        }
-    }
-    s.exec(&progress::mark_sql(&format!("chunk:{}", job.file)))?;
-    s.exec("COMMIT")?;
-    crate::failpoint::hit("restore-after-chunk");
-    Ok(())
-}
-
-/// Storing an ENUM's invalid value (index 0), which the source holds, always warns: that
-/// warning is the one expected.
-fn is_invalid_enum_warning(w: &crate::mysql::session::Row<'_>, t: &Table) -> bool {
-    let message = w.text("Message").unwrap_or_default();
-    w.u64("Code") == Some(1265)
-        && t.columns
-            .iter()
-            .filter(|c| c.encoding == ColumnEncoding::Index)
-            .any(|c| {
-                message
-                    == format!(
-                        "Data truncated for column '{}' at row {}",
-                        c.name,
-                        message.rsplit(' ').next().unwrap_or("")
-                    )
-            })
-}
-
-/// The index builds still to do, by database and table.
-fn index_jobs<'m>(
-    meta: &'m DumpMeta,
-    done: &HashSet<String>,
-) -> HashMap<(&'m str, &'m str), IndexJob> {
-    let mut jobs = HashMap::new();
-    for db in &meta.databases {
-        for t in db.tables.iter().filter(|t| !t.deferred_indexes.is_empty()) {
-            let item = format!("index:{}.{}", db.name, t.name);
-            if !done.contains(&item) {
-                let sql = format!(
-                    "ALTER TABLE {}.{} {}",
-                    quote_ident(&db.name),
-                    quote_ident(&t.name),
-                    t.deferred_indexes.join(", ")
-                );
-                jobs.insert((db.name.as_str(), t.name.as_str()), IndexJob { item, sql });
-            }
-        }
-    }
-    jobs
-}
-
-/// Builds a table's secondary indexes on a loader connection: its statement is text, so the
-/// connection speaks utf8mb4 for it and binary again after.
-fn build_indexes(s: &mut Session, index: &IndexJob) -> Result<()> {
-    s.exec("SET NAMES utf8mb4")?;
-    s.exec(&index.sql)?;
-    s.exec(&progress::mark_sql(&index.item))?;
-    s.exec("SET NAMES binary")?;
-    Ok(())
-}
-
 /// Makes the target's GTID state the snapshot's, so replication and PITR continue from it.
+/// A target that has exactly the snapshot's GTIDs already (an earlier, killed run set them)
+/// is left as it is.
 fn set_gtid_state(
     s: &mut Session,
     snap: &SnapshotManifest,
@@ -616,10 +343,7 @@ fn set_gtid_state(
         return Ok(None);
     };
     if s.info().is_mariadb() {
-        s.exec(&format!(
-            "SET GLOBAL gtid_slave_pos = {}",
-            crate::mysql::session::quote_str(gtids)
-        ))?;
+        s.exec(&format!("SET GLOBAL gtid_slave_pos = {}", quote_str(gtids)))?;
         return Ok(Some(gtids.to_string()));
     }
     let mode = s.global_var("gtid_mode")?.unwrap_or_default();
@@ -633,6 +357,14 @@ fn set_gtid_state(
         .global_var("gtid_executed")?
         .unwrap_or_default()
         .replace('\n', "");
+    let parse = |set: &str, whose: &str| {
+        GtidSet::parse(set)
+            .map_err(|e| Error::Internal(format!("{whose} GTID set `{set}` does not parse: {e}")))
+    };
+    if !executed.is_empty() && parse(&executed, "the target's")? == parse(gtids, "the snapshot's")?
+    {
+        return Ok(Some(gtids.to_string()));
+    }
     if !executed.is_empty() {
         if opts.force {
             warnings.push(format!(
@@ -644,9 +376,6 @@ fn set_gtid_state(
             "the target's gtid_executed is not empty ({executed}); cannot set GTID_PURGED"
         )));
     }
-    s.exec(&format!(
-        "SET GLOBAL gtid_purged = {}",
-        crate::mysql::session::quote_str(gtids)
-    ))?;
+    s.exec(&format!("SET GLOBAL gtid_purged = {}", quote_str(gtids)))?;
     Ok(Some(gtids.to_string()))
 }

@@ -56,10 +56,11 @@ pub fn create(s: &mut Session, snapshot: &str) -> Result<()> {
     Ok(())
 }
 
-/// The statement that records `item` as done; run it inside the step's transaction.
+/// The statement that records `item` as done; run it inside the step's transaction. A step
+/// done again (a reloaded table's chunks) records itself again harmlessly.
 pub fn mark_sql(item: &str) -> String {
     format!(
-        "INSERT INTO {PROGRESS_SCHEMA}.done VALUES ({})",
+        "INSERT INTO {PROGRESS_SCHEMA}.done VALUES ({}) ON DUPLICATE KEY UPDATE item = item",
         quote_str(item)
     )
 }

@@ -239,6 +239,17 @@ fn raise_redo_size(
     Ok(())
 }
 
+/// The variables that size the redo log.
+const REDO_SIZE_VARIABLES: &[&str] = &["innodb_redo_log_capacity", "innodb_log_file_size"];
+
+/// `variables` as (all but the redo log's size, the redo log's size): the size goes back last.
+pub fn split_redo_size(variables: &[SettingChange]) -> (Vec<SettingChange>, Vec<SettingChange>) {
+    variables
+        .iter()
+        .cloned()
+        .partition(|v| !REDO_SIZE_VARIABLES.contains(&v.name.as_str()))
+}
+
 /// Switches the redo log back on if the load switched it off; the restore fails if it cannot.
 pub fn put_back_redo_log(s: &mut Session, changed: &Changed) -> Result<()> {
     if changed.redo_log_disabled {

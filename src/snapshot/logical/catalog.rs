@@ -1,9 +1,9 @@
 //! What a logical dump contains: databases, tables with their loadable columns and keys,
 //! views, routines, triggers, events and accounts, read from the server's catalog.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::format::{Account, ColumnEncoding, StoredObject, View};
+use super::format::{Account, ColumnEncoding, StoredObject, TableName, View};
 use crate::error::{Error, Result};
 use crate::mysql::session::{Rows, Session, quote_ident, quote_list, quote_str};
 use crate::mysql::wire::Conn;
@@ -141,7 +141,7 @@ pub fn show_create_database(s: &mut Session, db: &str) -> Result<String> {
 }
 
 /// Base tables of `dbs`, with columns, primary keys and size estimates (not yet whether they
-/// take part in a foreign key: see [`foreign_key_tables`]).
+/// take part in a foreign key: see [`foreign_keys`]).
 ///
 /// The three catalog queries run at once when `helpers` (idle worker connections) are given:
 /// they stand between the snapshot and the first row, and each takes milliseconds. A worker
@@ -238,11 +238,12 @@ pub fn tables(
     Ok(tables.into_values().collect())
 }
 
-/// `(database, table)` of every table of `dbs` that a foreign key points from or to. Only
-/// [`defer_indexes`] needs it, after the rows, so it is read while they stream.
-pub fn foreign_key_tables(s: &mut Session, dbs: &[String]) -> Result<HashSet<(String, String)>> {
+/// The foreign keys declared on tables of `dbs` or referencing them, each as (declared on,
+/// references), one per pair of tables. Read while the rows stream: [`defer_indexes`] needs
+/// them, and the dump records them for the restore's table creation.
+pub fn foreign_keys(s: &mut Session, dbs: &[String]) -> Result<BTreeSet<(TableName, TableName)>> {
     if dbs.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(BTreeSet::new());
     }
     let list = quote_list(dbs);
     let rows = s.query(&format!(
@@ -250,10 +251,11 @@ pub fn foreign_key_tables(s: &mut Session, dbs: &[String]) -> Result<HashSet<(St
          FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL \
          AND (TABLE_SCHEMA IN ({list}) OR REFERENCED_TABLE_SCHEMA IN ({list}))"
     ))?;
-    Ok(rows
-        .iter()
-        .flat_map(|r| [(text(&r, 0), text(&r, 1)), (text(&r, 2), text(&r, 3))])
-        .collect())
+    let name = |r: &crate::mysql::session::Row<'_>, i: usize| TableName {
+        database: text(r, i),
+        table: text(r, i + 1),
+    };
+    Ok(rows.iter().map(|r| (name(&r, 0), name(&r, 2))).collect())
 }
 
 pub fn show_create_table(s: &mut Session, t: &TableInfo) -> Result<String> {

@@ -49,6 +49,18 @@ pub struct Table {
     pub columns: Vec<Column>,
     pub chunks: Vec<Chunk>,
     pub rows: u64,
+    /// The tables this one's foreign keys reference (itself for a self-reference). `None` in
+    /// snapshots from before it was recorded. The restore creates tables that foreign keys tie
+    /// together on one connection: created at once, they can deadlock in the data dictionary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<Vec<TableName>>,
+}
+
+/// A table by database and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TableName {
+    pub database: String,
+    pub table: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

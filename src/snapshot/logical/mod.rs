@@ -7,7 +7,7 @@ pub mod consistency;
 pub mod format;
 pub mod tsv;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use catalog::{Filter, TableInfo};
 use chunks::ChunkJob;
 use consistency::ConsistentPoint;
-use format::{Account, Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table};
+use format::{Account, Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table, TableName};
 
 use crate::error::{Error, Result};
 use crate::first_error::FirstError;
@@ -168,10 +168,16 @@ pub fn dump(
         coord.exec("UNLOCK INSTANCE")?;
     }
 
+    let name_of = |t: &TableInfo| TableName {
+        database: t.db.clone(),
+        table: t.name.clone(),
+    };
     for t in &mut tables {
+        let name = name_of(t);
         t.in_foreign_key = objects
-            .foreign_key_tables
-            .contains(&(t.db.clone(), t.name.clone()));
+            .foreign_keys
+            .iter()
+            .any(|(from, to)| *from == name || *to == name);
     }
 
     let mut total_rows = 0;
@@ -197,6 +203,7 @@ pub fn dump(
                 .collect(),
             chunks,
             rows,
+            references: Some(references_of(&objects.foreign_keys, &name_of(t))),
         };
         if let Some(db) = objects.databases.iter_mut().find(|d| d.name == t.db) {
             db.tables.push(table);
@@ -233,8 +240,16 @@ struct Objects {
     /// later).
     databases: Vec<Database>,
     users: Vec<Account>,
-    /// The tables a foreign key points from or to (see [`catalog::foreign_key_tables`]).
-    foreign_key_tables: std::collections::HashSet<(String, String)>,
+    /// (declared on, references) of every foreign key (see [`catalog::foreign_keys`]).
+    foreign_keys: BTreeSet<(TableName, TableName)>,
+}
+
+/// The tables `table`'s foreign keys reference.
+fn references_of(keys: &BTreeSet<(TableName, TableName)>, table: &TableName) -> Vec<TableName> {
+    keys.iter()
+        .filter(|(from, _)| from == table)
+        .map(|(_, to)| to.clone())
+        .collect()
 }
 
 fn read_objects(coord: &mut Session, dbs: &[String]) -> Result<Objects> {
@@ -253,7 +268,7 @@ fn read_objects(coord: &mut Session, dbs: &[String]) -> Result<Objects> {
     Ok(Objects {
         databases,
         users: catalog::accounts(coord)?,
-        foreign_key_tables: catalog::foreign_key_tables(coord, dbs)?,
+        foreign_keys: catalog::foreign_keys(coord, dbs)?,
     })
 }
 
