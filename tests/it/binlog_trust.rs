@@ -228,3 +228,85 @@ fn in_use_binlog_of_a_crashed_server_backs_up_cold_with_every_committed_row() {
         );
     }
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every directory and file below `root` (itself included), with its mode.
+fn modes_below(root: &Path) -> Vec<(PathBuf, u32)> {
+    let mut out = vec![(root.to_path_buf(), mode(root))];
+    for e in std::fs::read_dir(root).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(modes_below(&e.path()));
+        } else {
+            out.push((e.path(), mode(&e.path())));
+        }
+    }
+    out
+}
+
+fn assert_private(root: &Path) {
+    let all = modes_below(root);
+    for (path, m) in &all {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(
+            *m,
+            want,
+            "{} is {m:o}: readable by others ({all:?})",
+            path.display()
+        );
+    }
+}
+
+/// Issue 18, item 10: the spool and fetched binlogs were world-readable (0755/0644) while the
+/// repository is 0700/0600: every row change exposed to every local user.
+#[test]
+fn spool_and_fetched_binlogs_are_not_world_readable() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE DATABASE p;\nCREATE TABLE p.t (id INT PRIMARY KEY, secret VARCHAR(100))");
+    let dir = Scratch::new("private");
+    let repo = new_repo(&dir);
+    // A spool an older version left with the umask's mode is restricted too.
+    let spool = dir.join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut streamer = crate::support::streamer::Streamer::start(&src.url(), &repo, &spool, &[]);
+    for i in 0..20 {
+        src.sql(&format!(
+            "INSERT INTO p.t VALUES ({i}, 'card 4111-1111-1111-{i:04}')"
+        ));
+    }
+    src.sql("FLUSH BINARY LOGS");
+    src.sql("INSERT INTO p.t VALUES (100, 'in the open file')");
+    // The open file stays in the spool; wait until it and status.json are there.
+    let uuid = src.value("SELECT @@server_uuid").unwrap();
+    let open_file = spool.join(&uuid).join(src.current_binlog());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(open_file.exists() && spool.join("status.json").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "nothing spooled: {}",
+            streamer.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_private(&spool);
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    assert_private(&spool);
+
+    // Fetched into a directory myvault creates (with a parent it creates too).
+    let dest = dir.join("fetched/binlogs");
+    crate::support::streamer::fetch(&repo, &dest, &[]).expect_code(0);
+    assert!(std::fs::read_dir(&dest).unwrap().count() >= 2);
+    assert_private(&dir.join("fetched"));
+}
