@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod first_error;
 pub mod mysql;
 pub mod ops;
+pub mod private_fs;
 pub mod repo;
 pub mod restore;
 pub mod secret;

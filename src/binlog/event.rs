@@ -18,6 +18,14 @@ pub const MAGIC: &[u8; 4] = b"\xfebin";
 /// any file.
 pub const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
 
+/// Set in a file's FORMAT_DESCRIPTION while the server has the file open, and left set by a
+/// crash. The server clears it in place when it closes the file, without rewriting the CRC:
+/// that event's CRC32 is always computed as if the flag were clear.
+pub const LOG_EVENT_BINLOG_IN_USE_F: u16 = 0x1;
+
+/// Offset of the flags in the event header.
+const FLAGS_OFFSET: usize = 17;
+
 pub mod types {
     pub const QUERY: u8 = 2;
     pub const STOP: u8 = 3;
@@ -94,6 +102,28 @@ impl Header {
     pub fn is_artificial(&self) -> bool {
         self.flags & LOG_EVENT_ARTIFICIAL_F != 0
     }
+
+    /// A format description that marks its file as open (being written, or left by a crash).
+    pub fn marks_file_in_use(&self) -> bool {
+        self.type_code == types::FORMAT_DESCRIPTION && self.flags & LOG_EVENT_BINLOG_IN_USE_F != 0
+    }
+}
+
+/// The CRC32 of an event's bytes before its checksum, as the server computes it: for a
+/// format description marked in use, with that flag clear (the bytes themselves stay as
+/// they are, so archives remain byte-identical to the server's files).
+pub fn event_crc(header: &Header, before_checksum: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    match before_checksum.split_at_checked(FLAGS_OFFSET + 1) {
+        Some((head, rest)) if header.marks_file_in_use() => {
+            let (head, flags_low) = head.split_at(FLAGS_OFFSET);
+            crc.update(head);
+            crc.update(&[flags_low[0] & !(LOG_EVENT_BINLOG_IN_USE_F as u8)]);
+            crc.update(rest);
+        }
+        _ => crc.update(before_checksum),
+    }
+    crc.finalize()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,7 +209,7 @@ impl<'a> RawEvent<'a> {
             self.bytes[n - 2],
             self.bytes[n - 1],
         ]);
-        let computed = crc32fast::hash(&self.bytes[..n - 4]);
+        let computed = event_crc(&self.header, &self.bytes[..n - 4]);
         if stored != computed {
             return Err(EventError::Checksum {
                 offset,

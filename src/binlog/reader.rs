@@ -18,8 +18,11 @@ pub const WHOLE_EVENT_LIMIT: usize = 4 * 1024 * 1024;
 pub enum ReadError {
     #[error("not a binlog file (no magic number)")]
     NotBinlog,
-    /// The file ends inside an event: a file still being written, or cut by a crash.
-    #[error("the file ends inside the event at offset {offset}")]
+    /// The file ends inside an event: a file still being written, or cut by a crash. Not
+    /// damage: everything before `offset` is intact.
+    #[error(
+        "incomplete last event at offset {offset} (the file is still being written, or was cut by a crash)"
+    )]
     TruncatedTail { offset: u64 },
     #[error(transparent)]
     Event(#[from] EventError),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::event::{self, Checksum, EventError, HEADER_LEN, Header, MAGIC, RawEvent, types};
 use super::index::{self, FileSummary, SummaryBuilder};
 use super::reader::ReadError;
+use crate::private_fs;
 
 /// Longest time a complete transaction waits in the page cache before an fsync.
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
@@ -102,9 +103,10 @@ pub enum Written {
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory for one server.
+    /// Opens (creating) the spool directory for one server. It holds every row change of
+    /// the database: only its owner may read it (0700, files 0600).
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        private_fs::own_dir(dir).map_err(io_err(dir))?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             current: None,
@@ -133,6 +135,8 @@ impl Spool {
         let mut out = Vec::new();
         for name in names {
             let path = self.dir.join(&name);
+            // Files an older version spooled with the umask's mode.
+            private_fs::restrict(&path, private_fs::FILE_MODE).map_err(io_err(&path))?;
             let f = File::open(&path).map_err(io_err(&path))?;
             let summary = match index::scan(io::BufReader::new(f), |_| {}) {
                 Ok(s) => s,
@@ -175,7 +179,7 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         self.close_current()?;
         let path = self.dir.join(name);
-        let mut file = OpenOptions::new()
+        let mut file = private_fs::file_options()
             .create(true)
             .append(true)
             .open(&path)

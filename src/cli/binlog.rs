@@ -252,7 +252,7 @@ fn stream(a: &StreamArgs, ctx: &Ctx) -> Result<()> {
         }
         let path = opts.spool_dir.join("status.json");
         if let Ok(json) = serde_json::to_vec_pretty(s) {
-            let _ = std::fs::write(path, json);
+            let _ = crate::private_fs::write_file(&path, &json);
         }
     };
     let status = ops::stream::run(&opts, &report)?;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::binlog::file_sequence;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
+use crate::private_fs;
 use crate::repo::Repo;
 use crate::repo::manifest::BinlogSegment;
 
@@ -139,7 +140,9 @@ pub fn fetch(
     let servers: std::collections::BTreeSet<&str> =
         chosen.iter().map(|s| s.source_uuid.as_str()).collect();
     let several = servers.len() > 1;
-    std::fs::create_dir_all(dest)
+    // The files hold the database's rows: directories myvault creates are 0700 and the
+    // files 0600; an existing directory keeps its mode (it may be a shared one).
+    private_fs::create_dir_all(dest)
         .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
     let mut out = Fetched {
         dest: dest.display().to_string(),
@@ -152,12 +155,12 @@ pub fn fetch(
         } else {
             dest.to_path_buf()
         };
-        std::fs::create_dir_all(&dir)
+        private_fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(&seg.file);
         let tmp = dir.join(format!(".{}.partial", seg.file));
         let entry = seg.file_entry();
-        let mut f = std::fs::File::create(&tmp)
+        let mut f = private_fs::create_file(&tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
         out.bytes += repo.copy_file(&entry, &mut f)?;
         f.sync_all()

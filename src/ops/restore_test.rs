@@ -114,7 +114,7 @@ fn restore(
     work: &Path,
     datadir: &Path,
 ) -> Result<RunningServer> {
-    std::fs::create_dir_all(work)
+    crate::private_fs::create_dir_all(work)
         .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
     if snap.method != "logical" {
         datadir::restore(repo, snap, datadir, None, false)?;

@@ -28,6 +28,7 @@ use crate::mysql::gtid::GtidSet;
 use crate::mysql::privileges;
 use crate::mysql::session::Session;
 use crate::mysql::wire::ConnectOptions;
+use crate::private_fs;
 use crate::repo::Repo;
 use crate::repo::manifest::BinlogSegment;
 use crate::storage::OpenOptions;
@@ -90,10 +91,10 @@ fn stopping() -> bool {
 struct SpoolLock(#[allow(dead_code)] File);
 
 fn lock_spool(dir: &Path) -> Result<SpoolLock> {
-    std::fs::create_dir_all(dir)
+    private_fs::own_dir(dir)
         .map_err(|e| Error::io(format!("cannot create spool {}", dir.display()), e))?;
     let path = dir.join(".lock");
-    let f = File::create(&path)
+    let f = private_fs::create_file(&path)
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
     use std::os::unix::io::AsRawFd;
     // SAFETY: flock on a descriptor we own.
@@ -353,7 +354,7 @@ fn resume_point(
             })
             .unwrap_or(&repos[0]);
         let path = spool.dir().join(&seg.file);
-        let mut out = File::create(&path)
+        let mut out = private_fs::create_file(&path)
             .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
         let entry = seg.file_entry();
         repo.copy_file(&entry, &mut out)?;

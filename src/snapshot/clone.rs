@@ -157,10 +157,11 @@ pub fn find_mysqld(given: Option<&Path>, s: &mut Session) -> Result<Mysqld> {
 }
 
 /// A short private directory for a temporary server's socket and logs (socket paths are
-/// limited to about a hundred bytes).
+/// limited to about a hundred bytes). Private (0700): the server behind that socket may skip
+/// grant checks.
 pub fn run_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("myvault-{}", crate::repo::config::random_hex(4)));
-    std::fs::create_dir_all(&dir)
+    crate::private_fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     Ok(dir)
 }

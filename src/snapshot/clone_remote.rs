@@ -84,7 +84,7 @@ pub fn backup(
         )));
     }
     in_staging(&staging, || {
-        std::fs::create_dir_all(&staging)
+        crate::private_fs::create_dir_all(&staging)
             .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
         let datadir = staging.join("data");
         let mut recipient = start_recipient(&mysqld, &datadir)?;

@@ -42,7 +42,7 @@ fn binlog_files(datadir: &Path) -> Result<Vec<PathBuf>> {
         if name.ends_with(".index") {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                let p = Path::new(line);
+                let p = Path::new(line.strip_prefix("./").unwrap_or(line));
                 let p = if p.is_absolute() {
                     p.to_path_buf()
                 } else {
@@ -80,8 +80,15 @@ pub fn backup(datadir: &Path, writer: &MultiWriter) -> Result<PhysicalSnapshot> 
         Some(last) => {
             let f = File::open(last)
                 .map_err(|e| Error::io(format!("cannot open {}", last.display()), e))?;
-            let s = index::scan(std::io::BufReader::new(f), |_| {})
-                .map_err(|e| Error::Internal(format!("{}: {e}", last.display())))?;
+            // A server that crashed left its last file marked in use and perhaps ending
+            // inside an event: the scan reads up to its last complete transaction, which is
+            // where the server's own recovery trims the file on its next start.
+            let s = index::scan(std::io::BufReader::new(f), |_| {}).map_err(|e| {
+                Error::Internal(format!(
+                    "reading the binlog {} for the snapshot's coordinates: {e}",
+                    last.display()
+                ))
+            })?;
             let gtids = s.previous_gtids.clone().unwrap_or_default().union(&s.gtids);
             let name = last
                 .file_name()

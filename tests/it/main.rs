@@ -2,6 +2,7 @@
 
 mod support;
 
+mod binlog_trust;
 mod check;
 mod config;
 mod corpus;

@@ -168,35 +168,14 @@ fn cold_backup_refuses_a_running_server_and_restores_a_stopped_one() {
     let sums = load::checksums(&src, "sb");
     let gtids = src.gtid_executed();
     src.server.stop(Duration::from_secs(60)).unwrap();
-    let run = myvault(&[
-        "backup",
-        "--method",
-        "cold",
-        "--datadir",
-        &data,
-        "--repo",
-        &repo,
-        "--json",
-    ]);
+    let run = crate::support::cold_backup(&datadir, &repo);
     run.expect_code(0);
     assert_eq!(
         GtidSet::parse(run.json()["gtid_executed"].as_str().unwrap()).unwrap(),
         gtids,
         "the cold snapshot's GTID set comes from the binlogs in the datadir"
     );
-    let repo2 = repo.clone();
-    let restored = TestServer::builder(Flavor::Mysql97)
-        .datadir_from(move |d| {
-            myvault(&[
-                "restore",
-                "--repo",
-                &repo2,
-                "--datadir",
-                d.to_str().unwrap(),
-            ])
-            .expect_code(0);
-        })
-        .start();
+    let restored = TestServer::restored_from(&repo);
     assert_eq!(load::checksums(&restored, "sb"), sums);
     assert_eq!(restored.gtid_executed(), gtids);
     assert_eq!(

@@ -38,15 +38,7 @@ fn archived(repo: &str) -> Archived {
 /// complete and without duplicates.
 fn assert_archive_matches(src: &TestServer, repo: &str, scratch: &Scratch) {
     let dest = scratch.join("fetched");
-    myvault(&[
-        "binlog",
-        "fetch",
-        "--repo",
-        repo,
-        "--dest",
-        dest.to_str().unwrap(),
-    ])
-    .expect_code(0);
+    crate::support::streamer::fetch(repo, &dest, &[]).expect_code(0);
     let arch = archived(repo);
     let current = src.current_binlog();
     assert!(!arch.files.is_empty());
@@ -383,18 +375,7 @@ fn an_unreachable_repository_is_caught_up_from_the_spool() {
     assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
 
     let dest = dir.join("fetched");
-    crate::support::myvault_env(
-        &[
-            "binlog",
-            "fetch",
-            "--repo",
-            &repo,
-            "--dest",
-            dest.to_str().unwrap(),
-        ],
-        &env,
-    )
-    .expect_code(0);
+    crate::support::streamer::fetch(&repo, &dest, &env).expect_code(0);
     let current = src.current_binlog();
     let mut sealed = 0;
     for entry in std::fs::read_dir(src.datadir()).unwrap() {

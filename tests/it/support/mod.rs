@@ -232,6 +232,18 @@ impl TestServer {
         Self::builder(Flavor::Mariadb1011).start()
     }
 
+    /// A MySQL 9.7 started on the data directory `myvault restore --datadir` makes of the
+    /// repository's latest snapshot.
+    pub fn restored_from(repo: &str) -> TestServer {
+        let repo = repo.to_string();
+        Self::builder(Flavor::Mysql97)
+            .datadir_from(move |d| {
+                myvault(&["restore", "--repo", &repo, "--datadir", d.to_str().unwrap()])
+                    .expect_code(0);
+            })
+            .start()
+    }
+
     pub fn port(&self) -> u16 {
         self.server.port()
     }
@@ -394,6 +406,21 @@ pub fn restore_test(repo: &str, extra: &[&str]) -> Run {
     ];
     args.extend_from_slice(extra);
     myvault(&args)
+}
+
+/// `myvault backup --method cold --datadir DATADIR --repo REPO --json`.
+pub fn cold_backup(datadir: &Path, repo: &str) -> Run {
+    let datadir = datadir.to_str().expect("test paths are UTF-8");
+    myvault(&[
+        "backup",
+        "--method",
+        "cold",
+        "--datadir",
+        datadir,
+        "--repo",
+        repo,
+        "--json",
+    ])
 }
 
 pub fn myvault_env(args: &[&str], env: &[(&str, &str)]) -> Run {

@@ -125,3 +125,9 @@ pub fn drain(src: &super::TestServer, repo: &str, spool: &Path) {
     }
     assert_eq!(s.wait(), 0, "the catch-up run failed:\n{}", s.log_text());
 }
+
+/// `myvault binlog fetch --repo REPO --dest DEST` with `env` (for an S3 repository).
+pub fn fetch(repo: &str, dest: &Path, env: &[(&str, &str)]) -> super::Run {
+    let dest = dest.to_str().expect("test paths are UTF-8");
+    super::myvault_env(&["binlog", "fetch", "--repo", repo, "--dest", dest], env)
+}
