@@ -110,7 +110,7 @@ fn application_shapes_round_trip_through_restore_and_pitr_with_both_engines() {
         &src,
         &[
             "INSERT INTO shapes.cyc_a VALUES (3, 2, 'three')",
-            "UPDATE shapes.cyc_c SET id = 20 WHERE id = 2",
+            "UPDATE shapes.cyc_b SET id = 20 WHERE id = 2",
             "INSERT INTO shapes.employee (name, manager_id) VALUES ('intern', 3)",
             "DELETE FROM shapes.employee WHERE id = 2",
             "INSERT INTO shapes.events_log VALUES (4, '2025-12-31', 'd', '{\"y\": [true]}')",

@@ -33,6 +33,7 @@ pub(crate) fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
                 db.replace('\'', "''")
             ))
             .unwrap();
+        let mut tables = Vec::new();
         for r in objects.iter() {
             let (name, kind, ai) = (
                 r.text_at(0).unwrap(),
@@ -51,15 +52,35 @@ pub(crate) fn fingerprint(srv: &TestServer) -> BTreeMap<String, String> {
                 format!("table {db}.{name}"),
                 q(&mut s, &format!("SHOW CREATE TABLE {qt}"), 1),
             );
-            out.insert(
-                format!("checksum {db}.{name}"),
-                q(&mut s, &format!("CHECKSUM TABLE {qt}"), 1),
-            );
             out.insert(format!("auto_increment {db}.{name}"), ai);
-            out.insert(
-                format!("rows {db}.{name}"),
-                q(&mut s, &format!("SELECT COUNT(*) FROM {qt}"), 0),
-            );
+            tables.push((name, qt));
+        }
+        // Checksums and row counts a hundred tables a statement: a database may have 1,000.
+        for batch in tables.chunks(100) {
+            let names = batch.iter().map(|(_, qt)| qt.as_str()).collect::<Vec<_>>();
+            let sums = s
+                .query(&format!("CHECKSUM TABLE {}", names.join(", ")))
+                .unwrap();
+            let counts: Vec<String> = names
+                .iter()
+                .enumerate()
+                .map(|(i, qt)| format!("SELECT {i}, COUNT(*) FROM {qt}"))
+                .collect();
+            let counts = s.query(&counts.join(" UNION ALL ")).unwrap();
+            assert_eq!((sums.len(), counts.len()), (batch.len(), batch.len()));
+            for ((name, _), sum) in batch.iter().zip(sums.iter()) {
+                out.insert(
+                    format!("checksum {db}.{name}"),
+                    sum.text_at(1).unwrap_or_default(),
+                );
+            }
+            for count in counts.iter() {
+                let i: usize = count.text_at(0).unwrap().parse().unwrap();
+                out.insert(
+                    format!("rows {db}.{}", batch[i].0),
+                    count.text_at(1).unwrap(),
+                );
+            }
         }
         let routines = s
             .query(&format!("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{}'", db.replace('\'', "''")))

@@ -235,4 +235,25 @@ fn restore_killed_in_any_phase_runs_again_to_an_exact_copy() {
             "{point}: settings not put back"
         );
     }
+    // Killed after the progress schema is gone, the restore is complete and every setting but
+    // the redo log's size is back: only that one goes back after the progress schema.
+    reset_target(&dst);
+    let killed = myvault_env(
+        &args,
+        &[failpoints("restore-after-progress-dropped=abort(1)")],
+    );
+    assert!(
+        killed
+            .stderr
+            .contains("failpoint restore-after-progress-dropped"),
+        "{}",
+        killed.stderr
+    );
+    assert_same_objects(
+        &source,
+        &fingerprint(&dst),
+        "killed after the progress schema",
+    );
+    assert_restored_at(&dst, &gtids);
+    assert_eq!(dst.value("SELECT @@GLOBAL.local_infile").unwrap(), "0");
 }

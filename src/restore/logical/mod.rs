@@ -252,6 +252,7 @@ pub fn load(
         settings::put_back_variables(&mut coord, &others, &mut report.warnings);
     }
     progress::drop(&mut coord).map_err(|e| e.during("removing the restore's progress schema"))?;
+    crate::failpoint::hit("restore-after-progress-dropped");
     if !opts.keep_load_settings {
         settings::put_back_variables(&mut coord, &redo_size, &mut report.warnings);
     }
