@@ -9,6 +9,7 @@ mod logical;
 mod mariadb;
 mod physical;
 mod pitr;
+mod pitr_trust;
 mod prune;
 mod seed;
 mod storage_s3;
