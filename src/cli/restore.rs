@@ -65,7 +65,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "MiB", default_value_t = 1024)]
     pub redo_log_capacity: u64,
 
-    /// Load into a target that already has databases or GTIDs.
+    /// Load into a target that already has databases or GTIDs (not with a point in time).
     #[arg(long)]
     pub force: bool,
 
@@ -205,16 +205,21 @@ fn print_pitr_report(r: &ops::pitr::PitrReport) {
     print_plan(&r.plan);
     if let Some(c) = &r.archive_check {
         outln!(
-            "  archive checked: {} binlog file(s), {} read back in {:.1} s",
+            "  archive checked: {} binlog file(s), {} ({} read back in {:.1} s, the rest by the plan)",
             c.files,
             output::bytes(c.bytes),
+            output::bytes(c.bytes - c.bytes_read_by_plan),
             c.seconds
         );
     }
     if let Some(resumed) = &r.resumed {
         outln!(
-            "  continued an interrupted run (it had reached the {}; gtid_executed was {}{})",
-            if resumed.load_done { "replay" } else { "load" },
+            "  continued an interrupted run ({}; gtid_executed was {}{})",
+            if resumed.load_done {
+                "it had finished the load"
+            } else {
+                "it was loading the snapshot"
+            },
             if resumed.gtid_executed.is_empty() {
                 "(empty)"
             } else {

@@ -29,9 +29,11 @@ pub struct NeededFile {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
-    /// Files read back by the check (the plan had read the others).
+    /// Files whose needed bytes are checked, and those bytes.
     pub files: usize,
     pub bytes: u64,
+    /// Of those, what the plan had read already (to find the boundary).
+    pub bytes_read_by_plan: u64,
     pub seconds: f64,
 }
 
@@ -124,16 +126,19 @@ pub fn scan(
 /// is touched. `progress` sees (files done, files, bytes read).
 pub fn check(needed: &[NeededFile], progress: &dyn Fn(usize, usize, u64)) -> Result<CheckReport> {
     let started = Instant::now();
-    let todo: Vec<&NeededFile> = needed.iter().filter(|n| !n.read_by_plan).collect();
+    let (read, todo): (Vec<&NeededFile>, Vec<&NeededFile>) =
+        needed.iter().partition(|n| n.read_by_plan);
     let mut bytes = 0u64;
     for (done, n) in todo.iter().enumerate() {
         progress(done, todo.len(), bytes);
         bytes += scan(&n.file.repo, &n.file.segment, n.read_to, |_| true)?;
     }
     progress(todo.len(), todo.len(), bytes);
+    let bytes_read_by_plan = read.iter().map(|n| n.read_to).sum();
     Ok(CheckReport {
-        files: todo.len(),
-        bytes,
+        files: needed.len(),
+        bytes: bytes + bytes_read_by_plan,
+        bytes_read_by_plan,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
