@@ -21,6 +21,7 @@ struct History {
     dir: Scratch,
     repo: String,
     uuid: String,
+    server_id: String,
     /// The source's gtid_executed at the boundary, and its data there.
     goal: GtidSet,
     sums: BTreeMap<String, String>,
@@ -68,12 +69,14 @@ fn history(tag: &str, load_seconds: u32, with_clone: bool) -> History {
     src.sql("FLUSH BINARY LOGS");
     crate::support::streamer::drain(&src, &repo, &dir.join("spool"));
     let uuid = src.value("SELECT @@server_uuid").unwrap();
+    let server_id = src.value("SELECT @@server_id").unwrap();
     // The source is not needed any more: everything is in the archive.
     drop(src);
     History {
         dir,
         repo,
         uuid,
+        server_id,
         goal,
         sums,
     }
@@ -356,9 +359,13 @@ fn reset(target: &TestServer) {
 #[test]
 fn a_killed_pitr_is_finished_by_running_the_same_command_again() {
     let h = history("resume", 4, false);
+    // The source's server_id: the applier engine swaps it for the replay (a replica skips
+    // events with its own id), and a kill leaves it swapped.
     let target = TestServer::builder(Flavor::Mysql97)
         .option("--innodb-redo-log-capacity=8M")
+        .option(&format!("--server-id={}", h.server_id))
         .start();
+    let server_id = || target.value("SELECT @@GLOBAL.server_id").unwrap();
     let redo = || {
         target
             .value("SELECT @@GLOBAL.innodb_redo_log_capacity")
@@ -393,10 +400,16 @@ fn a_killed_pitr_is_finished_by_running_the_same_command_again() {
         1,
         "the killed run's channel is on the target"
     );
+    assert_ne!(server_id(), h.server_id, "the replay had swapped server_id");
     let report = killed_then_rerun(&h, &target, "applier", None);
     assert_eq!(report["resumed"]["channel_removed"], true, "{report}");
     assert!(report["load"].is_null(), "{report}");
     assert_eq!(redo(), "8388608", "the recorded settings are put back");
+    assert_eq!(
+        server_id(),
+        h.server_id,
+        "the swapped server_id is put back"
+    );
     reset(&target);
 
     // During the SQL engine's replay, inside a transaction. A rerun to an earlier boundary
@@ -443,4 +456,22 @@ fn a_killed_pitr_is_finished_by_running_the_same_command_again() {
     );
     let report = killed_then_rerun(&h, &target, "sql", None);
     assert_eq!(report["resumed"]["load_done"], true, "{report}");
+    reset(&target);
+
+    // A channel left by a restore that recorded nothing (an older myvault; here the record
+    // is dropped): nothing to continue from, but the channel is removed and the line says so.
+    let arm = [failpoints("pitr-replay-waiting=abort(1)")];
+    let killed = restore(&h, &goal, Dest::Server(&target), &[], &arm);
+    assert!(killed.stderr.contains("aborting"), "{}", killed.stderr);
+    target.sql("DROP DATABASE myvault_pitr");
+    let refused = restore(&h, &goal, Dest::Server(&target), &[], &[]);
+    refused.expect_code(12);
+    let line = refused.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(!line.contains("--force"), "{line}");
+    assert!(
+        line.contains("myvault_replay was stopped and removed") && line.contains("fresh server"),
+        "{line}"
+    );
+    assert_eq!(channels(&target), 0, "the leftover channel is removed");
 }
