@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::plan::PitrPlan;
 use super::replay::{CHANNEL, gtid_executed};
 use crate::error::{Error, Result};
+use crate::mysql::error::codes;
 use crate::mysql::session::{Session, quote_str};
 use crate::mysql::wire::ConnectOptions;
 use crate::restore::PITR_SCHEMA;
@@ -52,11 +53,10 @@ pub struct Record {
     pub settings: Vec<SettingChange>,
 }
 
-/// A session on the target for the record: nothing it writes reaches the binary log.
+/// A session on the target for the record: nothing it writes reaches the binary log (the
+/// loader's session settings, `sql_log_bin = 0` among them).
 pub fn connect(target: &ConnectOptions) -> Result<Session> {
-    let mut s = Session::connect(target)?;
-    s.exec("SET SESSION sql_log_bin = 0")?;
-    Ok(s)
+    crate::restore::logical::connect_loader(target, "utf8mb4")
 }
 
 /// Holds the target for this restore while `s` lives: a second run into the same target
@@ -75,8 +75,8 @@ pub fn lock(s: &mut Session) -> Result<()> {
 }
 
 fn missing_schema(e: &crate::mysql::Error) -> bool {
-    // No such table, no such database.
-    matches!(e.server_code(), Some(1146) | Some(1049))
+    // No such table; 1049: no such database.
+    matches!(e.server_code(), Some(codes::NO_SUCH_TABLE) | Some(1049))
 }
 
 pub fn read(s: &mut Session) -> Result<Option<Record>> {
