@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::event::{self, Checksum, HEADER_LEN, RawEvent, types};
-use super::walk::{Sink, Walk};
+use super::walk::{Sink, Walk, WalkError};
 use crate::mysql::decode::Reader;
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::wire::server::ServerConn;
@@ -32,6 +32,8 @@ pub struct ReplaySource {
     stop: Arc<AtomicBool>,
     progress: Arc<ReplayProgress>,
     served: Arc<Mutex<Served>>,
+    /// Why serving the archive stopped, when it was the archive's fault (kept typed).
+    archive_failure: Arc<Mutex<Option<WalkError>>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -61,6 +63,7 @@ impl ReplaySource {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(ReplayProgress::default());
         let served = Arc::new(Mutex::new(Served::default()));
+        let archive_failure = Arc::new(Mutex::new(None));
         let uuid_hex = crate::repo::config::random_hex(16);
         let identity = Identity {
             server_id: 4_000_000_000 + (rand::random::<u32>() % 200_000_000),
@@ -76,11 +79,12 @@ impl ReplaySource {
             checksum,
         };
         listener.set_nonblocking(true)?;
-        let (t_stop, t_progress, t_served, t_password) = (
+        let (t_stop, t_progress, t_served, t_password, t_failure) = (
             stop.clone(),
             progress.clone(),
             served.clone(),
             password.clone(),
+            archive_failure.clone(),
         );
         let handle = std::thread::spawn(move || {
             let mut connection_id = 1;
@@ -96,6 +100,7 @@ impl ReplaySource {
                             stop: &t_stop,
                             progress: &t_progress,
                             served: &t_served,
+                            archive_failure: &t_failure,
                             heartbeat: Duration::from_secs(1),
                         };
                         if let Err(e) = session.run(stream, connection_id, &t_password) {
@@ -118,6 +123,7 @@ impl ReplaySource {
             stop,
             progress,
             served,
+            archive_failure,
             handle: Some(handle),
         })
     }
@@ -139,6 +145,15 @@ impl ReplaySource {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The archive failure that stopped serving, if that is what happened: a damaged or
+    /// missing part of a segment, named.
+    pub fn take_archive_failure(&self) -> Option<WalkError> {
+        self.archive_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn stop(mut self) -> Served {
@@ -166,6 +181,7 @@ struct Session<'a> {
     stop: &'a AtomicBool,
     progress: &'a ReplayProgress,
     served: &'a Mutex<Served>,
+    archive_failure: &'a Mutex<Option<WalkError>>,
     heartbeat: Duration,
 }
 
@@ -301,7 +317,14 @@ impl Session<'_> {
         });
         let walked = match walked {
             Ok(w) => w,
-            Err(msg) => {
+            Err(e) => {
+                let msg = e.to_string();
+                if matches!(e, WalkError::Archive { .. }) {
+                    *self
+                        .archive_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
                 self.record(|s| s.error = Some(msg.clone()));
                 return Err(msg);
             }

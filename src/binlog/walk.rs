@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::event::{Checksum, FormatDescription, GtidInfo, HEADER_LEN, Header, RawEvent, types};
 use super::transaction::{Step, Tracker, TxId};
 use crate::mysql::gtid::{Gtid, GtidSet};
-use crate::repo::Repo;
 use crate::repo::manifest::BinlogSegment;
+use crate::repo::{Repo, RepoError};
 
 /// Where replay ends.
 #[derive(Debug, Clone)]
@@ -82,6 +82,54 @@ pub struct Walked {
     pub cancelled: bool,
 }
 
+/// Why a walk stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// An archived file could not be read back intact (a damaged or missing chunk, a broken
+    /// event): `segment` names it (`binlog.000012 of <server_uuid>`).
+    #[error("{segment}: {error}")]
+    Archive { segment: String, error: RepoError },
+    /// The sink failed, or the archive ends before the boundary.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl WalkError {
+    fn archive(rf: &ReplayFile, error: RepoError) -> WalkError {
+        WalkError::Archive {
+            segment: format!("{} of {}", rf.segment.file, rf.segment.source_uuid),
+            error,
+        }
+    }
+
+    /// An event of the file that is not what the binlog format says it must be.
+    fn damaged(rf: &ReplayFile, offset: u64, detail: impl ToString) -> WalkError {
+        let what = format!("the event at offset {offset}");
+        WalkError::archive(
+            rf,
+            RepoError::integrity(rf.repo.name(), what, detail.to_string()),
+        )
+    }
+
+    /// Reading the file failed: the repository's error, or a file that ends inside an event.
+    fn read(rf: &ReplayFile, offset: u64, e: std::io::Error) -> WalkError {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            return WalkError::damaged(rf, offset, "the file ends inside it");
+        }
+        let context = format!("reading at offset {offset}");
+        WalkError::archive(rf, crate::repo::reader::unwrap_io(e, &context))
+    }
+
+    /// The sink failed; when it was reading a large event's body from the archive, the
+    /// archive did.
+    fn sink(rf: &ReplayFile, offset: u64, e: std::io::Error) -> WalkError {
+        if e.get_ref().is_some_and(|inner| inner.is::<RepoError>()) {
+            return WalkError::read(rf, offset, e);
+        }
+        WalkError::Other(e.to_string())
+    }
+}
+
 impl Walk<'_> {
     /// Hands every event the target needs to `sink`. `have` is what the target already
     /// executed; `on_gtid` sees each transaction as it is handed over.
@@ -90,7 +138,7 @@ impl Walk<'_> {
         have: &GtidSet,
         sink: &mut dyn Sink,
         on_gtid: &mut dyn FnMut(&Gtid),
-    ) -> Result<Walked, String> {
+    ) -> Result<Walked, WalkError> {
         let mut w = Walked {
             last_pos: 4,
             ..Walked::default()
@@ -107,15 +155,19 @@ impl Walk<'_> {
             }
             let seg = &rf.segment;
             if !prev_ended_with_rotate {
-                sink.rotate(&seg.file).map_err(|e| e.to_string())?;
+                sink.rotate(&seg.file)
+                    .map_err(|e| WalkError::Other(e.to_string()))?;
             }
             w.last_file = seg.file.clone();
             let entry = seg.file_entry();
-            let mut reader = rf.repo.open_file(&entry).map_err(|e| e.to_string())?;
+            let mut reader = rf
+                .repo
+                .open_file(&entry)
+                .map_err(|e| WalkError::archive(rf, e))?;
             let mut magic = [0u8; 4];
             reader
                 .read_exact(&mut magic)
-                .map_err(|e| format!("{}: {e}", seg.file))?;
+                .map_err(|e| WalkError::read(rf, 0, e))?;
             let mut offset = 4u64;
             let mut checksum = Checksum::None;
             let mut tracker = Tracker::new();
@@ -130,21 +182,24 @@ impl Walk<'_> {
                 let mut head = [0u8; HEADER_LEN];
                 reader
                     .read_exact(&mut head)
-                    .map_err(|e| format!("{} at {offset}: {e}", seg.file))?;
+                    .map_err(|e| WalkError::read(rf, offset, e))?;
                 let header = Header::parse(&head)
-                    .map_err(|_| format!("{}: bad event header at {offset}", seg.file))?;
+                    .map_err(|_| WalkError::damaged(rf, offset, "bad event header"))?;
                 let size = header.event_size as usize;
                 let body_len = size
                     .checked_sub(HEADER_LEN)
-                    .ok_or_else(|| format!("{}: bad event size at {offset}", seg.file))?;
+                    .ok_or_else(|| WalkError::damaged(rf, offset, "bad event size"))?;
                 let raw = if body_len <= WHOLE_EVENT_MAX {
                     small.clear();
                     small.extend_from_slice(&head);
                     small.resize(size, 0);
                     reader
                         .read_exact(&mut small[HEADER_LEN..])
-                        .map_err(|e| format!("{} at {offset}: {e}", seg.file))?;
-                    Some(RawEvent::frame(&small, offset).map_err(|e| e.to_string())?)
+                        .map_err(|e| WalkError::read(rf, offset, e))?;
+                    Some(
+                        RawEvent::frame(&small, offset)
+                            .map_err(|e| WalkError::damaged(rf, offset, e))?,
+                    )
                 } else {
                     None
                 };
@@ -152,12 +207,12 @@ impl Walk<'_> {
                     && let Some(r) = &raw
                 {
                     checksum = FormatDescription::parse(r, offset)
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| WalkError::damaged(rf, offset, e))?
                         .checksum;
                 }
                 let step = tracker
                     .feed(header.type_code, raw.as_ref(), checksum, offset)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| WalkError::damaged(rf, offset, e))?;
                 let mut this_gtid: Option<Gtid> = None;
                 if let Step::Begin(id) = &step {
                     let (gtid, commit_us) = match id {
@@ -195,7 +250,9 @@ impl Walk<'_> {
                 let send = !(in_tx && skipping) && header.type_code != types::STOP;
                 if send {
                     match &raw {
-                        Some(r) => sink.event(r, checksum).map_err(|e| e.to_string())?,
+                        Some(r) => sink
+                            .event(r, checksum)
+                            .map_err(|e| WalkError::Other(e.to_string()))?,
                         None => sink
                             .large_event(
                                 &head,
@@ -203,7 +260,7 @@ impl Walk<'_> {
                                 body_len,
                                 checksum,
                             )
-                            .map_err(|e| e.to_string())?,
+                            .map_err(|e| WalkError::sink(rf, offset, e))?,
                     }
                     self.progress
                         .bytes
@@ -213,7 +270,7 @@ impl Walk<'_> {
                         &mut (&mut reader).take(body_len as u64),
                         &mut std::io::sink(),
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| WalkError::read(rf, offset, e))?;
                 }
                 if let Some(g) = this_gtid.filter(|_| !skipping) {
                     w.sent.add(&g);
@@ -242,7 +299,9 @@ impl Walk<'_> {
             }
         }
         if let Some(r) = remaining.filter(|r| !r.is_empty()) {
-            return Err(format!("the archive ends before these transactions: {r}"));
+            return Err(WalkError::Other(format!(
+                "the archive ends before these transactions: {r}"
+            )));
         }
         Ok(w)
     }

@@ -65,7 +65,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "MiB", default_value_t = 1024)]
     pub redo_log_capacity: u64,
 
-    /// Load into a target that already has databases or GTIDs.
+    /// Load into a target that already has databases or GTIDs (not with a point in time).
     #[arg(long)]
     pub force: bool,
 
@@ -100,6 +100,11 @@ pub struct RestoreArgs {
     /// (default: this host's address towards the target, free port).
     #[arg(long, value_name = "HOST:PORT")]
     pub replay_listen: Option<String>,
+
+    /// Do not read back the archived binlogs the replay needs before touching the target
+    /// (a damaged one is then found during the replay, after the snapshot is loaded).
+    #[arg(long)]
+    pub skip_archive_check: bool,
 }
 
 impl RestoreArgs {
@@ -196,6 +201,53 @@ fn print_plan(p: &PitrPlan) {
     }
 }
 
+fn print_pitr_report(r: &ops::pitr::PitrReport) {
+    print_plan(&r.plan);
+    if let Some(c) = &r.archive_check {
+        outln!(
+            "  archive checked: {} binlog file(s), {} ({} read back in {:.1} s, the rest by the plan)",
+            c.files,
+            output::bytes(c.bytes),
+            output::bytes(c.bytes - c.bytes_read_by_plan),
+            c.seconds
+        );
+    }
+    if let Some(resumed) = &r.resumed {
+        outln!(
+            "  continued an interrupted run ({}; gtid_executed was {}{})",
+            if resumed.load_done {
+                "it had finished the load"
+            } else {
+                "it was loading the snapshot"
+            },
+            if resumed.gtid_executed.is_empty() {
+                "(empty)"
+            } else {
+                &resumed.gtid_executed
+            },
+            if resumed.channel_removed {
+                "; its replay channel was stopped and removed"
+            } else {
+                ""
+            }
+        );
+    }
+    for w in &r.warnings {
+        outln!("  warning: {w}");
+    }
+    let load = match &r.load {
+        Some(l) => format!("snapshot loaded in {:.1} s", l.seconds),
+        None => "snapshot loaded by the interrupted run".to_string(),
+    };
+    outln!(
+        "done: {load}, {} transactions replayed in {:.1} s ({:.0}/s); gtid_executed = {}",
+        r.replay.transactions,
+        r.replay.seconds,
+        r.replay.transactions as f64 / r.replay.seconds.max(0.001),
+        r.replay.final_gtids
+    );
+}
+
 pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
     let (out, conn, store) = (ctx.out, &ctx.conn, &ctx.store);
     let jobs = a
@@ -230,8 +282,19 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
                 .and_then(|c| c.restore.as_ref())
                 .and_then(|r| r.mysqld.clone())
         });
+        let check_progress = |done: usize, total: usize, bytes: u64| {
+            out.progress(&format!(
+                "checking the archive: {done}/{total} binlog files, {} read",
+                output::bytes(bytes)
+            ))
+        };
         let pitr_with = match (&pitr, &mysqld) {
-            (Some(t), Some(m)) => Some((t, m.as_path())),
+            (Some(t), Some(m)) => Some(ops::restore_datadir::DatadirPitr {
+                target: t,
+                mysqld: m.as_path(),
+                check_archive: !a.skip_archive_check,
+                check_progress: &check_progress,
+            }),
             (Some(_), None) => return Err(Error::Usage(
                 "replaying into --datadir needs --mysqld PATH (a server of the snapshot's version)"
                     .into(),
@@ -287,27 +350,28 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             server: &server,
             load: &opts,
             engine: Engine::parse(&a.engine, a.replay_listen.as_deref())?,
+            check_archive: !a.skip_archive_check,
         };
-        let report = ops::pitr::run(&repo, &req, &load_progress, &|applied, bytes, served| {
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            out.progress(&format!(
-                "replaying: {applied} transactions applied, {served} sent, {} ({:.0} tx/s)",
-                output::bytes(bytes),
-                applied as f64 / secs
-            ))
-        })?;
+        let progress = ops::pitr::PitrProgress {
+            check: &|done, total, bytes| {
+                out.progress(&format!(
+                    "checking the archive: {done}/{total} binlog files, {} read",
+                    output::bytes(bytes)
+                ))
+            },
+            load: &load_progress,
+            replay: &|applied, bytes, served| {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                out.progress(&format!(
+                    "replaying: {applied} transactions applied, {served} sent, {} ({:.0} tx/s)",
+                    output::bytes(bytes),
+                    applied as f64 / secs
+                ))
+            },
+        };
+        let report = ops::pitr::run(&repo, &req, &progress)?;
         out.progress_done();
-        out.report(&report, |r| {
-            print_plan(&r.plan);
-            outln!(
-                "done: snapshot loaded in {:.1} s, {} transactions replayed in {:.1} s ({:.0}/s); gtid_executed = {}",
-                r.load.seconds,
-                r.replay.transactions,
-                r.replay.seconds,
-                r.replay.transactions as f64 / r.replay.seconds.max(0.001),
-                r.replay.final_gtids
-            );
-        });
+        out.report(&report, print_pitr_report);
         return Ok(());
     }
     if a.plan {

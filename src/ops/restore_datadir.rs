@@ -8,11 +8,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::mysql::gtid::GtidSet;
 use crate::repo::Repo;
 use crate::repo::lock::{LockGuard, LockKind};
 use crate::restore::datadir::{self, Owner};
 use crate::restore::files::FilesRestored;
+use crate::restore::pitr::archive_check::CheckReport;
 use crate::restore::pitr::plan::{self, Kind, PitrPlan, Target};
 use crate::restore::pitr::replay::{self, ReplayReport};
 use crate::server::Mysqld;
@@ -24,6 +24,8 @@ pub struct DatadirReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PitrPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_check: Option<CheckReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayReport>,
 }
 
@@ -33,8 +35,18 @@ pub struct DatadirRequest<'a> {
     pub owner: Option<Owner>,
     pub keep_uuid: bool,
     pub engine: replay::Engine<'a>,
-    /// Replay the archive up to this point, with this server binary.
-    pub pitr: Option<(&'a Target, &'a Path)>,
+    /// Replay the archive up to a point, on a temporary server.
+    pub pitr: Option<DatadirPitr<'a>>,
+}
+
+pub struct DatadirPitr<'a> {
+    pub target: &'a Target,
+    /// A server binary of the snapshot's version.
+    pub mysqld: &'a Path,
+    /// Read back every archived byte the replay needs before writing the directory.
+    pub check_archive: bool,
+    /// Sees the archive check's (files checked, files to check, bytes read).
+    pub check_progress: &'a dyn Fn(usize, usize, u64),
 }
 
 pub fn run(
@@ -43,26 +55,26 @@ pub fn run(
     progress: replay::Progress<'_>,
 ) -> Result<DatadirReport> {
     let _lock = LockGuard::acquire(repo.storage().clone(), LockKind::Shared, "restore")?;
-    let Some((target, mysqld)) = req.pitr else {
+    let Some(pitr) = &req.pitr else {
         let snap = repo.find_snapshot(req.snapshot.unwrap_or("latest"))?;
         let restored = datadir::restore(repo, &snap, req.dir, req.owner, req.keep_uuid)?;
         return Ok(DatadirReport {
             restored,
             plan: None,
+            archive_check: None,
             replay: None,
         });
     };
     // Everything is planned and checked before anything is written.
-    let mysqld = Mysqld::detect(mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
-    let plan = plan::plan(repo, target, req.snapshot, Kind::Physical)?;
+    let mysqld = Mysqld::detect(pitr.mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
+    let plan = plan::plan(repo, pitr.target, req.snapshot, Kind::Physical)?;
     let snap = plan
         .snapshot_manifest
         .clone()
         .ok_or_else(|| Error::Internal("plan without snapshot".into()))?;
+    let archive_check = super::pitr::check_archive(&plan, pitr.check_archive, pitr.check_progress)?;
     let restored = datadir::restore(repo, &snap, req.dir, None, req.keep_uuid)?;
     let server = temporary_server(&mysqld, req.dir, &[])?;
-    let expected =
-        GtidSet::parse(&plan.expected_gtids).map_err(|e| Error::Internal(e.to_string()))?;
     let stop = plan
         .stop
         .clone()
@@ -70,9 +82,9 @@ pub fn run(
     let result = replay::run(
         req.engine,
         &server.root_options(),
-        plan.replay.clone(),
+        plan.replay_files(),
         stop,
-        &expected,
+        &plan.end_set,
         progress,
     );
     let run_dir = server.config().rundir.clone();
@@ -94,6 +106,7 @@ pub fn run(
     Ok(DatadirReport {
         restored,
         plan: Some(plan),
+        archive_check,
         replay: Some(replay),
     })
 }

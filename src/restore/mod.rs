@@ -7,3 +7,7 @@ pub mod pitr;
 
 /// The schema a logical restore keeps its resume state in, on the target; dropped at the end.
 pub const PROGRESS_SCHEMA: &str = "myvault_restore";
+
+/// The schema a point-in-time restore keeps its record in, on the target (see
+/// `pitr::resume`); dropped at the end.
+pub const PITR_SCHEMA: &str = "myvault_pitr";

@@ -11,6 +11,7 @@ mod logical;
 mod mariadb;
 mod physical;
 mod pitr;
+mod pitr_trust;
 mod prune;
 mod restore_resume;
 mod seed;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
+use super::archive_check::{self, NeededFile, segment_name};
 use crate::binlog::file_sequence;
-use crate::binlog::index::{self, TxInfo};
 use crate::binlog::replay::{ReplayFile, StopAt};
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
-use crate::repo::Repo;
 use crate::repo::manifest::{BinlogSegment, SnapshotManifest};
+use crate::repo::{Repo, RepoError};
 
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -54,8 +54,14 @@ pub struct PitrPlan {
     /// The latest instant the archive can restore to.
     pub latest_restorable: Option<DateTime<Utc>>,
     pub warnings: Vec<String>,
+    /// The files of `files`, and how much of each the replay reads.
     #[serde(skip)]
-    pub replay: Vec<ReplayFile>,
+    pub needed: Vec<NeededFile>,
+    /// `snapshot_gtids` and `expected_gtids`, typed.
+    #[serde(skip)]
+    pub snapshot_set: GtidSet,
+    #[serde(skip)]
+    pub end_set: GtidSet,
     #[serde(skip)]
     pub stop: Option<StopAt>,
     #[serde(skip)]
@@ -66,40 +72,121 @@ fn us_to_time(us: u64) -> Option<DateTime<Utc>> {
     Utc.timestamp_micros(i64::try_from(us).ok()?).single()
 }
 
-fn gtids(text: &str) -> GtidSet {
-    GtidSet::parse(text).unwrap_or_default()
+impl PitrPlan {
+    /// The files to replay, in order.
+    pub fn replay_files(&self) -> Vec<ReplayFile> {
+        self.needed.iter().map(|n| n.file.clone()).collect()
+    }
+
+    /// The boundary as the command line gave it: `--to-time T`, `--to-gtid S` or
+    /// `--before-gtid S` (T in UTC).
+    pub fn boundary(&self) -> String {
+        match (&self.to_time, &self.to_gtid, &self.before_gtid) {
+            (Some(t), _, _) => format!("--to-time {}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
+            (_, Some(g), _) => format!("--to-gtid {g}"),
+            (_, _, Some(g)) => format!("--before-gtid {g}"),
+            _ => String::new(),
+        }
+    }
 }
 
+/// A manifest field that does not parse: the manifest is damaged (or written by a bug), and
+/// a plan built on a guess could replay the wrong transactions.
+fn bad_manifest(repo: &Repo, what: String, detail: String) -> Error {
+    Error::Repo(RepoError::integrity(repo.name(), what, detail))
+}
+
+/// An archived segment with its manifest's GTID sets parsed, once.
+#[derive(Debug, Clone)]
+struct Archived {
+    segment: BinlogSegment,
+    gtids: GtidSet,
+    /// Everything before the file (its previous-GTIDs header).
+    previous: GtidSet,
+}
+
+impl Archived {
+    fn parse(repo: &Repo, segment: BinlogSegment) -> Result<Archived> {
+        let field = |name: &str, text: &str| {
+            GtidSet::parse(text).map_err(|e| {
+                bad_manifest(
+                    repo,
+                    format!("the manifest of {}", segment_name(&segment)),
+                    format!("its {name} `{text}` is not a GTID set: {e}"),
+                )
+            })
+        };
+        Ok(Archived {
+            gtids: field("gtids", &segment.gtids)?,
+            previous: field("previous_gtids", &segment.previous_gtids)?,
+            segment,
+        })
+    }
+}
+
+/// Archived files by server_uuid, then by file number.
+type Archive = BTreeMap<String, BTreeMap<u64, Archived>>;
+
 /// The newest segment of every archived file, per server, in file order.
-fn archive(repo: &Repo) -> Result<BTreeMap<String, BTreeMap<u64, BinlogSegment>>> {
-    let mut out: BTreeMap<String, BTreeMap<u64, BinlogSegment>> = BTreeMap::new();
+fn archive(repo: &Repo) -> Result<Archive> {
+    let mut out: Archive = BTreeMap::new();
     for seg in repo.binlog_segments()? {
+        let seq = file_sequence(&seg.file).ok_or_else(|| {
+            bad_manifest(
+                repo,
+                format!("the manifest of {}", segment_name(&seg)),
+                "its file name has no sequence number".into(),
+            )
+        })?;
         let files = out.entry(seg.source_uuid.clone()).or_default();
-        let seq = file_sequence(&seg.file).unwrap_or(0);
         match files.get(&seq) {
-            Some(have) if have.size >= seg.size => {}
+            Some(have) if have.segment.size >= seg.size => {}
             _ => {
-                files.insert(seq, seg);
+                files.insert(seq, Archived::parse(repo, seg)?);
             }
         }
     }
     Ok(out)
 }
 
+/// A snapshot with the GTID set it recorded, parsed once.
+#[derive(Debug, Clone)]
+struct Candidate {
+    manifest: SnapshotManifest,
+    gtids: GtidSet,
+}
+
+impl Candidate {
+    fn parse(repo: &Repo, manifest: SnapshotManifest) -> Result<Candidate> {
+        let Some(text) = manifest.gtid_executed.as_deref() else {
+            return Err(Error::Usage(format!(
+                "snapshot {} recorded no GTID set; a point-in-time restore needs one (was the source's gtid_mode ON?)",
+                manifest.id
+            )));
+        };
+        let gtids = GtidSet::parse(text).map_err(|e| {
+            bad_manifest(
+                repo,
+                format!("snapshot {}", manifest.id),
+                format!("its gtid_executed `{text}` is not a GTID set: {e}"),
+            )
+        })?;
+        Ok(Candidate { manifest, gtids })
+    }
+}
+
 /// Every archived file in replay order, from the snapshot's coordinates on: the snapshot's
 /// server first, then (after a failover) the server whose history continues it.
-fn chain(
-    archive: &BTreeMap<String, BTreeMap<u64, BinlogSegment>>,
-    snap: &SnapshotManifest,
-) -> Result<Vec<BinlogSegment>> {
-    let source = snap.source.as_ref().ok_or_else(|| {
+fn chain(archive: &Archive, snap: &Candidate) -> Result<Vec<Archived>> {
+    let manifest = &snap.manifest;
+    let source = manifest.source.as_ref().ok_or_else(|| {
         Error::Usage(format!(
             "snapshot {} has no source server to replay from",
-            snap.id
+            manifest.id
         ))
     })?;
-    let start_file = snap.binlog_file.clone().unwrap_or_default();
-    let start_pos = snap.binlog_position.unwrap_or(4);
+    let start_file = manifest.binlog_file.clone().unwrap_or_default();
+    let start_pos = manifest.binlog_position.unwrap_or(4);
     let no_binlog = || {
         Error::BinlogGap(format!(
             "the archive has no binlog of {} from the snapshot's position {start_file}:{start_pos}; \
@@ -109,37 +196,37 @@ fn chain(
     };
     let files = archive.get(&source.server_uuid).ok_or_else(no_binlog)?;
     let start_seq = file_sequence(&start_file).ok_or_else(no_binlog)?;
-    let mut out: Vec<BinlogSegment> = Vec::new();
-    for (expected_seq, (seq, seg)) in (start_seq..).zip(files.range(start_seq..)) {
+    let mut out: Vec<Archived> = Vec::new();
+    for (expected_seq, (seq, file)) in (start_seq..).zip(files.range(start_seq..)) {
         if *seq != expected_seq {
             return Err(Error::BinlogGap(format!(
                 "binlog file {} of {} is missing from the archive (the next archived one is {})",
                 format_file(&start_file, expected_seq),
                 source.server_uuid,
-                seg.file
+                file.segment.file
             )));
         }
         if let Some(prev) = out.last() {
-            let before = gtids(&prev.previous_gtids).union(&gtids(&prev.gtids));
-            if !gtids(&seg.previous_gtids).is_subset(&before) && prev.sealed {
+            let before = prev.previous.union(&prev.gtids);
+            if !file.previous.is_subset(&before) && prev.segment.sealed {
                 return Err(Error::BinlogGap(format!(
                     "transactions are missing between {} and {}",
-                    prev.file, seg.file
+                    prev.segment.file, file.segment.file
                 )));
             }
         }
-        out.push(seg.clone());
-        if !seg.sealed {
+        out.push(file.clone());
+        if !file.segment.sealed {
             break;
         }
     }
-    if out.first().is_none_or(|f| f.file != start_file) {
+    if out.first().is_none_or(|f| f.segment.file != start_file) {
         return Err(no_binlog());
     }
     // After the last file of this server, another server may carry on (a failover).
-    let mut covered = gtids(snap.gtid_executed.as_deref().unwrap_or(""));
-    for seg in &out {
-        covered = covered.union(&gtids(&seg.gtids));
+    let mut covered = snap.gtids.clone();
+    for file in &out {
+        covered = covered.union(&file.gtids);
     }
     let mut used = vec![source.server_uuid.clone()];
     loop {
@@ -149,19 +236,16 @@ fn chain(
             .find_map(|(uuid, files)| {
                 // The newest file of that server whose history we already have.
                 files
-                    .values()
+                    .iter()
                     .rev()
-                    .find(|f| {
-                        gtids(&f.previous_gtids).is_subset(&covered)
-                            && !gtids(&f.gtids).is_subset(&covered)
-                    })
-                    .map(|f| (uuid.clone(), file_sequence(&f.file).unwrap_or(0)))
+                    .find(|(_, f)| f.previous.is_subset(&covered) && !f.gtids.is_subset(&covered))
+                    .map(|(seq, _)| (uuid.clone(), *seq))
             });
         let Some((uuid, seq)) = next else { break };
-        for seg in archive[&uuid].range(seq..).map(|(_, s)| s) {
-            covered = covered.union(&gtids(&seg.gtids));
-            out.push(seg.clone());
-            if !seg.sealed {
+        for file in archive[&uuid].range(seq..).map(|(_, f)| f) {
+            covered = covered.union(&file.gtids);
+            out.push(file.clone());
+            if !file.segment.sealed {
                 break;
             }
         }
@@ -175,24 +259,6 @@ fn format_file(template: &str, seq: u64) -> String {
         Some((base, digits)) => format!("{base}.{seq:0width$}", width = digits.len()),
         None => template.to_string(),
     }
-}
-
-/// Transactions of one archived file, read back from the repository.
-fn transactions(repo: &Repo, seg: &BinlogSegment) -> Result<Vec<TxInfo>> {
-    let entry = seg.file_entry();
-    let reader = repo.open_file(&entry)?;
-    let mut txs = Vec::new();
-    index::scan(std::io::BufReader::with_capacity(1 << 20, reader), |t| {
-        txs.push(t.clone())
-    })
-    .map_err(|e| {
-        Error::Repo(crate::repo::RepoError::integrity(
-            repo.name(),
-            format!("binlog {}", seg.file),
-            e.to_string(),
-        ))
-    })?;
-    Ok(txs)
 }
 
 /// Plans a restore of `repo` to `target`, from `snapshot` or the best one.
@@ -219,18 +285,20 @@ pub fn plan(
     snapshot: Option<&str>,
     kind: Kind,
 ) -> Result<PitrPlan> {
-    let snapshots: Vec<SnapshotManifest> = repo
+    let snapshots: Vec<Candidate> = repo
         .snapshots()?
         .into_iter()
         .filter(|s| kind.accepts(&s.method) && s.gtid_executed.is_some())
-        .collect();
+        .map(|s| Candidate::parse(repo, s))
+        .collect::<Result<_>>()?;
     let archive = archive(repo)?;
     // The archive covers up to its last commit, or later when the streamer saw the server
     // idle after it (heartbeats).
     let latest_restorable = archive
         .values()
         .flat_map(|f| f.values())
-        .flat_map(|s| {
+        .flat_map(|f| {
+            let s = &f.segment;
             let commit = s.last_commit_us.and_then(|us| us_to_time(us as u64));
             let complete = s
                 .extra
@@ -241,19 +309,19 @@ pub fn plan(
         .flatten()
         .max();
     let snap = match (snapshot, target) {
-        (Some(id), _) => repo.find_snapshot(id)?,
+        (Some(id), _) => Candidate::parse(repo, repo.find_snapshot(id)?)?,
         (None, Target::Time(t)) => snapshots
             .iter()
             .rev()
-            .find(|s| s.time <= *t)
+            .find(|s| s.manifest.time <= *t)
             .cloned()
             .ok_or_else(|| {
                 Error::NotFound(match snapshots.first() {
                     Some(oldest) => format!(
                         "{} is before the oldest snapshot ({}, {})",
                         t.to_rfc3339(),
-                        oldest.id,
-                        oldest.time.to_rfc3339()
+                        oldest.manifest.id,
+                        oldest.manifest.time.to_rfc3339()
                     ),
                     None => "the repository has no snapshot of a server".into(),
                 })
@@ -262,66 +330,68 @@ pub fn plan(
         (None, Target::ToGtid(g)) => snapshots
             .iter()
             .rev()
-            .find(|s| !g.is_subset(&gtids(s.gtid_executed.as_deref().unwrap_or(""))))
+            .find(|s| !g.is_subset(&s.gtids))
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("every snapshot already contains {g}")))?,
         (None, Target::BeforeGtid(g)) => snapshots
             .iter()
             .rev()
-            .find(|s| {
-                gtids(s.gtid_executed.as_deref().unwrap_or(""))
-                    .intersect(g)
-                    .is_empty()
-            })
+            .find(|s| s.gtids.intersect(g).is_empty())
             .cloned()
             .ok_or_else(|| {
                 Error::NotFound(format!("every snapshot already contains part of {g}"))
             })?,
     };
     if let Target::Time(t) = target
-        && snap.time > *t
+        && snap.manifest.time > *t
     {
         return Err(Error::Usage(format!(
             "snapshot {} was taken at {}, after {}",
-            snap.id,
-            snap.time.to_rfc3339(),
+            snap.manifest.id,
+            snap.manifest.time.to_rfc3339(),
             t.to_rfc3339()
         )));
     }
-    let snap_gtids = gtids(snap.gtid_executed.as_deref().unwrap_or(""));
     let files = chain(&archive, &snap)?;
 
     // Walk the files' transactions in order to the boundary, reading only the files the
-    // manifests cannot settle.
-    let mut expected = snap_gtids.clone();
+    // manifests cannot settle, and only up to the boundary.
+    let mut expected = snap.gtids.clone();
     let mut count = 0u64;
     let mut last_time = None;
     let mut first_skipped = None;
-    let mut used = Vec::new();
+    let mut needed = Vec::new();
     let mut reached = false;
     let mut warnings = Vec::new();
-    'walk: for seg in &files {
-        let seg_gtids = gtids(&seg.gtids);
-        let whole_file_fits = match target {
-            Target::Time(t) => {
-                seg.last_commit_us
-                    .is_some_and(|l| l <= t.timestamp_micros())
-                    && seg.sealed
-            }
-            Target::ToGtid(g) => !g.is_subset(&expected.union(&seg_gtids)) && seg.sealed,
-            Target::BeforeGtid(g) => seg_gtids.intersect(g).is_empty() && seg.sealed,
+    for file in &files {
+        let seg = &file.segment;
+        let whole_file_fits = seg.sealed
+            && match target {
+                Target::Time(t) => seg
+                    .last_commit_us
+                    .is_some_and(|l| l <= t.timestamp_micros()),
+                Target::ToGtid(g) => !g.is_subset(&expected.union(&file.gtids)),
+                Target::BeforeGtid(g) => file.gtids.intersect(g).is_empty(),
+            };
+        let replay_file = ReplayFile {
+            repo: repo.clone(),
+            segment: seg.clone(),
         };
-        used.push(seg.clone());
         if whole_file_fits {
-            count += seg_gtids.subtract(&expected).count();
-            expected = expected.union(&seg_gtids);
+            count += file.gtids.subtract(&expected).count();
+            expected = expected.union(&file.gtids);
             last_time = seg
                 .last_commit_us
                 .and_then(|us| us_to_time(us as u64))
                 .or(last_time);
+            needed.push(NeededFile {
+                file: replay_file,
+                read_to: seg.size,
+                read_by_plan: false,
+            });
             continue;
         }
-        for tx in transactions(repo, seg)? {
+        let read_to = archive_check::scan(repo, seg, seg.size, |tx| {
             let stop = match (target, &tx.gtid) {
                 (Target::Time(t), _) => tx.commit_us as i64 > t.timestamp_micros(),
                 (Target::BeforeGtid(g), Some(gtid)) => g.contains(gtid),
@@ -330,7 +400,7 @@ pub fn plan(
             if stop {
                 first_skipped = us_to_time(tx.commit_us);
                 reached = true;
-                break 'walk;
+                return false;
             }
             if let Some(g) = &tx.gtid
                 && !expected.contains(g)
@@ -343,8 +413,17 @@ pub fn plan(
                 && g.is_subset(&expected)
             {
                 reached = true;
-                break 'walk;
+                return false;
             }
+            true
+        })?;
+        needed.push(NeededFile {
+            file: replay_file,
+            read_to,
+            read_by_plan: true,
+        });
+        if reached {
+            break;
         }
     }
     match target {
@@ -373,24 +452,28 @@ pub fn plan(
         Target::ToGtid(g) => StopAt::AfterGtids(g.clone()),
         Target::BeforeGtid(g) => StopAt::BeforeGtids(g.clone()),
     };
-    let planned = used
+    let planned = needed
         .iter()
-        .map(|s| PlannedFile {
-            server_uuid: s.source_uuid.clone(),
-            file: s.file.clone(),
-            size: s.size,
-            first_event_time: s.first_event_time,
-            last_event_time: s.last_event_time,
+        .map(|n| {
+            let s = &n.file.segment;
+            PlannedFile {
+                server_uuid: s.source_uuid.clone(),
+                file: s.file.clone(),
+                size: s.size,
+                first_event_time: s.first_event_time,
+                last_event_time: s.last_event_time,
+            }
         })
         .collect();
+    let manifest = snap.manifest;
     Ok(PitrPlan {
-        snapshot: snap.id.clone(),
-        snapshot_time: snap.time,
-        snapshot_gtids: snap_gtids.to_string(),
+        snapshot: manifest.id.clone(),
+        snapshot_time: manifest.time,
+        snapshot_gtids: snap.gtids.to_string(),
         snapshot_binlog: format!(
             "{}:{}",
-            snap.binlog_file.clone().unwrap_or_default(),
-            snap.binlog_position.unwrap_or(0)
+            manifest.binlog_file.clone().unwrap_or_default(),
+            manifest.binlog_position.unwrap_or(0)
         ),
         to_time: match target {
             Target::Time(t) => Some(*t),
@@ -411,14 +494,119 @@ pub fn plan(
         expected_gtids: expected.to_string(),
         latest_restorable,
         warnings,
-        replay: used
-            .into_iter()
-            .map(|segment| ReplayFile {
-                repo: repo.clone(),
-                segment,
-            })
-            .collect(),
+        needed,
+        snapshot_set: snap.gtids,
+        end_set: expected,
         stop: Some(stop),
-        snapshot_manifest: Some(snap),
+        snapshot_manifest: Some(manifest),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::repo::config::RepoConfig;
+    use crate::repo::manifest::{SourceInfo, encode};
+    use crate::repo::{binlog_key, snapshot_key};
+    use crate::storage::Storage;
+    use crate::storage::memory::MemoryStorage;
+
+    const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+
+    /// A repository holding one logical snapshot with `snapshot_gtids` at binlog.000001:4,
+    /// then two sealed segments: binlog.000001 with transactions 6-10 and binlog.000002 with
+    /// `second_gtids`. No data: the plans below are settled by the manifests alone.
+    fn repo_with(snapshot_gtids: &str, second_gtids: &str) -> Arc<Repo> {
+        let segments = [
+            (
+                "binlog.000001",
+                format!("{UUID}:6-10"),
+                format!("{UUID}:1-5"),
+            ),
+            (
+                "binlog.000002",
+                second_gtids.to_string(),
+                format!("{UUID}:1-10"),
+            ),
+        ];
+        let mem = Arc::new(MemoryStorage::new());
+        let repo = Repo::init(mem.clone(), RepoConfig::new()).unwrap();
+        let now = Utc::now();
+        let snap = SnapshotManifest {
+            id: crate::repo::writer::new_snapshot_id(now),
+            method: "logical".into(),
+            time: now,
+            started: now,
+            finished: now,
+            host: "test".into(),
+            source: Some(SourceInfo {
+                server_uuid: UUID.into(),
+                ..SourceInfo::default()
+            }),
+            binlog_file: Some("binlog.000001".into()),
+            binlog_position: Some(4),
+            gtid_executed: Some(snapshot_gtids.into()),
+            lock_seconds: None,
+            size: 0,
+            new_bytes: 0,
+            files: Vec::new(),
+            extra: BTreeMap::new(),
+        };
+        mem.put(&snapshot_key(&snap.id), &encode("snapshot", &snap))
+            .unwrap();
+        for (file, gtids, previous) in &segments {
+            let seg = BinlogSegment::sample(UUID, file, gtids, previous);
+            mem.put(&binlog_key(UUID, file, seg.size), &encode("binlog", &seg))
+                .unwrap();
+        }
+        Arc::new(repo)
+    }
+
+    /// The control for the tests below: with sets that parse, a plan settled by the
+    /// manifests alone (a boundary in no file: every file is replayed whole).
+    #[test]
+    fn a_plan_from_well_formed_manifests_counts_their_transactions() {
+        let repo = repo_with(&format!("{UUID}:1-5"), &format!("{UUID}:11-20"));
+        let before = Target::BeforeGtid(GtidSet::parse(&format!("{UUID}:100")).unwrap());
+        let p = plan(&repo, &before, None, Kind::Logical).unwrap();
+        assert_eq!(p.transactions, 15);
+        assert_eq!(p.end_set.to_string(), format!("{UUID}:1-20"));
+        assert_eq!(p.needed.len(), 2);
+        assert!(p.needed.iter().all(|n| !n.read_by_plan));
+    }
+
+    /// The plan to `set` (a GTID boundary).
+    fn plan_to(repo: &Arc<Repo>, set: &str) -> Result<PitrPlan> {
+        let target = Target::ToGtid(GtidSet::parse(set).unwrap());
+        plan(repo, &target, None, Kind::Logical)
+    }
+
+    /// The plan fails with one line, an integrity error that names every one of `names`.
+    fn assert_fails_naming(result: Result<PitrPlan>, names: &[&str]) {
+        let e = result.expect_err("a manifest whose GTID set does not parse must fail the plan");
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+        let msg = e.to_string();
+        assert!(names.iter().all(|n| msg.contains(n)), "{names:?}: {msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    /// Issue 18, item 12: the planner parsed a segment manifest's GTID set with
+    /// `unwrap_or_default`, so a set it could not parse became an empty one and the plan went
+    /// on as if the file held no transactions.
+    #[test]
+    fn a_garbled_gtid_set_in_a_binlog_manifest_fails_the_plan_instead_of_reading_as_empty() {
+        let repo = repo_with(&format!("{UUID}:1-5"), "3e11fa47-zzzz:11-20");
+        let segment = format!("binlog.000002 of {UUID}");
+        assert_fails_naming(
+            plan_to(&repo, &format!("{UUID}:1-10")),
+            &[&segment, "gtids"],
+        );
+    }
+
+    #[test]
+    fn a_garbled_gtid_set_in_a_snapshot_manifest_fails_the_plan_instead_of_reading_as_empty() {
+        let repo = repo_with("not a gtid set", &format!("{UUID}:11-20"));
+        assert_fails_naming(plan_to(&repo, &format!("{UUID}:1-10")), &["gtid_executed"]);
+    }
 }

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::archive_check::{segment_error, segment_name};
 use crate::binlog::event::Checksum;
 use crate::binlog::replay::{self, ReplayFile, ReplaySource, StopAt};
+use crate::binlog::walk::WalkError;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::session::{Session, quote_str};
 use crate::mysql::wire::ConnectOptions;
+use crate::repo::RepoError;
 
 pub const CHANNEL: &str = "myvault_replay";
 
@@ -70,6 +73,16 @@ pub fn run(
     }
 }
 
+/// A walk of the archive that stopped short: a damaged or missing part of a segment is an
+/// integrity failure naming the segment (as the archive check would have said), whichever
+/// engine was reading it.
+pub fn walk_error(e: WalkError) -> Error {
+    match e {
+        WalkError::Archive { segment, error } => segment_error(&segment, error),
+        WalkError::Other(msg) => Error::Internal(msg),
+    }
+}
+
 /// A replay needs a MySQL target with GTIDs on.
 pub fn check_target(s: &mut Session) -> Result<()> {
     if !s.info().is_mysql() {
@@ -93,25 +106,33 @@ pub fn gtid_executed(s: &mut Session) -> Result<GtidSet> {
 fn file_checksum(f: &ReplayFile) -> Result<Checksum> {
     use std::io::Read;
     let seg = &f.segment;
+    let segment = segment_name(seg);
     // Only the head is read: the whole-file hash is never reached, so none is asked for.
     let entry = crate::repo::manifest::FileEntry {
         digest: crate::repo::manifest::ContentDigest::NONE,
         ..seg.file_entry()
     };
-    let mut reader = f.repo.open_file(&entry)?;
+    let mut reader = f
+        .repo
+        .open_file(&entry)
+        .map_err(|e| segment_error(&segment, e))?;
+    let read_failed = |e: std::io::Error| {
+        let context = format!("reading the head of {segment}");
+        segment_error(&segment, crate::repo::reader::unwrap_io(e, &context))
+    };
+    let damaged = |detail: String| {
+        let what = "its format description".to_string();
+        segment_error(&segment, RepoError::integrity(f.repo.name(), what, detail))
+    };
     let mut head = vec![0u8; 4 + 19];
-    reader
-        .read_exact(&mut head)
-        .map_err(|e| Error::io(format!("reading {}", seg.file), e))?;
+    reader.read_exact(&mut head).map_err(read_failed)?;
     let size = u32::from_le_bytes([head[13], head[14], head[15], head[16]]) as usize;
     head.resize(4 + size.max(19), 0);
-    reader
-        .read_exact(&mut head[23..])
-        .map_err(|e| Error::io(format!("reading {}", seg.file), e))?;
-    let ev = crate::binlog::event::RawEvent::frame(&head[4..], 4)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    reader.read_exact(&mut head[23..]).map_err(read_failed)?;
+    let ev =
+        crate::binlog::event::RawEvent::frame(&head[4..], 4).map_err(|e| damaged(e.to_string()))?;
     Ok(crate::binlog::event::FormatDescription::parse(&ev, 4)
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| damaged(e.to_string()))?
         .checksum)
 }
 
@@ -180,11 +201,18 @@ fn replay(
         let outcome = (|| -> Result<GtidSet> {
             loop {
                 std::thread::sleep(Duration::from_millis(200));
+                crate::failpoint::hit("pitr-replay-waiting");
+                // The channel first: a source that failed (a damaged archive) has said why
+                // before it dropped the connection the channel then complains about.
+                let channel = crate::mysql::replication::channel_error(&mut s, CHANNEL)?;
                 let served = source.served();
                 if let Some(e) = served.error {
-                    return Err(Error::Internal(format!("replay source: {e}")));
+                    return Err(match source.take_archive_failure() {
+                        Some(failure) => walk_error(failure),
+                        None => Error::Internal(format!("replay source: {e}")),
+                    });
                 }
-                if let Some(e) = crate::mysql::replication::channel_error(&mut s, CHANNEL)? {
+                if let Some(e) = channel {
                     return Err(Error::Internal(format!(
                         "the target's applier stopped: {e}"
                     )));

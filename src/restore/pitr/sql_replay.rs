@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::replay::{Progress, ReplayReport, check_target, gtid_executed};
+use super::replay::{Progress, ReplayReport, check_target, gtid_executed, walk_error};
 use crate::binlog::statements::SqlSink;
-use crate::binlog::walk::{ReplayFile, ReplayProgress, StopAt, Walk};
+use crate::binlog::walk::{ReplayFile, ReplayProgress, StopAt, Walk, WalkError};
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::session::Session;
@@ -47,6 +47,7 @@ pub fn replay(
         let mut sink = SqlSink::new(&mut exec);
         let mut started_tx = 0u64;
         walk.run(&start_set, &mut sink, &mut |_| {
+            crate::failpoint::hit("pitr-sql-transaction");
             started_tx += 1;
             progress(
                 started_tx,
@@ -55,9 +56,11 @@ pub fn replay(
             );
         })
     };
-    if let Err(e) = walked {
+    match walked {
+        Ok(_) => {}
         // The session's open transaction, if any, is rolled back when it closes.
-        return Err(Error::TargetRefused(format!("the SQL replay stopped: {e}")));
+        Err(e @ WalkError::Archive { .. }) => return Err(walk_error(e)),
+        Err(e) => return Err(Error::TargetRefused(format!("the SQL replay stopped: {e}"))),
     }
     let final_set = gtid_executed(&mut s)?;
     if &final_set != expected {
