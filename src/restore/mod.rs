@@ -11,3 +11,7 @@ pub const PROGRESS_SCHEMA: &str = "myvault_restore";
 /// The schema a point-in-time restore keeps its record in, on the target (see
 /// `pitr::resume`); dropped at the end.
 pub const PITR_SCHEMA: &str = "myvault_pitr";
+
+/// myvault's own bookkeeping schemas on a target: never user data, so never dumped, compared
+/// or counted as making a target "not empty".
+pub const OWN_SCHEMAS: [&str; 2] = [PROGRESS_SCHEMA, PITR_SCHEMA];

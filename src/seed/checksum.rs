@@ -45,7 +45,7 @@ fn tables(c: &mut Conn) -> Result<Vec<(String, String, Vec<String>)>> {
         quote_list(
             crate::snapshot::logical::catalog::SYSTEM_SCHEMAS
                 .iter()
-                .chain(std::iter::once(&crate::restore::PROGRESS_SCHEMA))
+                .chain(&crate::restore::OWN_SCHEMAS)
         )
     ))?;
     let mut out: Vec<(String, String, Vec<String>)> = Vec::new();

@@ -153,8 +153,7 @@ pub fn user_databases(s: &mut Session) -> Result<Vec<String>> {
         .filter_map(|r| r.text_at(0))
         .filter(|d| {
             !SYSTEM_SCHEMAS.contains(&d.as_str())
-                && ![crate::restore::PROGRESS_SCHEMA, crate::restore::PITR_SCHEMA]
-                    .contains(&d.as_str())
+                && !crate::restore::OWN_SCHEMAS.contains(&d.as_str())
         })
         .collect())
 }

@@ -31,7 +31,7 @@ pub struct Filter {
 impl Filter {
     fn wants_db(&self, db: &str) -> bool {
         !SYSTEM_SCHEMAS.contains(&db)
-            && db != crate::restore::PROGRESS_SCHEMA
+            && !crate::restore::OWN_SCHEMAS.contains(&db)
             && (self.databases.is_empty() || self.databases.iter().any(|d| d == db))
     }
 
