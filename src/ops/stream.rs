@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::repos::{self, WriteSet};
 use crate::binlog::archive::UploadJob;
+use crate::binlog::coverage;
 use crate::binlog::dump::{DumpRequest, DumpStream, Incoming};
 use crate::binlog::event::{self, Header, types};
 use crate::binlog::file_sequence;
@@ -321,22 +322,17 @@ fn archived_files(
     repos: &[std::sync::Arc<Repo>],
     uuid: &str,
 ) -> Result<BTreeMap<u64, BinlogSegment>> {
-    let mut files: BTreeMap<u64, BinlogSegment> = BTreeMap::new();
+    let mut segments = Vec::new();
     for repo in repos {
-        for seg in repo.binlog_segments()? {
-            if seg.source_uuid != uuid {
-                continue;
-            }
-            let seq = file_sequence(&seg.file).unwrap_or(0);
-            match files.get(&seq) {
-                Some(have) if have.size >= seg.size => {}
-                _ => {
-                    files.insert(seq, seg);
-                }
-            }
-        }
+        segments.extend(
+            repo.binlog_segments()?
+                .into_iter()
+                .filter(|s| s.source_uuid == uuid),
+        );
     }
-    Ok(files)
+    Ok(coverage::newest_segments(segments)
+        .remove(uuid)
+        .unwrap_or_default())
 }
 
 /// Every GTID the archive accounts for: archived ones and those before the archive began.

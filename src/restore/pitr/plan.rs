@@ -72,18 +72,9 @@ fn gtids(text: &str) -> GtidSet {
 
 /// The newest segment of every archived file, per server, in file order.
 fn archive(repo: &Repo) -> Result<BTreeMap<String, BTreeMap<u64, BinlogSegment>>> {
-    let mut out: BTreeMap<String, BTreeMap<u64, BinlogSegment>> = BTreeMap::new();
-    for seg in repo.binlog_segments()? {
-        let files = out.entry(seg.source_uuid.clone()).or_default();
-        let seq = file_sequence(&seg.file).unwrap_or(0);
-        match files.get(&seq) {
-            Some(have) if have.size >= seg.size => {}
-            _ => {
-                files.insert(seq, seg);
-            }
-        }
-    }
-    Ok(out)
+    Ok(crate::binlog::coverage::newest_segments(
+        repo.binlog_segments()?,
+    ))
 }
 
 /// Every archived file in replay order, from the snapshot's coordinates on: the snapshot's
