@@ -163,8 +163,11 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
                 if done.everywhere {
                     backoff = Duration::from_secs(1);
                     if job.sealed {
-                        // Archived everywhere: the spool no longer needs it.
+                        // Archived everywhere: the spool no longer needs it, nor this
+                        // process a memory of it (which would grow with every file).
                         let _ = std::fs::remove_file(&job.path);
+                        st.queued
+                            .remove(&(job.server_uuid.clone(), job.file.clone()));
                     }
                 } else {
                     let why: Vec<String> = done
