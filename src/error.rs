@@ -64,6 +64,9 @@ pub enum Error {
     Location(#[from] crate::storage::BadLocation),
 
     #[error(transparent)]
+    UnnumberedBinlog(#[from] crate::binlog::coverage::UnnumberedFile),
+
+    #[error(transparent)]
     Spool(#[from] crate::binlog::spool::SpoolError),
 
     /// Some repositories were written, others failed; the message names them.
@@ -135,6 +138,7 @@ impl Error {
             Error::Storage(_) => ErrorKind::Storage,
             Error::Spool(crate::binlog::spool::SpoolError::Damaged { .. }) => ErrorKind::Integrity,
             Error::Spool(_) => ErrorKind::Internal,
+            Error::UnnumberedBinlog(_) => ErrorKind::Integrity,
             Error::PartialSuccess(_) => ErrorKind::PartialSuccess,
             Error::SourceNotReady(_) => ErrorKind::SourceNotReady,
             Error::MissingPrivileges(_) => ErrorKind::AccessDenied,

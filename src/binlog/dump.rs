@@ -142,6 +142,14 @@ impl DumpStream {
                 }
             }
             Some(0xFF) => Err(self.conn.last_packet_error()),
+            // EOF: the server ended the dump, as it does when it shuts down.
+            Some(0xFE) => Err(Error::ConnectionLost {
+                addr: self.conn.address().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the source ended the binlog stream (it is shutting down)",
+                ),
+            }),
             _ => Err(Error::NotMysql {
                 addr: self.conn.address().to_string(),
                 detail: "the binlog stream ended unexpectedly".into(),

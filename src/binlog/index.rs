@@ -45,6 +45,8 @@ pub struct FileSummary {
     pub sealed: bool,
     pub next_file: Option<String>,
     pub server_ids: BTreeSet<u32>,
+    /// The server that wrote the file: its format description's server id.
+    pub writer_server_id: Option<u32>,
     /// The file ends inside an event or transaction (still being written, or cut).
     pub partial_tail: bool,
     pub checksum: Checksum,
@@ -98,6 +100,7 @@ impl SummaryBuilder {
             let f = FormatDescription::parse(raw, offset)?;
             s.checksum = f.checksum;
             s.format = Some(f);
+            s.writer_server_id.get_or_insert(header.server_id);
         }
         let checksum = s.checksum;
         s.end = end;

@@ -2,6 +2,7 @@
 //! them, the local spool, and the archive in the repository.
 
 pub mod archive;
+pub mod coverage;
 pub mod dump;
 pub mod event;
 pub mod index;

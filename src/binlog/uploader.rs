@@ -3,7 +3,7 @@
 //! and stored in every repository is removed from the spool. Failed uploads are retried
 //! with backoff while the spool keeps the data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ pub struct UploadStats {
 #[derive(Default)]
 struct State {
     jobs: BTreeMap<(String, u64, String), UploadJob>,
+    /// Per file, the most that was ever queued: its length, and whether sealed.
+    queued: HashMap<(String, String), (u64, bool)>,
     retry_at: Option<Instant>,
     stopping: bool,
     busy: bool,
@@ -63,6 +65,11 @@ impl Uploader {
         let (m, cv) = &*self.shared;
         let mut st = lock(m);
         let key = job_key(&job);
+        let most = st
+            .queued
+            .entry((job.server_uuid.clone(), job.file.clone()))
+            .or_insert((0, false));
+        *most = (most.0.max(job.len), most.1 || job.sealed);
         match st.jobs.get(&key) {
             Some(old) if old.sealed && !job.sealed => {}
             Some(old) if old.len > job.len && !job.sealed => {}
@@ -71,6 +78,15 @@ impl Uploader {
             }
         }
         cv.notify_all();
+    }
+
+    /// Whether `len` bytes of the file (sealed, if `sealed`) were queued already: uploaded,
+    /// being uploaded, or waiting.
+    pub fn has_queued(&self, server_uuid: &str, file: &str, len: u64, sealed: bool) -> bool {
+        let st = lock(&self.shared.0);
+        st.queued
+            .get(&(server_uuid.to_string(), file.to_string()))
+            .is_some_and(|&(most, most_sealed)| most >= len && (most_sealed || !sealed))
     }
 
     pub fn stats(&self) -> UploadStats {
@@ -147,8 +163,11 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
                 if done.everywhere {
                     backoff = Duration::from_secs(1);
                     if job.sealed {
-                        // Archived everywhere: the spool no longer needs it.
+                        // Archived everywhere: the spool no longer needs it, nor this
+                        // process a memory of it (which would grow with every file).
                         let _ = std::fs::remove_file(&job.path);
+                        st.queued
+                            .remove(&(job.server_uuid.clone(), job.file.clone()));
                     }
                 } else {
                     let why: Vec<String> = done

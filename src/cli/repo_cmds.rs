@@ -102,11 +102,11 @@ pub fn list(a: &ListArgs, ctx: &super::Ctx) -> Result<()> {
                 b.files,
                 output::bytes(b.bytes)
             );
+            let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "?".into())
+            };
             for range in &b.ranges {
-                let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                        .unwrap_or_else(|| "?".into())
-                };
                 outln!(
                     "  {} .. {}   {} .. {}",
                     range.first_file,
@@ -114,6 +114,19 @@ pub fn list(a: &ListArgs, ctx: &super::Ctx) -> Result<()> {
                     t(range.start),
                     t(range.end)
                 );
+            }
+            for w in &b.windows {
+                outln!(
+                    "  restorable {} .. {}   (from snapshot {}, {} .. {})",
+                    t(Some(w.start)),
+                    t(w.end),
+                    w.first_snapshot,
+                    w.first_file,
+                    w.last_file
+                );
+            }
+            for g in &b.gaps {
+                outln!("  HOLE: {}", g.detail);
             }
         }
     });

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::binlog::file_sequence;
+use crate::binlog::coverage;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::private_fs;
@@ -31,21 +31,10 @@ pub struct ArchivedFile {
 
 /// The newest segment of every archived file, by server then file order.
 pub fn newest_segments(repo: &Repo) -> Result<Vec<BinlogSegment>> {
-    let mut by_file: BTreeMap<(String, u64, String), BinlogSegment> = BTreeMap::new();
-    for seg in repo.binlog_segments()? {
-        let key = (
-            seg.source_uuid.clone(),
-            file_sequence(&seg.file).unwrap_or(0),
-            seg.file.clone(),
-        );
-        match by_file.get(&key) {
-            Some(have) if have.size >= seg.size => {}
-            _ => {
-                by_file.insert(key, seg);
-            }
-        }
-    }
-    Ok(by_file.into_values().collect())
+    Ok(coverage::newest_segments(repo.binlog_segments()?)?
+        .into_values()
+        .flat_map(BTreeMap::into_values)
+        .collect())
 }
 
 pub fn list(repo: &Repo) -> Result<Vec<ArchivedFile>> {

@@ -1,14 +1,15 @@
-//! `myvault list`: snapshots, and what the binlog archive covers.
+//! `myvault list`: snapshots, and what the binlog archive covers: archived ranges, the
+//! restorable windows, and the holes between them.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::binlog::file_sequence;
+use crate::binlog::coverage::{self, ArchiveHole, PitrWindow};
 use crate::error::Result;
 use crate::repo::Repo;
-use crate::repo::manifest::BinlogSegment;
+use crate::repo::manifest::{BinlogSegment, SnapshotManifest};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotSummary {
@@ -39,6 +40,10 @@ pub struct BinlogSourceSummary {
     pub last_event_time: Option<DateTime<Utc>>,
     /// Archived file ranges, oldest first.
     pub ranges: Vec<ArchivedRange>,
+    /// Spans of time every instant of which can be restored, oldest first.
+    pub windows: Vec<PitrWindow>,
+    /// Holes in the archive: what a restore across them would need and no segment holds.
+    pub gaps: Vec<ArchiveHole>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +66,9 @@ pub struct ListReport {
 }
 
 pub fn run(repo: &Repo) -> Result<ListReport> {
-    let snapshots = repo
-        .snapshots()?
+    let manifests = repo.snapshots()?;
+    let binlog = binlog_summary(repo.binlog_segments()?, &manifests)?;
+    let snapshots = manifests
         .into_iter()
         .map(|s| SnapshotSummary {
             duration_seconds: (s.finished - s.started).num_milliseconds() as f64 / 1000.0,
@@ -84,30 +90,30 @@ pub fn run(repo: &Repo) -> Result<ListReport> {
         repo: repo.name().to_string(),
         encrypted: repo.is_encrypted(),
         snapshots,
-        binlog: binlog_summary(repo.binlog_segments()?),
+        binlog,
         gaps: repo.gaps()?,
     })
 }
 
-/// Per server: the newest segment of each file, grouped into runs of consecutive files.
-pub fn binlog_summary(segments: Vec<BinlogSegment>) -> Vec<BinlogSourceSummary> {
-    let mut by_server: BTreeMap<String, BTreeMap<String, BinlogSegment>> = BTreeMap::new();
-    for seg in segments {
-        let files = by_server.entry(seg.source_uuid.clone()).or_default();
-        match files.get(&seg.file) {
-            Some(have) if have.size >= seg.size => {}
-            _ => {
-                files.insert(seg.file.clone(), seg);
-            }
-        }
-    }
-    by_server
+/// Per server: the newest segment of each file, grouped into runs of consecutive files, and
+/// the windows and holes they leave for the snapshots.
+pub fn binlog_summary(
+    segments: Vec<BinlogSegment>,
+    snapshots: &[SnapshotManifest],
+) -> Result<Vec<BinlogSourceSummary>> {
+    let by_server = coverage::newest_segments(segments)?;
+    let mut covered: BTreeMap<String, coverage::SourceCoverage> =
+        coverage::coverage(&by_server, snapshots)
+            .into_iter()
+            .map(|c| (c.server_uuid.clone(), c))
+            .collect();
+    Ok(by_server
         .into_iter()
         .map(|(server_uuid, files)| {
             let mut ranges: Vec<ArchivedRange> = Vec::new();
             let mut prev_seq: Option<u64> = None;
-            for seg in files.values() {
-                let seq = file_sequence(&seg.file);
+            for (&seq, seg) in &files {
+                let seq = Some(seq);
                 let continues = matches!((prev_seq, seq), (Some(p), Some(s)) if s == p + 1);
                 match ranges.last_mut() {
                     Some(r) if continues => {
@@ -123,8 +129,11 @@ pub fn binlog_summary(segments: Vec<BinlogSegment>) -> Vec<BinlogSourceSummary> 
                 }
                 prev_seq = seq;
             }
+            let coverage = covered.remove(&server_uuid).unwrap_or_default();
             BinlogSourceSummary {
                 server_uuid,
+                windows: coverage.windows,
+                gaps: coverage.holes,
                 files: files.len(),
                 bytes: files.values().map(|s| s.size).sum(),
                 first_event_time: files.values().filter_map(|s| s.first_event_time).min(),
@@ -132,5 +141,5 @@ pub fn binlog_summary(segments: Vec<BinlogSegment>) -> Vec<BinlogSourceSummary> 
                 ranges,
             }
         })
-        .collect()
+        .collect())
 }

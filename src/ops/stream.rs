@@ -2,8 +2,10 @@
 //!
 //! Events go to the local spool first (durable within a second of their commit), and from
 //! there to every repository as segments: sealed files when the server rotates, and the open
-//! file every `--upload-interval`. The process resumes where it stopped after any crash or
-//! reconnect, and after a failover continues from whichever `--source` is the primary.
+//! file every `--upload-interval`, at once when the connection to the source breaks, and when
+//! the streamer starts or stops (whatever the spool holds that a repository lacks). The
+//! process resumes where it stopped after any crash or reconnect, and after a failover
+//! continues from whichever `--source` is the primary.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use super::repos::{self, WriteSet};
 use crate::binlog::archive::UploadJob;
+use crate::binlog::coverage;
 use crate::binlog::dump::{DumpRequest, DumpStream, Incoming};
 use crate::binlog::event::{self, Header, types};
 use crate::binlog::file_sequence;
@@ -149,6 +152,9 @@ pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<Strea
     }
     let server_id = opts.server_id.unwrap_or_else(default_server_id);
     let uploader = Uploader::start(repos.clone());
+    // What a previous run received and could not upload (it was killed, or its source died)
+    // goes out now, before any source answers: the source may be gone for good.
+    upload_spool(&opts.spool_dir, &repos, &uploader);
     let mut status = StreamStatus::default();
     let mut backoff = Duration::from_secs(1);
     let mut checked_ids = false;
@@ -193,6 +199,9 @@ pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<Strea
             }
         }
     };
+    // Whatever state the stream ended in (a signal while connected, reconnecting or waiting to
+    // reconnect; a fatal error), nothing received stays on this host only.
+    upload_spool(&opts.spool_dir, &repos, &uploader);
     let stats = uploader.finish(Duration::from_secs(300));
     apply_upload_stats(&mut status, &stats);
     report(&status);
@@ -222,6 +231,64 @@ fn apply_upload_stats(status: &mut StreamStatus, stats: &UploadStats) {
     if let Some(e) = &stats.last_error {
         status.last_error = Some(e.clone());
     }
+}
+
+/// Queues every spooled file, of every server, that some repository lacks up to its last
+/// complete transaction (and that is not queued already). Best effort: a spool that cannot
+/// be read is reported and left for the stream itself, which stops on a damaged spool.
+fn upload_spool(spool_root: &Path, repos: &[std::sync::Arc<Repo>], uploader: &Uploader) {
+    let Ok(entries) = std::fs::read_dir(spool_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let server_uuid = entry.file_name().to_string_lossy().into_owned();
+        if server_uuid.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        if let Err(e) = upload_server_spool(&entry.path(), &server_uuid, repos, uploader) {
+            eprintln!("myvault: warning: the spool of {server_uuid} was not uploaded: {e}");
+        }
+    }
+}
+
+fn upload_server_spool(
+    dir: &Path,
+    server_uuid: &str,
+    repos: &[std::sync::Arc<Repo>],
+    uploader: &Uploader,
+) -> Result<()> {
+    let spooled = Spool::open(dir)?.recover()?;
+    if spooled.is_empty() {
+        return Ok(());
+    }
+    // Per repository, how much of each file it holds (and whether sealed).
+    let mut held: Vec<BTreeMap<u64, BinlogSegment>> = Vec::new();
+    for repo in repos {
+        held.push(archived_files(std::slice::from_ref(repo), server_uuid).unwrap_or_default());
+    }
+    for f in spooled {
+        let (len, sealed) = (f.summary.complete_end, f.summary.sealed);
+        let seq = file_sequence(&f.name).unwrap_or(0);
+        let everywhere = held.iter().all(|files| {
+            files
+                .get(&seq)
+                .is_some_and(|s| s.file == f.name && s.size >= len && (s.sealed || !sealed))
+        });
+        if len <= 4 || everywhere || uploader.has_queued(server_uuid, &f.name, len, sealed) {
+            continue;
+        }
+        uploader.submit(UploadJob {
+            server_uuid: server_uuid.to_string(),
+            server_id: f.summary.writer_server_id.map_or(0, u64::from),
+            file: f.name,
+            path: f.path,
+            len,
+            sealed,
+            summary: f.summary,
+            complete_at: None,
+        });
+    }
+    Ok(())
 }
 
 /// Writes a gap marker that `list` shows.
@@ -255,22 +322,17 @@ fn archived_files(
     repos: &[std::sync::Arc<Repo>],
     uuid: &str,
 ) -> Result<BTreeMap<u64, BinlogSegment>> {
-    let mut files: BTreeMap<u64, BinlogSegment> = BTreeMap::new();
+    let mut segments = Vec::new();
     for repo in repos {
-        for seg in repo.binlog_segments()? {
-            if seg.source_uuid != uuid {
-                continue;
-            }
-            let seq = file_sequence(&seg.file).unwrap_or(0);
-            match files.get(&seq) {
-                Some(have) if have.size >= seg.size => {}
-                _ => {
-                    files.insert(seq, seg);
-                }
-            }
-        }
+        segments.extend(
+            repo.binlog_segments()?
+                .into_iter()
+                .filter(|s| s.source_uuid == uuid),
+        );
     }
-    Ok(files)
+    Ok(coverage::newest_segments(segments)?
+        .remove(uuid)
+        .unwrap_or_default())
 }
 
 /// Every GTID the archive accounts for: archived ones and those before the archive began.
@@ -421,7 +483,10 @@ fn stream_from(
     let mut spool = Spool::open(&opts.spool_dir.join(&facts.server_uuid))?;
     let spooled = spool.recover()?;
     // Files recovered from a previous run that are complete but not yet archived.
-    for f in spooled.iter().filter(|f| f.summary.sealed) {
+    for f in spooled.iter().filter(|f| {
+        f.summary.sealed
+            && !uploader.has_queued(&facts.server_uuid, &f.name, f.summary.complete_end, true)
+    }) {
         uploader.submit(job(
             &facts,
             f.name.clone(),
@@ -470,7 +535,7 @@ fn stream_from(
     status.file = file;
     status.position = position;
     status.last_error = None;
-    receive(
+    let received = receive(
         opts,
         &facts,
         &mut dump,
@@ -479,7 +544,16 @@ fn stream_from(
         status,
         caught_up_at,
         report,
-    )
+    );
+    if received.is_err() {
+        // The stream broke, most often because the source went away: what it delivered is
+        // the newest part of the archive and exists on this host only. Upload it now, not
+        // at the next interval, which a dead source may never let come. (The stream's error
+        // is the one to report.)
+        let _ = upload_open_file(&facts, &mut spool, uploader, None);
+        let _ = spool.close_current();
+    }
+    received
 }
 
 fn check_server_id(

@@ -310,3 +310,102 @@ fn spool_and_fetched_binlogs_are_not_world_readable() {
     assert!(std::fs::read_dir(&dest).unwrap().count() >= 2);
     assert_private(&dir.join("fetched"));
 }
+
+/// A logical snapshot of `src`; returns its id.
+fn snapshot(src: &TestServer, repo: &str) -> String {
+    let run = myvault(&["backup", "--source", &src.url(), "--repo", repo, "--json"]);
+    run.expect_code(0);
+    run.json()["snapshot"].as_str().unwrap().to_string()
+}
+
+/// Issue 18, item 6: with one archived segment deleted from the repository, `verify` exited 0
+/// and `list --json` showed no gap; only a restore past it noticed. Both must name the hole:
+/// the source, the file, the GTIDs and times lost, and the restorable windows it splits.
+#[test]
+fn a_missing_archived_binlog_segment_is_a_hole_that_list_and_verify_report() {
+    let src = TestServer::mysql97();
+    src.sql("CREATE DATABASE h;\nCREATE TABLE h.t (id INT PRIMARY KEY)");
+    let dir = Scratch::new("hole");
+    let repo = new_repo(&dir);
+    let spool = dir.join("spool");
+    let first = snapshot(&src, &repo);
+    let mut id = 0;
+    let mut write_files = |files: u32| {
+        for _ in 0..files {
+            for _ in 0..3 {
+                id += 1;
+                src.sql(&format!("INSERT INTO h.t VALUES ({id})"));
+            }
+            src.sql("FLUSH BINARY LOGS");
+        }
+    };
+    write_files(3);
+    crate::support::streamer::drain(&src, &repo, &spool);
+    write_files(2);
+    let second = snapshot(&src, &repo);
+    write_files(2);
+    crate::support::streamer::drain(&src, &repo, &spool);
+
+    let clean = myvault(&["list", "--repo", &repo, "--json"]);
+    clean.expect_code(0);
+    let source = &clean.json()["binlog"][0];
+    assert_eq!(source["gaps"].as_array().unwrap().len(), 0, "{source}");
+    assert_eq!(source["windows"].as_array().unwrap().len(), 1, "{source}");
+    assert_eq!(source["windows"][0]["first_snapshot"], first.as_str());
+    myvault(&["verify", "--repo", &repo]).expect_code(0);
+
+    // One file of the stretch between the two snapshots goes missing.
+    let uuid = src.value("SELECT @@server_uuid").unwrap();
+    let files = myvault(&["binlog", "list", "--repo", &repo, "--json"]).json()["files"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(files.len() >= 6, "{files:?}");
+    let lost = &files[2];
+    let lost_file = lost["file"].as_str().unwrap();
+    let lost_gtids = lost["gtids"].as_str().unwrap();
+    assert!(!lost_gtids.is_empty());
+    std::fs::remove_dir_all(Path::new(&repo).join("binlog").join(&uuid).join(lost_file)).unwrap();
+
+    let list = myvault(&["list", "--repo", &repo, "--json"]);
+    list.expect_code(0);
+    let source = &list.json()["binlog"][0];
+    let gaps = source["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{source}");
+    let gap = &gaps[0];
+    assert_eq!(gap["server_uuid"], uuid.as_str());
+    assert_eq!(gap["kind"], "missing_files");
+    assert_eq!(gap["first_missing_file"], lost_file);
+    assert_eq!(gap["missing_file_count"], 1);
+    assert_eq!(gap["lost_gtids"], lost_gtids);
+    assert_eq!(gap["after_file"], files[1]["file"]);
+    assert_eq!(gap["before_file"], files[3]["file"]);
+    assert_eq!(gap["window_before"]["first_snapshot"], first.as_str());
+    assert_eq!(gap["window_after"]["first_snapshot"], second.as_str());
+    assert_eq!(source["windows"].as_array().unwrap().len(), 2, "{source}");
+    let text = myvault(&["list", "--repo", &repo]);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("HOLE") && text.stdout.contains(lost_file),
+        "{}",
+        text.stdout
+    );
+
+    let verify = myvault(&["verify", "--repo", &repo, "--json"]);
+    verify.expect_code(8);
+    let report = verify.json();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    let p = &problems[0];
+    assert_eq!(p["object"], format!("binlog/{uuid}/{lost_file}").as_str());
+    let detail = p["detail"].as_str().unwrap();
+    for needed in [
+        uuid.as_str(),
+        lost_file,
+        lost_gtids,
+        first.as_str(),
+        second.as_str(),
+    ] {
+        assert!(detail.contains(needed), "{needed} not in: {detail}");
+    }
+}

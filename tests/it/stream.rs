@@ -396,3 +396,99 @@ fn an_unreachable_repository_is_caught_up_from_the_spool() {
         "expected the files sealed during and after the outage"
     );
 }
+
+/// Commits one transaction; returns its GTID.
+fn commit_one(src: &TestServer, sql: &str) -> GtidSet {
+    let before = src.gtid_executed();
+    src.sql(sql);
+    let gtid = src.gtid_executed().subtract(&before);
+    assert_eq!(gtid.count(), 1, "{gtid}");
+    gtid
+}
+
+/// Waits until the spool holds everything the server has written to its current file.
+fn wait_spooled(src: &TestServer, spool: &std::path::Path, streamer: &Streamer) {
+    let uuid = src.value("SELECT @@server_uuid").unwrap();
+    let mut s = src.session();
+    let sql = s.info().binlog_status_sql();
+    let row = s.query(sql).unwrap();
+    let row = row.first().unwrap();
+    let (file, pos) = (row.text("File").unwrap(), row.u64("Position").unwrap());
+    let path = spool.join(uuid).join(&file);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < pos {
+        assert!(
+            Instant::now() < deadline,
+            "{file} was not spooled up to {pos}:\n{}",
+            streamer.log_text()
+        );
+        sleep_ms(100);
+    }
+}
+
+/// Whether the repository's binlog archive holds every GTID of `gtids`.
+fn is_archived(repo: &str, gtids: &GtidSet) -> bool {
+    let all = archived(repo)
+        .files
+        .iter()
+        .map(|f| GtidSet::parse(f["gtids"].as_str().unwrap()).unwrap())
+        .fold(GtidSet::new(), |acc, g| acc.union(&g));
+    gtids.is_subset(&all)
+}
+
+/// Issue 18, item 5: when the source died, the streamer went into reconnect backoff without
+/// uploading what it had received, and a SIGTERM then exited without uploading it either:
+/// the last transactions were in the spool and in no repository. The upload interval is 600 s
+/// here, so only the loss of the source can send them.
+#[test]
+fn transactions_received_before_the_source_dies_reach_the_archive_at_once_and_on_sigterm() {
+    let mut src = TestServer::mysql97();
+    src.sql("CREATE DATABASE lost;\nCREATE TABLE lost.t (id INT PRIMARY KEY)");
+    let dir = Scratch::new("stream-loss");
+    let repo = new_repo(&dir);
+    let spool = dir.join("spool");
+    let slow = ["--upload-interval", "600"];
+    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &slow);
+    wait_spooled(&src, &spool, &streamer);
+
+    // The issue's reproduction: the source restarts, one transaction is committed, the
+    // source stops, and the streamer is stopped with SIGTERM 3 s later.
+    src.server.restart(Duration::from_secs(60)).unwrap();
+    let first = commit_one(&src, "INSERT INTO lost.t VALUES (1)");
+    wait_spooled(&src, &spool, &streamer);
+    src.server.stop(Duration::from_secs(60)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_archived(&repo, &first) {
+        assert!(
+            Instant::now() < deadline,
+            "{first} is not archived 20 s after the source stopped:\n{}",
+            streamer.log_text()
+        );
+        sleep_ms(500);
+    }
+    sleep_ms(3000);
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    assert!(is_archived(&repo, &first));
+
+    // Any state: a streamer killed after receiving a transaction, its source stopped, and a
+    // new streamer stopped with SIGTERM while it waits to reconnect to the dead source.
+    src.server.restart(Duration::from_secs(60)).unwrap();
+    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &slow);
+    let second = commit_one(&src, "INSERT INTO lost.t VALUES (2)");
+    wait_spooled(&src, &spool, &streamer);
+    streamer.kill9();
+    assert!(!is_archived(&repo, &second), "uploaded before the kill");
+    src.server.stop(Duration::from_secs(60)).unwrap();
+    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &slow);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !streamer.log_text().contains("reconnecting in") {
+        assert!(Instant::now() < deadline, "{}", streamer.log_text());
+        sleep_ms(200);
+    }
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    assert!(
+        is_archived(&repo, &second),
+        "{second} stayed in the spool:\n{}",
+        streamer.log_text()
+    );
+}

@@ -130,21 +130,12 @@ type Archive = BTreeMap<String, BTreeMap<u64, Archived>>;
 /// The newest segment of every archived file, per server, in file order.
 fn archive(repo: &Repo) -> Result<Archive> {
     let mut out: Archive = BTreeMap::new();
-    for seg in repo.binlog_segments()? {
-        let seq = file_sequence(&seg.file).ok_or_else(|| {
-            bad_manifest(
-                repo,
-                format!("the manifest of {}", segment_name(&seg)),
-                "its file name has no sequence number".into(),
-            )
-        })?;
-        let files = out.entry(seg.source_uuid.clone()).or_default();
-        match files.get(&seq) {
-            Some(have) if have.segment.size >= seg.size => {}
-            _ => {
-                files.insert(seq, Archived::parse(repo, seg)?);
-            }
-        }
+    for (uuid, files) in crate::binlog::coverage::newest_segments(repo.binlog_segments()?)? {
+        let parsed = files
+            .into_iter()
+            .map(|(seq, seg)| Ok((seq, Archived::parse(repo, seg)?)))
+            .collect::<Result<_>>()?;
+        out.insert(uuid, parsed);
     }
     Ok(out)
 }
