@@ -41,7 +41,7 @@ pub const FILE: Target = Target {
     seed_dirs: &[],
     dictionary: DICTIONARY,
     max_alloc: 16 * MIB,
-    ci_inputs: 3000,
+    ci_inputs: 20_000,
     max_len: 256 * 1024,
 };
 
@@ -55,7 +55,7 @@ pub const EVENT: Target = Target {
     seed_dirs: &[],
     dictionary: DICTIONARY,
     max_alloc: 16 * MIB,
-    ci_inputs: 6000,
+    ci_inputs: 50_000,
     max_len: 64 * 1024,
 };
 

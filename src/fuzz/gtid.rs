@@ -24,7 +24,7 @@ pub const TEXT: Target = Target {
         b"0-1-100",
     ],
     max_alloc: MIB,
-    ci_inputs: 20_000,
+    ci_inputs: 100_000,
     max_len: 4096,
 };
 
@@ -36,7 +36,7 @@ pub const BINARY: Target = Target {
     seed_dirs: &[],
     dictionary: &[],
     max_alloc: MIB,
-    ci_inputs: 20_000,
+    ci_inputs: 100_000,
     max_len: 4096,
 };
 

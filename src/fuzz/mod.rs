@@ -1,6 +1,7 @@
 //! Fuzz targets for every parser of bytes myvault does not control (issue 18, item 15):
 //! binlog files and events (with compressed transaction payloads and the SQL the fallback
-//! replay makes of them), the client protocol (handshake, authentication, result rows),
+//! replay makes of them), the client protocol (handshake, authentication, result rows) and the
+//! replication source's side of it,
 //! GTID sets in text and binary form, repository manifests, index and pack files, blob
 //! codecs, damaged repositories (plain and encrypted), encrypted objects, `mysql://` URLs and
 //! repository locations, MySQL option files, the configuration file and TIME arguments.
@@ -58,6 +59,7 @@ pub static TARGETS: &[Target] = &[
     binlog::FILE,
     binlog::EVENT,
     wire::CLIENT,
+    wire::REPLICA,
     gtid::TEXT,
     gtid::BINARY,
     repo::MANIFEST,

@@ -43,7 +43,7 @@ pub const MANIFEST: Target = Target {
         b"18446744073709551616",
     ],
     max_alloc: 4 * MIB,
-    ci_inputs: 4000,
+    ci_inputs: 40_000,
     max_len: 64 * 1024,
 };
 
@@ -55,7 +55,7 @@ pub const INDEX: Target = Target {
     seed_dirs: &[],
     dictionary: &[b"MVINDX01"],
     max_alloc: 4 * MIB,
-    ci_inputs: 6000,
+    ci_inputs: 40_000,
     max_len: 64 * 1024,
 };
 
@@ -67,7 +67,7 @@ pub const PACK: Target = Target {
     seed_dirs: &[],
     dictionary: &[b"MVPACK01"],
     max_alloc: 4 * MIB,
-    ci_inputs: 6000,
+    ci_inputs: 40_000,
     max_len: 64 * 1024,
 };
 
@@ -80,7 +80,7 @@ pub const CODEC: Target = Target {
     dictionary: &[b"\x28\xb5\x2f\xfd"],
     // zstd decodes into a buffer of the length the index gives, up to the blob limit.
     max_alloc: MAX_BLOB + MIB,
-    ci_inputs: 3000,
+    ci_inputs: 20_000,
     max_len: 64 * 1024,
 };
 
@@ -93,7 +93,7 @@ pub const DAMAGE: Target = Target {
     seed_dirs: &[],
     dictionary: &[],
     max_alloc: MAX_BLOB + MIB,
-    ci_inputs: 600,
+    ci_inputs: 800,
     max_len: 256,
 };
 
@@ -105,7 +105,7 @@ pub const ENCRYPTED: Target = Target {
     seed_dirs: &[],
     dictionary: &[],
     max_alloc: 4 * MIB,
-    ci_inputs: 1500,
+    ci_inputs: 8_000,
     max_len: 256,
 };
 

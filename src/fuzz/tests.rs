@@ -145,6 +145,11 @@ fn fuzz_mysql_client() {
 }
 
 #[test]
+fn fuzz_replica_session() {
+    bounded_run("replica_session");
+}
+
+#[test]
 fn fuzz_gtid_text() {
     bounded_run("gtid_text");
 }

@@ -29,7 +29,7 @@ pub const URL: Target = Target {
         b"/",
     ],
     max_alloc: MIB,
-    ci_inputs: 20_000,
+    ci_inputs: 100_000,
     max_len: 1024,
 };
 
@@ -50,7 +50,7 @@ pub const OPTION_FILE: Target = Target {
         b"_",
     ],
     max_alloc: MIB,
-    ci_inputs: 10_000,
+    ci_inputs: 50_000,
     max_len: 4096,
 };
 
@@ -71,7 +71,7 @@ pub const CONFIG: Target = Target {
         b"[backup]\n",
     ],
     max_alloc: MIB,
-    ci_inputs: 6000,
+    ci_inputs: 30_000,
     max_len: 4096,
 };
 
@@ -91,7 +91,7 @@ pub const TIME: Target = Target {
         b" ",
     ],
     max_alloc: MIB,
-    ci_inputs: 10_000,
+    ci_inputs: 50_000,
     max_len: 256,
 };
 

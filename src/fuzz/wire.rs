@@ -4,6 +4,9 @@
 //!
 //! Seeds are real servers' answers to that session (MySQL 9.7 with caching_sha2 and its RSA
 //! key exchange, MariaDB 10.11 with mysql_native_password), recorded by `capture`.
+//!
+//! The other side too: [`REPLICA`] is what a replica (the target of a replay) sends to
+//! myvault's own replication source, [`ServerConn`].
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use super::{MIB, Target};
 use crate::mysql::decode::put_lenenc_bytes;
+use crate::mysql::wire::server::ServerConn;
 use crate::mysql::wire::{Conn, ConnectOptions, SslMode, SslOptions};
 use crate::secret::Secret;
 
@@ -37,7 +41,7 @@ pub const CLIENT: Target = Target {
     // The client reads payloads of up to 16 MiB - 1 into one buffer, and grows it to join
     // longer ones: 32 MiB covers two of them.
     max_alloc: 40 * MIB,
-    ci_inputs: 2500,
+    ci_inputs: 4_000,
     max_len: 64 * 1024,
 };
 
@@ -311,4 +315,117 @@ pub fn capture(host: &str, port: u16) -> std::io::Result<Vec<u8>> {
     recorder
         .join()
         .map_err(|_| std::io::Error::other("recorder panicked"))?
+}
+
+/// What a replica sends to myvault's replication source: handshake response, then commands.
+pub const REPLICA: Target = Target {
+    name: "replica_session",
+    run: run_replica,
+    generated_seeds: replica_seeds,
+    seed_dirs: &[],
+    dictionary: &[
+        b"caching_sha2_password\x00",
+        b"fuzz\x00",
+        b"\x03SELECT ",
+        b"\x14",
+        b"\x1e",
+    ],
+    max_alloc: 40 * MIB,
+    ci_inputs: 3000,
+    max_len: 16 * 1024,
+};
+
+/// A replica logging in as [`USER`] without a password (an empty scramble, which myvault's
+/// source accepts for an empty password), then a query, COM_REGISTER_SLAVE and a
+/// COM_BINLOG_DUMP_GTID.
+fn replica_seeds() -> Vec<Vec<u8>> {
+    fn packet(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+        out.push(seq);
+        out.extend_from_slice(payload);
+    }
+    let mut out = Vec::new();
+    for caps in [0x00ba_a285u32, 0x0008_a285] {
+        let mut s = Vec::new();
+        let mut login = caps.to_le_bytes().to_vec();
+        login.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        login.push(45);
+        login.extend_from_slice(&[0; 23]);
+        login.extend_from_slice(USER.as_bytes());
+        login.push(0);
+        login.push(0); // empty auth data
+        login.extend_from_slice(b"caching_sha2_password\0");
+        packet(&mut s, 1, &login);
+        packet(&mut s, 0, b"\x03SELECT UNIX_TIMESTAMP()");
+        let mut register = vec![0x15];
+        register.extend_from_slice(&77u32.to_le_bytes());
+        register.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        packet(&mut s, 0, &register);
+        let mut dump = vec![0x1e, 0, 0];
+        dump.extend_from_slice(&77u32.to_le_bytes());
+        dump.extend_from_slice(&0u32.to_le_bytes());
+        dump.extend_from_slice(&4u64.to_le_bytes());
+        dump.extend_from_slice(&8u32.to_le_bytes());
+        dump.extend_from_slice(&0u64.to_le_bytes());
+        packet(&mut s, 0, &dump);
+        out.push(s);
+    }
+    out
+}
+
+/// A loopback "replica" that connects and sends one input, on its own thread.
+struct FakeReplica {
+    listener: TcpListener,
+    inputs: Sender<(u16, Vec<u8>)>,
+    done: Receiver<()>,
+}
+
+impl FakeReplica {
+    fn start() -> FakeReplica {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let (inputs, inputs_rx) = channel::<(u16, Vec<u8>)>();
+        let (done_tx, done) = channel();
+        std::thread::spawn(move || {
+            while let Ok((port, input)) = inputs_rx.recv() {
+                if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                    serve(&mut stream, &input);
+                }
+                if done_tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        FakeReplica {
+            listener,
+            inputs,
+            done,
+        }
+    }
+}
+
+thread_local! {
+    static REPLICA_PEER: FakeReplica = FakeReplica::start();
+}
+
+fn run_replica(data: &[u8]) {
+    REPLICA_PEER.with(|peer| {
+        let port = peer.listener.local_addr().expect("local address").port();
+        peer.inputs
+            .send((port, data.to_vec()))
+            .expect("fake replica running");
+        if let Ok((stream, _)) = peer.listener.accept() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            if let Ok(mut conn) = ServerConn::accept(stream, "9.7.0-myvault", 1, USER, b"") {
+                assert_eq!(conn.user, USER, "logged in as someone else");
+                while let Ok(command) = conn.read_command() {
+                    if command.first() == Some(&0x03) {
+                        let _ = conn.send_rows(&["x"], &[vec![Some("1".into()), None]]);
+                    } else {
+                        let _ = conn.send_ok();
+                    }
+                }
+            }
+        }
+        peer.done.recv().expect("fake replica done");
+    });
 }
