@@ -113,6 +113,18 @@ fn url_seeds() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// Whether the error for the same URL with a password of the same shape (letters and
+/// digits replaced) says `raw` too: then it is the message's own words ("spaces"), not the
+/// password.
+fn from_template(text: &str, span: &std::ops::Range<usize>, raw: &str) -> bool {
+    let shape: String = raw
+        .chars()
+        .map(|c| if c.is_alphanumeric() { 'Q' } else { c })
+        .collect();
+    let other = format!("{}{shape}{}", &text[..span.start], &text[span.end..]);
+    MysqlUrl::parse(&other).is_err_and(|e| e.to_string().contains(raw))
+}
+
 /// What the text says outside `span`.
 fn outside(text: &str, span: &std::ops::Range<usize>) -> String {
     format!("{}{}", &text[..span.start], &text[span.end..])
@@ -153,17 +165,18 @@ fn run_url(data: &[u8]) {
     if let Some(span) = &span {
         let raw = &text[span.clone()];
         if raw.len() >= 3 && !outside(text, span).contains(raw) && raw != "xxx" {
-            // The same URL with another password: what its error says regardless.
-            let other = format!("{}\u{7f}{}", &text[..span.start], &text[span.end..]);
-            let fixed = MysqlUrl::parse(&other).err().map(|e| e.to_string());
             match &parsed {
-                Err(e) if fixed.is_some_and(|f| f.contains(raw)) => {
-                    let _ = e;
-                }
-                Err(e) => assert!(!e.to_string().contains(raw), "the password is in: {e}"),
-                Ok(u) => {
+                Err(e) => {
+                    let message = e.to_string();
                     assert!(
-                        !u.redacted().contains(raw),
+                        !message.contains(raw) || from_template(text, span, raw),
+                        "the password is in: {message}"
+                    );
+                }
+                Ok(u) => {
+                    // The address has the default port, which the text may not.
+                    assert!(
+                        !u.redacted().contains(raw) || u.address().contains(raw),
                         "the password is in {}",
                         u.redacted()
                     );

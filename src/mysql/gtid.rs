@@ -136,7 +136,9 @@ impl Intervals {
     }
 
     fn count(&self) -> u64 {
-        self.0.iter().map(|&(s, e)| e - s + 1).sum()
+        self.0
+            .iter()
+            .fold(0u64, |n, &(s, e)| n.saturating_add(e - s + 1))
     }
 }
 
@@ -199,8 +201,12 @@ impl GtidSet {
         self.sets.is_empty()
     }
 
+    /// The number of transactions; sets of more than 2^64 - 1 (a few huge intervals, which
+    /// only damage makes) count as that many.
     pub fn count(&self) -> u64 {
-        self.sets.values().map(Intervals::count).sum()
+        self.sets
+            .values()
+            .fold(0u64, |n, iv| n.saturating_add(iv.count()))
     }
 
     pub fn add(&mut self, g: &Gtid) {
@@ -627,6 +633,19 @@ mod tests {
         // The largest valid set prints as text that parses back.
         let set = GtidSet::decode(&one(1, MAX_GNO + 1)).unwrap();
         assert_eq!(GtidSet::parse(&set.to_string()).unwrap(), set);
+    }
+
+    #[test]
+    fn count_of_a_set_larger_than_u64_saturates_instead_of_overflowing() {
+        let set = GtidSet::parse(&format!(
+            "{A}:1-{MAX_GNO}:a:1-{MAX_GNO}:b:1-{MAX_GNO},{B}:1-{MAX_GNO}"
+        ))
+        .unwrap();
+        assert_eq!(set.count(), u64::MAX);
+        assert_eq!(
+            GtidSet::parse(&format!("{A}:1-{MAX_GNO}")).unwrap().count(),
+            MAX_GNO
+        );
     }
 
     #[test]
