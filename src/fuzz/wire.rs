@@ -45,15 +45,17 @@ pub const CLIENT: Target = Target {
     max_len: 64 * 1024,
 };
 
+/// Appends one packet: 3-byte length, sequence id, payload.
+fn packet(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+    out.push(seq);
+    out.extend_from_slice(payload);
+}
+
 /// A server's side of the session, made up: greeting, fast authentication, two result sets,
 /// an OK, an ERR and the ping's OK (with and without EOF packets). Real servers' answers are
 /// in `fixtures/fuzz/mysql_client/seeds`.
 fn client_seeds() -> Vec<Vec<u8>> {
-    fn packet(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
-        out.push(seq);
-        out.extend_from_slice(payload);
-    }
     fn result_set(out: &mut Vec<u8>, eof: bool, columns: &[&str], rows: &[&[Option<&str>]]) {
         let mut seq = 1;
         let mut next = |out: &mut Vec<u8>, p: &[u8]| {
@@ -339,11 +341,6 @@ pub const REPLICA: Target = Target {
 /// source accepts for an empty password), then a query, COM_REGISTER_SLAVE and a
 /// COM_BINLOG_DUMP_GTID.
 fn replica_seeds() -> Vec<Vec<u8>> {
-    fn packet(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
-        out.push(seq);
-        out.extend_from_slice(payload);
-    }
     let mut out = Vec::new();
     for caps in [0x00ba_a285u32, 0x0008_a285] {
         let mut s = Vec::new();
