@@ -9,6 +9,9 @@ pub mod cli;
 pub mod error;
 pub mod failpoint;
 pub mod first_error;
+/// Fuzz targets: compiled for tests and for the coverage-guided harness in `fuzz/`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod mysql;
 pub mod ops;
 pub mod private_fs;
@@ -19,6 +22,6 @@ pub mod seed;
 pub mod server;
 pub mod snapshot;
 pub mod storage;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod test_rng;
 pub mod timespec;

@@ -1,5 +1,6 @@
-//! Deterministic pseudo-random numbers for unit tests (Marsaglia's xorshift): the same
-//! sequence on every run and every machine, so a test's data never changes under it.
+//! Deterministic pseudo-random numbers for unit tests and the fuzz mutator (Marsaglia's
+//! xorshift): the same sequence on every run and every machine, so a test's data never changes
+//! under it.
 
 /// 64-bit xorshift (13, 7, 17). The seed must not be 0.
 pub struct XorShift64(u64);

@@ -1,10 +1,22 @@
 //! TIME arguments: RFC 3339 (`2026-11-20T14:03:00Z`, or with an offset), or
 //! `YYYY-MM-DD HH:MM:SS[.ffffff]` in the local time zone.
 
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, NaiveDateTime, TimeZone, Utc};
 
 pub fn parse(s: &str) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
+    let time = parse_any(t)?;
+    // chrono's `%Y` takes any number of digits and a sign; a year RFC 3339 cannot write
+    // (the plan prints the instant back) is a typo.
+    if !(0..=9999).contains(&time.year()) {
+        return Err(format!(
+            "'{t}' is not a time: the year must have four digits (0000 to 9999)"
+        ));
+    }
+    Ok(time)
+}
+
+fn parse_any(t: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d.with_timezone(&Utc));
     }
@@ -60,6 +72,13 @@ mod tests {
         );
         assert!(parse("2026-11-20 14:03:00.5").is_ok());
         assert!(parse("yesterday").is_err());
+        for far in [
+            "-2026-11-20 14:03:00",
+            "+12026-11-20T14:03:00",
+            "20261-11-20 14:03:00",
+        ] {
+            assert!(parse(far).is_err(), "{far}");
+        }
         assert!(parse("2026-13-01 00:00:00").is_err());
     }
 }

@@ -299,6 +299,10 @@ impl GtidInfo {
         let _flags = r.u8().map_err(bad)?;
         let uuid = Uuid(r.array().map_err(bad)?);
         let gno = r.u64().map_err(bad)?;
+        // A number no GTID set can hold (0, or past 2^63 - 1) is damage, not a transaction.
+        if !anonymous && !gtid::is_valid_gno(gno) {
+            return Err(bad(Truncated));
+        }
         let mut info = GtidInfo {
             gtid: (!anonymous).then(|| Gtid {
                 tsid: Tsid {
@@ -408,6 +412,9 @@ impl GtidInfo {
         }
         if !original_seen {
             info.original_commit_us = info.immediate_commit_us;
+        }
+        if !gtid::is_valid_gno(gno) {
+            return Err(bad());
         }
         info.gtid = Some(Gtid {
             tsid: Tsid { uuid, tag },
@@ -567,6 +574,36 @@ mod tests {
             RawEvent::frame(&bytes[..bytes.len() - 1], 0),
             Err(EventError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn gtid_event_with_a_transaction_number_out_of_range_is_malformed() {
+        let body = |gno: u64| {
+            let mut b = vec![0u8];
+            b.extend_from_slice(&[7; 16]);
+            b.extend_from_slice(&gno.to_le_bytes());
+            b
+        };
+        for gno in [0, 1 << 63, u64::MAX] {
+            assert!(
+                matches!(
+                    GtidInfo::parse_untagged(&body(gno), false, 9),
+                    Err(EventError::Malformed { offset: 9, .. })
+                ),
+                "{gno}"
+            );
+        }
+        assert!(
+            GtidInfo::parse_untagged(&body(0), true, 9).is_ok(),
+            "anonymous"
+        );
+        let g = GtidInfo::parse_untagged(&body(gtid::MAX_GNO), false, 9).unwrap();
+        assert_eq!(g.gtid.unwrap().gno, gtid::MAX_GNO);
+        // A tagged event without its transaction number (field 2) has none.
+        let mut tagged = vec![2u8];
+        gtid::write_varlen(&mut tagged, 3);
+        gtid::write_varlen(&mut tagged, 0);
+        assert!(GtidInfo::parse_tagged(&tagged, 0).is_err());
     }
 
     #[test]

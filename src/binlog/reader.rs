@@ -120,7 +120,16 @@ impl<R: Read> EventReader<R> {
             }
             .into());
         }
-        if size <= WHOLE_EVENT_LIMIT || is_fde {
+        // A format description is about a hundred bytes; one "too large to hold" is damage,
+        // and its size must not decide an allocation.
+        if is_fde && size > WHOLE_EVENT_LIMIT {
+            return Err(EventError::BadSize {
+                offset,
+                size: header.event_size,
+            }
+            .into());
+        }
+        if size <= WHOLE_EVENT_LIMIT {
             self.buf.clear();
             self.buf.extend_from_slice(&header_bytes);
             self.buf.resize(size, 0);

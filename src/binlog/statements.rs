@@ -362,9 +362,23 @@ impl<'a> SqlSink<'a> {
             let size = (h.event_size as usize)
                 .checked_sub(HEADER_LEN)
                 .ok_or_else(|| io_err("bad event size inside a payload"))?;
+            // Read in pieces, not sized up front: the size is whatever the (damaged) payload
+            // says, and a buffer grown as the bytes arrive stays near what is really there.
             let mut ev = head.to_vec();
-            ev.resize(HEADER_LEN + size, 0);
-            inner.read_exact(&mut ev[HEADER_LEN..])?;
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(64 * 1024);
+                let at = ev.len();
+                ev.resize(at + n, 0);
+                inner.read_exact(&mut ev[at..]).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        io_err("truncated event inside a payload")
+                    } else {
+                        e
+                    }
+                })?;
+                left -= n;
+            }
             self.handle(&ev, Checksum::None)?;
         }
     }

@@ -107,7 +107,12 @@ pub struct RestoreSection {
 pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Usage(format!("cannot read --config {}: {e}", path.display())))?;
-    let cfg: Config = toml::from_str(&text).map_err(|e| {
+    parse(&text, path)
+}
+
+/// The configuration in `text`, read from `path` (which errors name).
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let cfg: Config = toml::from_str(text).map_err(|e| {
         // The error's first line says where, its last line what.
         let msg = e.to_string();
         let lines: Vec<&str> = msg

@@ -23,7 +23,9 @@ pub struct Uuid(pub [u8; 16]);
 impl Uuid {
     pub fn parse(s: &str) -> Result<Uuid, GtidError> {
         let hex: String = s.chars().filter(|c| *c != '-').collect();
-        if hex.len() != 32 || s.len() != 36 {
+        // Hex digits only: `from_str_radix` takes a sign, and a multi-byte character would
+        // split where the pairs are cut.
+        if hex.len() != 32 || s.len() != 36 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err(format!("'{s}' is not a UUID")));
         }
         let mut out = [0u8; 16];
@@ -134,7 +136,9 @@ impl Intervals {
     }
 
     fn count(&self) -> u64 {
-        self.0.iter().map(|&(s, e)| e - s + 1).sum()
+        self.0
+            .iter()
+            .fold(0u64, |n, &(s, e)| n.saturating_add(e - s + 1))
     }
 }
 
@@ -197,8 +201,12 @@ impl GtidSet {
         self.sets.is_empty()
     }
 
+    /// The number of transactions; sets of more than 2^64 - 1 (a few huge intervals, which
+    /// only damage makes) count as that many.
     pub fn count(&self) -> u64 {
-        self.sets.values().map(Intervals::count).sum()
+        self.sets
+            .values()
+            .fold(0u64, |n, iv| n.saturating_add(iv.count()))
     }
 
     pub fn add(&mut self, g: &Gtid) {
@@ -314,7 +322,8 @@ impl GtidSet {
             let count = r.u64().map_err(bad)?;
             for _ in 0..count {
                 let (s, e) = (r.u64().map_err(bad)?, r.u64().map_err(bad)?);
-                if s == 0 || e <= s {
+                // Half-open: [s, e) with s and e - 1 valid transaction numbers.
+                if !is_valid_gno(s) || e <= s || !is_valid_gno(e - 1) {
                     return Err(err(format!("bad binary interval {s}..{e}")));
                 }
                 set.add_interval(&tsid, s, e - 1);
@@ -324,10 +333,18 @@ impl GtidSet {
     }
 }
 
+/// The largest transaction number (MySQL's GNO_END, 2^63 - 1).
+pub const MAX_GNO: u64 = (1 << 63) - 1;
+
+/// Transaction numbers run from 1 to [`MAX_GNO`], in text, in binary sets and in events.
+pub fn is_valid_gno(n: u64) -> bool {
+    (1..=MAX_GNO).contains(&n)
+}
+
 fn parse_gno(s: &str) -> Result<u64, GtidError> {
     s.parse::<u64>()
         .ok()
-        .filter(|&n| n < (1 << 63))
+        .filter(|&n| n <= MAX_GNO)
         .ok_or_else(|| err(format!("'{s}' is not a transaction number")))
 }
 
@@ -486,6 +503,19 @@ mod tests {
     }
 
     #[test]
+    fn uuid_with_multibyte_characters_or_signs_is_refused_without_panicking() {
+        for bad in [
+            "aaaaaaaaa\u{20ac}a-aaaa-aaaa-aaaa-aaaaaaaaaaa",
+            "+faaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa",
+            "gaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa",
+        ] {
+            assert!(Uuid::parse(bad).is_err(), "{bad}");
+            assert!(GtidSet::parse(&format!("{bad}:1")).is_err(), "{bad}");
+        }
+        assert!(Uuid::parse(B).is_ok());
+    }
+
+    #[test]
     fn algebra() {
         let a = GtidSet::parse(&format!("{A}:1-10:20-30,{A}:t:1-5")).unwrap();
         let b = GtidSet::parse(&format!("{A}:5-25,{A}:t:3")).unwrap();
@@ -584,6 +614,38 @@ mod tests {
         assert_eq!(GtidSet::decode(&bytes).unwrap(), tagged);
         assert!(GtidSet::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(GtidSet::decode(&[0xFF; 8]).is_err());
+    }
+
+    #[test]
+    fn binary_set_with_transaction_numbers_out_of_range_is_refused() {
+        let u = Uuid::parse(A).unwrap();
+        let one = |s: u64, e: u64| {
+            let mut b = 1u64.to_le_bytes().to_vec();
+            b.extend_from_slice(&u.0);
+            b.extend_from_slice(&1u64.to_le_bytes());
+            b.extend_from_slice(&s.to_le_bytes());
+            b.extend_from_slice(&e.to_le_bytes());
+            b
+        };
+        for (s, e) in [(0, 5), (1, 1 << 63 | 5), (1 << 63, u64::MAX), (5, 5)] {
+            assert!(GtidSet::decode(&one(s, e)).is_err(), "{s}..{e}");
+        }
+        // The largest valid set prints as text that parses back.
+        let set = GtidSet::decode(&one(1, MAX_GNO + 1)).unwrap();
+        assert_eq!(GtidSet::parse(&set.to_string()).unwrap(), set);
+    }
+
+    #[test]
+    fn count_of_a_set_larger_than_u64_saturates_instead_of_overflowing() {
+        let set = GtidSet::parse(&format!(
+            "{A}:1-{MAX_GNO}:a:1-{MAX_GNO}:b:1-{MAX_GNO},{B}:1-{MAX_GNO}"
+        ))
+        .unwrap();
+        assert_eq!(set.count(), u64::MAX);
+        assert_eq!(
+            GtidSet::parse(&format!("{A}:1-{MAX_GNO}")).unwrap().count(),
+            MAX_GNO
+        );
     }
 
     #[test]

@@ -34,6 +34,16 @@ impl MysqlUrl {
         let (user, password) = parts
             .userinfo
             .ok_or_else(|| UrlError("the user name is missing (user@host)".into()))?;
+        // Messages that quote a URL (clap's) are redacted up to a space or a quote, so a
+        // password holding one could show: those characters must come percent-encoded.
+        let unquotable = |c: char| c.is_whitespace() || c == '"' || c == '\'';
+        if user.contains(unquotable) || password.is_some_and(|p| p.contains(unquotable)) {
+            return Err(UrlError(
+                "spaces and quotes in the user name or password must be percent-encoded \
+                 (%20, %22, %27)"
+                    .into(),
+            ));
+        }
         let password = password
             .map(|p| percent_decode(p, "password").map(Secret::new))
             .transpose()?;
@@ -278,6 +288,22 @@ mod tests {
             red.contains("mysql://u:xxx@h and mysql://nopass@h, try '--help'"),
             "{red}"
         );
+    }
+
+    #[test]
+    fn password_with_a_space_or_quote_must_be_percent_encoded_so_redaction_finds_it() {
+        for bad in [
+            "mysql://u:top secret@h",
+            "mysql://u:top'secret@h",
+            "mysql://a b:pw@h",
+        ] {
+            let err = MysqlUrl::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("percent-encoded"), "{bad} -> {err}");
+        }
+        let u = MysqlUrl::parse("mysql://u:top%20secret%27@h").unwrap();
+        assert_eq!(u.password.unwrap().expose(), "top secret'");
+        let red = redact_passwords("error: 'mysql://u:top%20secret%27@h' found");
+        assert!(!red.contains("secret"), "{red}");
     }
 
     #[test]

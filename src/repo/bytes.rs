@@ -15,6 +15,11 @@ impl<'a> Cursor<'a> {
         self.buf.is_empty()
     }
 
+    /// Bytes not read yet: what bounds how many records a count field can really mean.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.buf.len() {
             return Err("unexpected end of data".into());

@@ -12,6 +12,7 @@
 
 use zstd::zstd_safe::{CCtx, CParameter, DCtx};
 
+use super::codec::MAX_BLOB;
 use super::id::Id;
 
 /// zstd's default decoder limit: frames within it decode without special settings.
@@ -47,6 +48,12 @@ pub fn encode(base_id: &Id, base: &[u8], data: &[u8], level: i32) -> Option<Vec<
 
 /// The plaintext of a delta blob of `raw_len` bytes, given its base's plaintext.
 pub fn decode(stored: &[u8], base: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    // The length comes from the index: checked before it sizes the output buffer.
+    if raw_len > MAX_BLOB {
+        return Err(format!(
+            "blob length {raw_len} exceeds the {MAX_BLOB}-byte limit"
+        ));
+    }
     let frame = stored
         .get(Id::LEN..)
         .ok_or("delta blob shorter than its base id")?;
@@ -102,6 +109,16 @@ mod tests {
             assert_ne!(out, data);
         }
         assert!(decode(&stored[..20], &base, data.len()).is_err());
+    }
+
+    #[test]
+    fn delta_blob_claiming_a_length_over_the_limit_is_refused_before_allocating() {
+        let base = noise(4096, 3);
+        let data = noise(4096, 4);
+        let stored = encode(&Id::sha256(&base), &base, &data, 1).unwrap();
+        let err = decode(&stored, &base, 3_026_329_608).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
+        assert_eq!(decode(&stored, &base, data.len()).unwrap(), data);
     }
 
     #[test]

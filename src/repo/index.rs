@@ -149,11 +149,12 @@ pub fn decode_file(data: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>, String> {
     }
     let mut r = crate::repo::bytes::Cursor::new(&body[8..]);
     let packs = r.u32()? as usize;
-    let mut out = Vec::with_capacity(packs.min(1 << 20));
+    // Counts are only believed as far as the bytes that follow could hold them.
+    let mut out = Vec::with_capacity(packs.min(r.remaining() / 36));
     for _ in 0..packs {
         let pack = r.id()?;
         let n = r.u32()? as usize;
-        let mut entries = Vec::with_capacity(n.min(1 << 20));
+        let mut entries = Vec::with_capacity(n.min(r.remaining() / ENTRY_LEN));
         for _ in 0..n {
             let id = r.id()?;
             let codec_byte = r.u8()?;
@@ -201,6 +202,20 @@ mod tests {
         bad[20] ^= 1;
         assert!(decode_file(&bad).is_err());
         assert!(decode_file(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn index_file_with_huge_counts_allocates_only_what_its_bytes_hold() {
+        let mut body = MAGIC.to_vec();
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        body.extend_from_slice(Id::sha256(b"p").as_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        let hash = Id::sha256(&body);
+        body.extend_from_slice(hash.as_bytes());
+        let result = crate::fuzz::alloc_limit::with_limit("index test", 1 << 20, &body, || {
+            decode_file(&body)
+        });
+        assert!(result.is_err());
     }
 
     #[test]
