@@ -218,7 +218,13 @@ impl Session<'_> {
                     self.answer(&mut conn, &sql).map_err(|e| e.to_string())?;
                 }
                 Some(COM_BINLOG_DUMP_GTID) => {
-                    let have = parse_dump_gtid(&cmd[1..]).unwrap_or_default();
+                    // Streaming from an empty set instead would send the replica transactions
+                    // it already has: refuse what cannot be read.
+                    let Some(have) = parse_dump_gtid(&cmd[1..]) else {
+                        let why = "malformed COM_BINLOG_DUMP_GTID (its GTID set cannot be read)";
+                        let _ = conn.send_err(1236, "HY000", why);
+                        return Err(why.to_string());
+                    };
                     let result = self.stream(&mut conn, &have);
                     let _ = write_half.shutdown(std::net::Shutdown::Both);
                     return result;

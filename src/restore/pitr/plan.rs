@@ -369,7 +369,7 @@ pub fn plan(
             segment: seg.clone(),
         };
         if whole_file_fits {
-            count += file.gtids.subtract(&expected).count();
+            count = count.saturating_add(file.gtids.subtract(&expected).count());
             expected = expected.union(&file.gtids);
             last_time = seg
                 .last_commit_us
