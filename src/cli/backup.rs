@@ -75,6 +75,11 @@ pub struct BackupArgs {
     #[arg(long)]
     pub remote: bool,
 
+    /// --method clone: do not record CHECKSUM TABLE of every table (read on a temporary
+    /// server on the clone, for restores to compare with).
+    #[arg(long)]
+    pub no_table_checksums: bool,
+
     /// --method cold: the data directory of a stopped server.
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
@@ -114,6 +119,7 @@ pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
                 clone_dir: a.clone_dir.as_deref(),
                 mysqld: mysqld.as_deref(),
                 remote: a.remote,
+                table_checksums: !a.no_table_checksums,
             };
             out.with_ticker(
                 || "cloning and packing".to_string(),

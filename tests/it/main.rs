@@ -4,6 +4,7 @@ mod support;
 
 mod check;
 mod config;
+mod content;
 mod encryption;
 mod logical;
 mod mariadb;
