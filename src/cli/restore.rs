@@ -75,7 +75,8 @@ pub struct RestoreArgs {
 
     /// Skip the content check: reading every restored table back and comparing it with the
     /// checksums the backup recorded (logical: each table's rows as dumped; clone: CHECK
-    /// TABLE and CHECKSUM TABLE, when a server is started on --datadir to replay).
+    /// TABLE, and CHECKSUM TABLE when recorded, when a server is started on --datadir to
+    /// replay).
     #[arg(long)]
     pub no_content_check: bool,
 

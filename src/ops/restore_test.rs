@@ -79,7 +79,8 @@ pub fn run(
         datadir.display()
     ));
     let recorded = content_check::recorded_checksums(&snap)?;
-    let (server, loaded) = match restore(repo, &snap, &mysqld, &work, &datadir, req.content_check) {
+    let (server, restored) = match restore(repo, &snap, &mysqld, &work, &datadir, req.content_check)
+    {
         Ok(restored) => restored,
         Err(e) => {
             return Err(e.with_note(&format!("the test's files are kept in {}", work.display())));
@@ -90,14 +91,14 @@ pub fn run(
     let checked = Instant::now();
     let result = (|| {
         // A logical load compared the rows as it finished; a data directory is compared here.
-        let content = match (loaded, req.content_check) {
-            (Some(loaded), _) => loaded,
-            (None, true) => Some(content_check::physical(
+        let content = match (restored, req.content_check) {
+            (Restored::Loaded(checked), _) => checked,
+            (Restored::Datadir, true) => Some(content_check::physical(
                 &server.root_options(),
                 recorded.as_ref(),
                 CHECK_JOBS,
             )?),
-            (None, false) => None,
+            (Restored::Datadir, false) => None,
         };
         let (tables, rows, gtids) = check(&server, &snap, content.is_none())?;
         Ok::<_, Error>((tables, rows, gtids, content))
@@ -131,8 +132,15 @@ pub fn run(
 /// Connections of the restore test's load and content check.
 const CHECK_JOBS: usize = 2;
 
-/// The snapshot on a running temporary server, and for a logical one the load's content
-/// check (`None` for a data directory, which is checked once the server runs).
+/// How the snapshot came onto the test server.
+enum Restored {
+    /// A logical load, with its content check when one was asked for.
+    Loaded(Option<ContentCheckReport>),
+    /// A data directory, checked once its server runs.
+    Datadir,
+}
+
+/// The snapshot on a running temporary server.
 fn restore(
     repo: &Arc<Repo>,
     snap: &SnapshotManifest,
@@ -140,12 +148,12 @@ fn restore(
     work: &Path,
     datadir: &Path,
     content_check: bool,
-) -> Result<(RunningServer, Option<Option<ContentCheckReport>>)> {
+) -> Result<(RunningServer, Restored)> {
     std::fs::create_dir_all(work)
         .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
     if snap.method != "logical" {
         datadir::restore(repo, snap, datadir, None, false)?;
-        return Ok((temporary_server(mysqld, datadir, &[])?, None));
+        return Ok((temporary_server(mysqld, datadir, &[])?, Restored::Datadir));
     }
     // A logical snapshot needs an empty server with its privilege system (it creates accounts).
     mysqld
@@ -173,7 +181,7 @@ fn restore(
         },
         &LoadProgress::default(),
     )?;
-    Ok((server, Some(loaded.content_check)))
+    Ok((server, Restored::Loaded(loaded.content_check)))
 }
 
 /// Counts every user table's rows, reading each to the end first unless the content check

@@ -16,13 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::first_error::FirstError;
+use crate::first_error::on_each;
 use crate::mysql::session::Session;
 use crate::mysql::wire::{Conn, ConnectOptions};
 use crate::repo::manifest::SnapshotManifest;
@@ -37,6 +36,10 @@ use crate::snapshot::logical::{consistency, qualified, tsv};
 /// table does not leave the others idle.
 const PART_BYTES: u64 = 64 << 20;
 
+/// What a logical and a physical check compare.
+const LOGICAL: &str = "rows";
+const PHYSICAL: &str = "checksum table";
+
 /// The most table names an error message lists.
 const NAMED_IN_ERROR: usize = 10;
 
@@ -49,19 +52,11 @@ pub enum Outcome {
     NoChecksumsRecorded,
 }
 
-impl Outcome {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Outcome::Match => "match",
-            Outcome::NoChecksumsRecorded => "no checksums recorded",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentCheckReport {
     pub outcome: Outcome,
-    /// What was compared: `rows` (a logical snapshot's rows as dumped) or `checksum table`.
+    /// What was compared: `rows` (a logical snapshot's rows as dumped) or `checksum table`
+    /// (a data directory's tables, each also checked with `CHECK TABLE`).
     pub compared: &'static str,
     /// The tables whose content was compared, as `db`.`table`.
     pub tables: Vec<String>,
@@ -78,6 +73,11 @@ impl ContentCheckReport {
     /// One line for people.
     pub fn summary(&self) -> String {
         match self.outcome {
+            Outcome::NoChecksumsRecorded if self.compared == PHYSICAL => format!(
+                "content check: no checksums recorded in this snapshot; CHECK TABLE found its {} tables sound, {:.1} s",
+                self.not_recorded.len(),
+                self.seconds
+            ),
             Outcome::NoChecksumsRecorded => format!(
                 "content check: no checksums recorded in this snapshot ({} tables not compared)",
                 self.not_recorded.len()
@@ -119,41 +119,6 @@ fn mismatch(what: &str, differences: &[Difference]) -> Error {
     ))
 }
 
-/// Runs `work` on every item over the given connections, each connection taking the next
-/// item when it is done; results in item order. The first error stops all.
-fn in_parallel<C: Send, T: Send, R: Send>(
-    conns: &mut [C],
-    items: Vec<T>,
-    work: impl Fn(&mut C, T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let count = items.len();
-    let queue = Mutex::new(items.into_iter().enumerate());
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..count).map(|_| None).collect());
-    let first_error: FirstError<Error> = FirstError::new();
-    std::thread::scope(|s| {
-        for conn in conns.iter_mut() {
-            let (queue, results, first_error, work) = (&queue, &results, &first_error, &work);
-            s.spawn(move || {
-                while !first_error.failed() {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some((i, item)) = next else { break };
-                    match work(conn, item) {
-                        Ok(r) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r),
-                        Err(e) => first_error.set(e),
-                    }
-                }
-            });
-        }
-    });
-    first_error.into_result()?;
-    results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.ok_or_else(|| Error::Internal("a content check item was not run".into())))
-        .collect()
-}
-
 /// A logical snapshot's table with its recorded checksum.
 struct Recorded<'m> {
     db: &'m str,
@@ -192,7 +157,7 @@ pub fn logical(
     }
     let mut report = ContentCheckReport {
         outcome: Outcome::Match,
-        compared: "rows",
+        compared: LOGICAL,
         tables: recorded.iter().map(Recorded::name).collect(),
         not_recorded,
         rows: 0,
@@ -201,6 +166,7 @@ pub fn logical(
     };
     if recorded.is_empty() {
         report.outcome = Outcome::NoChecksumsRecorded;
+        report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
 
@@ -282,7 +248,7 @@ fn read_tables(
     }
     // The biggest first, so that the small ones fill the tail.
     parts.sort_by_key(|p| std::cmp::Reverse(p.estimated_bytes));
-    in_parallel(&mut conns, parts, |conn, part| {
+    on_each(&mut conns, parts, |conn, part| {
         let (r, info) = &tables[part.table];
         let ordered = matches!(r.sum, ContentSum::PrimaryKey { .. });
         let sum = read_part(conn, info, &part, ordered)?;
@@ -412,11 +378,8 @@ pub fn physical(
     let started = Instant::now();
     let mut s = Session::connect(server)?;
     let tables = checksums::base_tables(&mut s)?;
-    let mut conns = vec![s];
-    for _ in 1..jobs.clamp(1, tables.len().max(1)) {
-        conns.push(Session::connect(server)?);
-    }
-    let results = in_parallel(&mut conns, tables.clone(), |s, (db, table)| {
+    let mut conns = checksums::sessions(s, server, jobs.clamp(1, tables.len().max(1)))?;
+    let results = on_each(&mut conns, tables.clone(), |s, (db, table)| -> Result<_> {
         Ok(TableResult {
             name: qualified(&db, &table),
             checked: check_table(s, &db, &table)?,
@@ -429,7 +392,7 @@ pub fn physical(
             Some(_) => Outcome::Match,
             None => Outcome::NoChecksumsRecorded,
         },
-        compared: "checksum table",
+        compared: PHYSICAL,
         tables: Vec::new(),
         not_recorded: Vec::new(),
         rows: 0,

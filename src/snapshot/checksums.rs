@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
+use crate::first_error::on_each;
 use crate::mysql::session::{Session, quote_list};
+use crate::mysql::wire::ConnectOptions;
 use crate::snapshot::logical::catalog::SYSTEM_SCHEMAS;
 use crate::snapshot::logical::qualified;
 
@@ -48,12 +50,31 @@ pub fn checksum_table(s: &mut Session, db: &str, table: &str) -> Result<Option<u
     }
 }
 
-/// The values of every table of the server `s` is connected to.
-pub fn read_all(s: &mut Session) -> Result<TableChecksums> {
+/// `first` and as many more sessions to `server` as make `count` (at least one in all).
+pub fn sessions(first: Session, server: &ConnectOptions, count: usize) -> Result<Vec<Session>> {
+    let mut all = vec![first];
+    while all.len() < count {
+        all.push(Session::connect(server)?);
+    }
+    Ok(all)
+}
+
+/// The values of every table of the server at `server`, read on up to `jobs` connections.
+pub fn read_all(server: &ConnectOptions, jobs: usize) -> Result<TableChecksums> {
+    let mut first = Session::connect(server)?;
+    let tables = base_tables(&mut first)?;
+    let mut conns = sessions(first, server, jobs.clamp(1, tables.len().max(1)))?;
+    let values = on_each(&mut conns, tables.clone(), |s, (db, table)| {
+        checksum_table(s, &db, &table)
+    })?;
     let mut out = TableChecksums::new();
-    for (db, table) in base_tables(s)? {
-        let value = checksum_table(s, &db, &table)?;
+    for ((db, table), value) in tables.into_iter().zip(values) {
         out.entry(db).or_default().insert(table, value);
     }
     Ok(out)
+}
+
+/// Connections for reading checksums on a temporary server of this host's.
+pub fn local_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
 }

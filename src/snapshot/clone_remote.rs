@@ -138,7 +138,10 @@ pub fn backup(
                     .replace('\n', ""),
             );
             let sums = match table_checksums {
-                true => Some(checksums::read_all(&mut s)?),
+                true => Some(checksums::read_all(
+                    &finished.root_options(),
+                    checksums::local_jobs(),
+                )?),
                 false => None,
             };
             Ok((file, position, gtids, sums))

@@ -254,12 +254,12 @@ fn clone_snapshots_record_the_donors_table_checksums_and_restores_compare_them()
         run.json()["snapshot"].as_str().unwrap().to_string()
     };
 
-    // Without checksums, nothing is recorded.
-    let plain = clone(&["--no-table-checksums"]);
+    // Without --table-checksums, nothing is recorded.
+    let plain = clone(&[]);
     assert!(manifest_extra(&repo, &plain)["table_checksums"].is_null());
 
     // The recorded values are the donor's own.
-    let id = clone(&[]);
+    let id = clone(&["--table-checksums"]);
     let recorded = &manifest_extra(&repo, &id)["table_checksums"];
     let mut s = src.session();
     let mut compared = 0;

@@ -41,7 +41,14 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
     for mode in ["local", "remote"] {
         let mut args = vec!["backup", "--method", "clone", "--repo", &repo];
         let (url, mysqld) = (src.url(), mysqld());
-        args.extend(["--source", &url, "--mysqld", &mysqld, "--json"]);
+        args.extend([
+            "--source",
+            &url,
+            "--mysqld",
+            &mysqld,
+            "--json",
+            "--table-checksums",
+        ]);
         if mode == "remote" {
             args.push("--remote");
         }
@@ -122,6 +129,14 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
             })
             .start();
         let report = report.borrow_mut().take().unwrap();
+        // Before the replay, the restored tables equalled the clone's recorded checksums.
+        let check = &report["content_check"];
+        assert_eq!(check["outcome"], "match", "{mode}: {check}");
+        assert_eq!(
+            check["tables"].as_array().unwrap().len(),
+            4,
+            "{mode}: {check}"
+        );
         assert_eq!(restored.gtid_executed(), goal, "{mode}: restored GTIDs");
         // Exactly the transactions after the clone were replayed: no more, no fewer.
         assert_eq!(
