@@ -78,11 +78,11 @@ pub fn run(
         .ok_or_else(|| Error::Internal("plan without boundary".into()))?;
     let restored = datadir::restore(repo, &snap, req.dir, None, req.keep_uuid)?;
     let server = temporary_server(&mysqld, req.dir, &[])?;
-    // The snapshot as restored, before the replay changes it.
+    // The snapshot as restored, before the replay changes it: CHECK TABLE, and CHECKSUM TABLE
+    // where the backup recorded values.
     let checked = match req.content_check {
-        true => {
-            content_check::physical(&server.root_options(), recorded.as_ref(), req.jobs).map(Some)
-        }
+        true => content_check::physical(&server.root_options(), recorded.as_ref(), req.jobs, false)
+            .map(Some),
         false => Ok(None),
     };
     let result = checked.and_then(|checked| {

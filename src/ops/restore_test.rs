@@ -93,10 +93,12 @@ pub fn run(
         // A logical load compared the rows as it finished; a data directory is compared here.
         let content = match (restored, req.content_check) {
             (Restored::Loaded(checked), _) => checked,
+            // Every full row is read (CHECKSUM TABLE) even when no values were recorded.
             (Restored::Datadir, true) => Some(content_check::physical(
                 &server.root_options(),
                 recorded.as_ref(),
                 CHECK_JOBS,
+                true,
             )?),
             (Restored::Datadir, false) => None,
         };
