@@ -90,6 +90,10 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    /// A restored table differs from what the backup read; the message names the tables.
+    #[error("{0}")]
+    ContentMismatch(String),
+
     #[error("interrupted")]
     Interrupted,
 
@@ -145,6 +149,7 @@ impl Error {
             Error::TargetRefused(_) => ErrorKind::TargetRefused,
             Error::BinlogGap(_) => ErrorKind::BinlogGap,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::ContentMismatch(_) => ErrorKind::Integrity,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
         }

@@ -356,6 +356,9 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
                 keep_uuid: false,
                 engine: crate::restore::pitr::replay::Engine::Applier { listen: None },
                 pitr: None,
+                // Without a replay no server is started here to check on.
+                content_check: false,
+                jobs: 1,
             };
             crate::ops::restore_datadir::run(repo(req)?, &request, &|_, _, _| {})?;
             match req.start_command {

@@ -5,6 +5,7 @@ mod support;
 mod binlog_trust;
 mod check;
 mod config;
+mod content;
 mod corpus;
 mod encryption;
 mod logical;
