@@ -12,6 +12,9 @@ use super::{Repo, RepoError, copy, verify};
 use crate::storage::Storage;
 use crate::storage::memory::MemoryStorage;
 
+mod delta_bases;
+mod orphan_deltas;
+
 fn small_config() -> RepoConfig {
     RepoConfig {
         chunker: ChunkerConfig::cdc(16 * 1024),

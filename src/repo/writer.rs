@@ -24,7 +24,7 @@ use super::manifest::{
     self, ChunkRefs, ContentCheck, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS,
     SnapshotManifest,
 };
-use super::upload::Target;
+use super::upload::{Claim, Target};
 use super::{Repo, snapshot_key};
 use crate::first_error::FirstError;
 
@@ -160,10 +160,12 @@ impl MultiWriter {
         let mut whole = Whole::new(data, codec);
         let delta = older.and_then(|(older, offset)| older.delta(data, offset, &mut whole));
         let raw_len = data.len() as u32;
-        for i in needed {
+        for (i, claim) in needed {
             let t = &self.targets[i];
             match &delta {
-                Some((base, stored)) if t.holds(base) => t.add(id, Codec::Delta, raw_len, stored),
+                Some((base, stored)) if claim == Claim::New && t.holds_whole(base) => {
+                    t.add(id, Codec::Delta, raw_len, stored)
+                }
                 _ => {
                     let (codec, stored) = whole.get();
                     t.add(id, *codec, raw_len, stored)
@@ -173,10 +175,11 @@ impl MultiWriter {
         Ok(id)
     }
 
-    /// The targets that still need blob `id`; marks it as added in each.
-    fn missing_in(&self, id: &Id) -> Vec<usize> {
+    /// The targets that still need blob `id`, and how; marks it as on its way in each.
+    fn missing_in(&self, id: &Id) -> Vec<(usize, Claim)> {
         (0..self.targets.len())
-            .filter(|&i| self.targets[i].claim(id))
+            .map(|i| (i, self.targets[i].claim(id)))
+            .filter(|(_, c)| *c != Claim::Held)
             .collect()
     }
 
