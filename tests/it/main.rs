@@ -13,3 +13,4 @@ mod prune;
 mod seed;
 mod storage_s3;
 mod stream;
+mod verify;
