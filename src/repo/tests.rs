@@ -14,6 +14,7 @@ use crate::storage::memory::MemoryStorage;
 
 mod delta_bases;
 mod orphan_deltas;
+mod verify_all;
 
 fn small_config() -> RepoConfig {
     RepoConfig {
