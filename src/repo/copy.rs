@@ -148,7 +148,14 @@ fn index_copied_packs(
             continue;
         }
         for e in entries {
-            if to.has_blob(&e.id)? {
+            // Wanted where the destination lacks the blob, and where it holds it only as a
+            // delta and this copy is whole: the same chunk can be whole in one repository
+            // and a delta in another, and a delta copied here may need it whole as its base.
+            let wanted_here = match to.blob(&e.id)? {
+                None => true,
+                Some(there) => there.codec == Codec::Delta && e.codec != Codec::Delta,
+            };
+            if !wanted_here {
                 continue;
             }
             if e.codec == Codec::Delta {

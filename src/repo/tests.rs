@@ -14,6 +14,7 @@ use crate::storage::memory::MemoryStorage;
 
 mod delta_bases;
 mod orphan_deltas;
+mod torture;
 mod verify_all;
 
 fn small_config() -> RepoConfig {
@@ -46,13 +47,17 @@ fn data(n: usize, seed: u32) -> Vec<u8> {
 }
 
 fn template() -> SnapshotManifest {
-    let now = Utc::now();
+    template_at(Utc::now())
+}
+
+/// A snapshot manifest of plain files taken at `time`, without files yet.
+fn template_at(time: chrono::DateTime<Utc>) -> SnapshotManifest {
     SnapshotManifest {
-        id: new_snapshot_id(now),
+        id: new_snapshot_id(time),
         method: "files".into(),
-        time: now,
-        started: now,
-        finished: now,
+        time,
+        started: time,
+        finished: time,
         host: "test".into(),
         source: None,
         binlog_file: None,

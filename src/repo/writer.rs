@@ -64,6 +64,17 @@ impl MultiWriter {
     /// the data is cut and compressed once. They must name content with the same hash, as
     /// one manifest describes the files in all of them.
     pub fn new(repos: Vec<Arc<Repo>>) -> Result<MultiWriter> {
+        MultiWriter::build(repos, None)
+    }
+
+    /// [`MultiWriter::new`], closing packs at `pack_size` bytes rather than at the configured
+    /// size (at least 1 MiB): tests make many packs out of little data.
+    #[cfg(test)]
+    pub(crate) fn with_pack_size(repos: Vec<Arc<Repo>>, pack_size: usize) -> Result<MultiWriter> {
+        MultiWriter::build(repos, Some(pack_size))
+    }
+
+    fn build(repos: Vec<Arc<Repo>>, pack_size: Option<usize>) -> Result<MultiWriter> {
         let first = repos
             .first()
             .ok_or_else(|| RepoError::Invalid("no repository to write to".into()))?;
@@ -77,7 +88,7 @@ impl MultiWriter {
             hash: cfg.hash,
             chunker: cfg.chunker,
             level: cfg.compression_level,
-            pack_size: cfg.pack_size as usize,
+            pack_size: pack_size.unwrap_or(cfg.pack_size as usize),
             targets: Vec::new(),
             files: Mutex::new(Vec::new()),
             parent: None,

@@ -7,6 +7,7 @@ mod config;
 mod encryption;
 mod logical;
 mod mariadb;
+mod multi_repo;
 mod physical;
 mod pitr;
 mod prune;
