@@ -256,6 +256,19 @@ fn print_verify(out: output::Output, v: &VerifyOutput) {
                 outln!("    affects {a}");
             }
         }
+        if !r.damaged_snapshots.is_empty() {
+            outln!(
+                "  snapshots that cannot be restored: {}",
+                r.damaged_snapshots.join(", ")
+            );
+        }
+        for s in &r.damaged_segments {
+            outln!(
+                "  binlog {} of {} cannot be read: point-in-time recovery cannot pass it",
+                s.file,
+                s.source_uuid
+            );
+        }
         if r.problems.is_empty() {
             outln!("no problems found");
         }
@@ -306,8 +319,32 @@ pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
             r.index_files_copied,
             r.snapshots_copied,
             r.binlog_segments_copied
-        )
+        );
+        if r.deltas_without_base > 0 {
+            outln!(
+                "  {} delta chunk(s) left out of the index: their base is not in {} (run `myvault verify --repo {}`)",
+                r.deltas_without_base,
+                r.to,
+                r.from
+            );
+        }
+        for m in &r.manifests_skipped {
+            outln!("  NOT COPIED {m}");
+        }
     });
+    if !report.manifests_skipped.is_empty() {
+        // The source cannot give back what these need: as for verify, an integrity failure.
+        return Err(RepoError::integrity(
+            &report.from,
+            "the repository",
+            format!(
+                "{} manifest(s) not copied: they need chunks that cannot be read; run `myvault verify --repo {}`",
+                report.manifests_skipped.len(),
+                report.from
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 

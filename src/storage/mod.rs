@@ -6,6 +6,8 @@
 //! cut into chunks and packs above this layer.
 
 pub mod conformance;
+#[cfg(test)]
+pub mod crashing;
 mod direct_write;
 pub mod encrypted;
 pub mod local;
