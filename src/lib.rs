@@ -18,6 +18,7 @@ pub mod secret;
 pub mod seed;
 pub mod server;
 pub mod snapshot;
+pub mod staging;
 pub mod storage;
 #[cfg(test)]
 pub mod test_rng;

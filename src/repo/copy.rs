@@ -16,6 +16,7 @@ pub struct CopyReport {
     pub to: String,
     pub packs_copied: usize,
     pub bytes_copied: u64,
+    /// Index files written in the destination (one per run that has packs to index).
     pub index_files_copied: usize,
     pub snapshots_copied: usize,
     pub binlog_segments_copied: usize,
@@ -67,21 +68,35 @@ pub fn copy(from: &Repo, to: &Repo, mut progress: impl FnMut(&str)) -> Result<Co
         progress(key);
     }
 
-    // Index files are named by their content too, so the same name means the same file.
+    // One index file for the packs the destination has and does not index yet, written at
+    // once: a copy killed meanwhile leaves all of their entries or none, never a delta blob
+    // indexed without the base it needs (a source's index files split them any way).
+    // Index files are named by their content, so one the destination has is indexed there.
+    to.reload_index();
     let have = keys(to, "index/")?;
     let packs_there: HashSet<String> = keys(to, "packs/")?;
-    for key in keys(from, "index/")?.difference(&have) {
+    let mut missing: Vec<String> = keys(from, "index/")?.difference(&have).cloned().collect();
+    missing.sort();
+    let mut entries = Vec::new();
+    let mut added = HashSet::new();
+    for key in &missing {
         let data = src.get(key)?;
         let packs =
             index::decode_file(&data).map_err(|d| RepoError::integrity(from.name(), key, d))?;
-        // Never index a pack the destination does not have.
-        if packs
-            .iter()
-            .all(|(p, _)| packs_there.contains(&super::pack_key(p)))
-        {
-            dst.put(key, &data)?;
-            report.index_files_copied += 1;
+        for (pack, blobs) in packs {
+            // Never index a pack the destination does not have.
+            let wanted = packs_there.contains(&super::pack_key(&pack))
+                && !to.with_index(|idx| idx.has_pack(&pack))?
+                && added.insert(pack);
+            if wanted {
+                entries.push((pack, blobs));
+            }
         }
+    }
+    if !entries.is_empty() {
+        let file = index::encode_file(&entries);
+        dst.put(&super::index_key(&Id::sha256(&file)), &file)?;
+        report.index_files_copied += 1;
     }
     to.reload_index();
 
