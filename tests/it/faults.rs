@@ -468,10 +468,18 @@ fn fault_matrix_backup_logical_clone_and_cold() {
             let id = rerun.json()["snapshot"].as_str().unwrap().to_string();
             assert_verified(repo, &no_env, case);
             if method == "logical" {
-                assert_restores(repo, &no_env, &id, &target, &now_sums, case);
-                if full() {
-                    assert_restores(repo, &no_env, &earlier_id, &target, &earlier_sums, case);
+                // The earlier snapshot, the rerun's, and the killed run's if it got listed.
+                for listed in snapshot_ids(repo, &no_env) {
+                    let expected = if listed == earlier_id {
+                        &earlier_sums
+                    } else {
+                        &now_sums
+                    };
+                    assert_restores(repo, &no_env, &listed, &target, expected, case);
                 }
+            } else if full() {
+                let restored = TestServer::restored_from(repo);
+                assert_eq!(sums(&restored, &["sb"]), now_sums, "{case}: snapshot {id}");
             }
             assert_eq!(
                 clone_staging_dirs(&src),
@@ -616,4 +624,35 @@ fn a_killed_clone_backup_leaves_no_copy_of_the_data_directory_behind() {
         );
         assert_verified(repo, &no_env, &case);
     }
+}
+
+/// Found by the fault matrix: a restore killed after it had dropped its progress schema (all
+/// loaded, the GTIDs set; only the redo log's size was still to be put back) could not be run
+/// again: "the target is not empty ... pass --force", and --force would load it all over
+/// again. The rerun now sees that the target holds the snapshot and says so, exit 0.
+#[test]
+fn a_restore_killed_at_its_very_end_is_done_when_run_again() {
+    let src = fast_server();
+    load::prepare(&src, "sb", 1, 1_000);
+    let dir = Scratch::new("fm-restore-end");
+    let repo = crate::logical::new_repo(&dir);
+    let taken = crate::logical::backup(&repo, &src.url(), &["--json"]);
+    taken.expect_code(0);
+    let gtids = taken.json()["gtid_executed"].as_str().unwrap().to_string();
+    let target = fast_server();
+    let url = target.url();
+    let args = ["restore", "--repo", &repo, "--target", &url, "--json"];
+    let case = "restore killed after its progress schema was dropped";
+    killed_at(&args, &[], "restore-after-progress-dropped", 1, case);
+    let rerun = myvault(&args);
+    assert_eq!(rerun.code, 0, "{case}: the rerun failed:\n{}", rerun.stderr);
+    assert!(
+        rerun.json()["warnings"]
+            .to_string()
+            .contains("already holds snapshot"),
+        "{case}: {}",
+        rerun.stdout
+    );
+    assert_eq!(sums(&target, &["sb"]), sums(&src, &["sb"]), "{case}");
+    crate::logical::assert_restored_at(&target, &gtids);
 }

@@ -174,6 +174,7 @@ fn fault_matrix_s3_killed_inside_a_multipart_upload() {
             run.json()["snapshot"].as_str().unwrap().to_string()
         } else {
             assert_eq!(run.code, 10, "{case}:\n{}", run.stderr);
+            eprintln!("{case}: {}", run.stderr.trim());
             assert_eq!(
                 run.stderr.trim().lines().count(),
                 1,
@@ -239,6 +240,7 @@ fn fault_matrix_full_disk_under_the_repository() {
     let full = crate::logical::backup(repo, &src.url(), &[]);
     assert_eq!(full.code, 10, "{}", full.stderr);
     let line = full.stderr.trim();
+    eprintln!("the repository's disk full: {line}");
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
         line.contains("No space left on device") && line.contains(repo),
