@@ -243,8 +243,8 @@ fn fault_matrix_full_disk_under_the_repository() {
     eprintln!("the repository's disk full: {line}");
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
-        line.contains("No space left on device") && line.contains(repo),
-        "the line names the full disk: {line}"
+        line.contains("disk is full") && line.matches(repo).count() == 1,
+        "the line names the full disk and the repository, once: {line}"
     );
     let case = "the repository's disk full";
     assert_verified(repo, &no_env, case);
