@@ -143,7 +143,7 @@ impl MultiWriter {
             let why: Vec<String> = self
                 .targets
                 .iter()
-                .map(|t| format!("{}: {}", t.repo.name(), t.failure().unwrap_or_default()))
+                .map(|t| named(t.repo.name(), &t.failure().unwrap_or_default()))
                 .collect();
             return Err(RepoError::WriteFailed(why.join("; ")));
         }
@@ -437,7 +437,7 @@ impl MultiWriter {
         if outcomes.iter().all(|o| o.error.is_some()) {
             let why: Vec<String> = outcomes
                 .iter()
-                .map(|o| format!("{}: {}", o.repo, o.error.clone().unwrap_or_default()))
+                .map(|o| named(&o.repo, o.error.as_deref().unwrap_or_default()))
                 .collect();
             return Err(RepoError::WriteFailed(why.join("; ")));
         }
@@ -607,6 +607,15 @@ impl Drop for MultiWriter {
         for t in &self.targets {
             t.close();
         }
+    }
+}
+
+/// `why` a repository failed, naming it once: storage errors start with the store's name.
+fn named(repo: &str, why: &str) -> String {
+    if why.starts_with(repo) {
+        why.to_string()
+    } else {
+        format!("{repo}: {why}")
     }
 }
 

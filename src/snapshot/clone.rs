@@ -92,6 +92,18 @@ pub fn in_staging<T>(staging: &Path, work: impl FnOnce() -> Result<T>) -> Result
     result
 }
 
+/// Reserves a staging directory (see [`crate::staging`]): one a killed backup left there is
+/// removed; anything else there is refused.
+pub fn reserve(staging: &Path) -> Result<crate::staging::Staging> {
+    crate::staging::Staging::reserve(staging).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Usage(format!(
+            "the clone directory {} already exists",
+            staging.display()
+        )),
+        _ => Error::io(format!("cannot reserve {}", staging.display()), e),
+    })
+}
+
 /// Packs a data directory into `writer`, InnoDB files by page and the rest by content.
 fn pack_datadir(writer: &MultiWriter, dir: &Path) -> Result<usize> {
     let (page, stream) = (writer.page_chunker(), writer.stream_chunker());
@@ -387,20 +399,16 @@ fn backup_local(
     ensure_plugin(s)?;
     let staging = match opts.clone_dir {
         Some(d) => d.to_path_buf(),
-        None => datadir
-            .parent()
-            .unwrap_or(Path::new("/var/tmp"))
-            .join(format!(
+        None => {
+            let parent = datadir.parent().unwrap_or(Path::new("/var/tmp"));
+            crate::staging::sweep(parent, "myvault-clone-");
+            parent.join(format!(
                 "myvault-clone-{}",
                 crate::repo::config::random_hex(4)
-            )),
+            ))
+        }
     };
-    if staging.exists() {
-        return Err(Error::Usage(format!(
-            "the clone directory {} already exists",
-            staging.display()
-        )));
-    }
+    let _reserved = reserve(&staging)?;
     let before = binlog_point(s)?;
     s.exec(&format!(
         "CLONE LOCAL DATA DIRECTORY = {}",
@@ -408,6 +416,7 @@ fn backup_local(
     ))
     .map_err(|e| Error::SourceNotReady(format!("CLONE LOCAL DATA DIRECTORY failed: {e}")))?;
     in_staging(&staging, || {
+        crate::failpoint::hit("backup-clone-after-staging");
         let time = server_now(s)?;
         let after = binlog_point(s)?;
         // Nothing committed while the clone ran: the clone holds exactly that point.

@@ -74,17 +74,16 @@ pub fn backup(
     ensure_plugin(donor_session)?;
     let staging: PathBuf = match staging {
         Some(d) => d.to_path_buf(),
-        None => std::env::temp_dir().join(format!(
-            "myvault-recipient-{}",
-            crate::repo::config::random_hex(4)
-        )),
+        None => {
+            let parent = std::env::temp_dir();
+            crate::staging::sweep(&parent, "myvault-recipient-");
+            parent.join(format!(
+                "myvault-recipient-{}",
+                crate::repo::config::random_hex(4)
+            ))
+        }
     };
-    if staging.exists() {
-        return Err(Error::Usage(format!(
-            "the clone directory {} already exists",
-            staging.display()
-        )));
-    }
+    let _reserved = super::clone::reserve(&staging)?;
     in_staging(&staging, || {
         crate::private_fs::create_dir_all(&staging)
             .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
