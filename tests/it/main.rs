@@ -15,5 +15,6 @@ mod pitr_trust;
 mod prune;
 mod restore_resume;
 mod seed;
+mod status;
 mod storage_s3;
 mod stream;
