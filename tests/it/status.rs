@@ -1,7 +1,7 @@
 //! `myvault status` over two repositories (a local directory and s3s-fs) written by a real
 //! backup and a real streamer: healthy, then each rule that makes it unhealthy on its own
 //! (an old snapshot, a hole that is also a divergence, a failed verify, an unreadable
-//! repository), the JSON shape field by field, and the HTML page as headless Chromium
+//! repository, a failed restore test), the JSON shape field by field, and the HTML page as headless Chromium
 //! renders it.
 
 use std::path::{Path, PathBuf};
@@ -413,6 +413,37 @@ fn status_judges_two_repositories_written_by_backup_and_the_streamer() {
     assert_eq!(codes(&critical(&st)), ["repo_unreadable"]);
     assert_eq!(st["repos"][1]["readable"], false);
     assert!(st["repos"][1]["error"].is_string());
+
+    // A restore test is recorded with its snapshot; a failed one stays the verdict until
+    // another passes, also after plain verifies that pass.
+    let tested = crate::support::restore_test(&bed.local, &[]);
+    tested.expect_code(0);
+    let run = bed.status(&[]);
+    run.expect_code(0);
+    let last = &run.json()["repos"][0]["last_restore_test"];
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["restore_test"], true);
+    assert_eq!(last["snapshot"], snapshot.as_str());
+    bed.run(&[
+        "verify",
+        "--repo",
+        &bed.local,
+        "--restore-test",
+        "--mysqld",
+        "/nonexistent/mysqld",
+    ])
+    .expect_code(2);
+    bed.run(&["verify", "--repo", &bed.local]).expect_code(0);
+    let run = bed.status(&[]);
+    run.expect_code(UNHEALTHY);
+    let problems = critical(&run.json());
+    assert_eq!(codes(&problems), ["restore_test_failed"]);
+    assert_eq!(problems[0]["repo"], bed.local.as_str());
+    assert!(
+        problems[0]["what"].as_str().unwrap().contains("--mysqld"),
+        "{}",
+        problems[0]
+    );
     assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
 }
 

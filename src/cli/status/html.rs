@@ -407,3 +407,101 @@ fn streamer(h: &mut String, r: &StatusReport) {
             .unwrap_or_default()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::status::{
+        Problem, ProblemCode, RepoStatus, SnapshotMark, SourceStatus, Thresholds,
+    };
+
+    const EVIL: &str = "<script>alert(1)</script>&\"'";
+
+    fn report() -> StatusReport {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let mark = SnapshotMark {
+            id: format!("20270115T000000Z-{EVIL}"),
+            time: now - chrono::Duration::hours(2),
+            method: "logical".into(),
+        };
+        StatusReport {
+            verdict: Verdict::Unhealthy,
+            checked_at: now,
+            thresholds: Thresholds {
+                max_snapshot_age_seconds: Some(93_600),
+                max_archive_lag_seconds: Some(300),
+                max_verify_age_seconds: None,
+            },
+            problems: vec![Problem {
+                severity: Severity::Critical,
+                code: ProblemCode::ArchiveHole,
+                repo: Some(EVIL.into()),
+                source: Some(EVIL.into()),
+                what: format!("hole in {EVIL}"),
+            }],
+            sources: vec![SourceStatus {
+                source: format!("uuid-{EVIL}"),
+                address: Some(format!("host-{EVIL}:3306")),
+                ignored: false,
+                repos: vec![SourceInRepo {
+                    repo: format!("/repo/{EVIL}"),
+                    snapshot_count: 1,
+                    newest_snapshot: Some(mark.clone()),
+                    newest_snapshot_age_seconds: Some(7200),
+                    snapshots: vec![mark],
+                    windows: Vec::new(),
+                    archive: None,
+                    holes: Vec::new(),
+                    gaps: vec![crate::repo::manifest::GapRecord {
+                        server_uuid: EVIL.into(),
+                        detail: format!("purged {EVIL}"),
+                        detected_at: now - chrono::Duration::hours(1),
+                    }],
+                }],
+            }],
+            repos: vec![RepoStatus {
+                repo: format!("/repo/{EVIL}"),
+                readable: true,
+                error: None,
+                encrypted: Some(false),
+                snapshots: 1,
+                binlog_files: 0,
+                last_verify: Some(VerificationRecord {
+                    time: now,
+                    started: now,
+                    host: format!("host-{EVIL}"),
+                    read_data: true,
+                    restore_test: false,
+                    snapshot: None,
+                    ok: false,
+                    problems: 1,
+                    detail: Some(EVIL.into()),
+                    version: "t".into(),
+                }),
+                last_restore_test: None,
+            }],
+            diverged: Vec::new(),
+            streamer: None,
+        }
+    }
+
+    #[test]
+    fn every_string_from_outside_is_escaped() {
+        let r = report();
+        let page = page(&r, &Picture::of(&r, None));
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains(EVIL));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#39;"));
+        assert!(page.contains("class=\"snapshot\""));
+        assert!(page.contains("class=\"hole\""), "the purge is drawn");
+        // Self-contained: nothing is fetched from anywhere.
+        for outside in ["http://", "https://", "src=", "href=", "@import", "url("] {
+            assert!(
+                !page
+                    .replace("http://www.w3.org/2000/svg", "")
+                    .contains(outside),
+                "{outside}"
+            );
+        }
+    }
+}

@@ -20,7 +20,7 @@ pub fn timeline(p: &Picture, width: usize, color: bool) -> Vec<String> {
         .map(|l| format!("{:<repo_width$}  {}", l.repo, l.source))
         .collect();
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
-    let label_width = longest.min(width / 3).max(8);
+    let label_width = longest.min(width * 2 / 5).max(8);
     let bar = width.saturating_sub(label_width + 3).max(MIN_BAR);
     let mut out = vec![format!(
         "timeline (UTC) {} .. {} (now), one column = {}",
@@ -127,4 +127,74 @@ pub fn width() -> usize {
         .and_then(|c| c.parse().ok())
         .filter(|c| *c > 0)
         .unwrap_or(80)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::status::picture::{Lane, Mark, Span};
+    use chrono::{DateTime, TimeZone, Utc};
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).single().unwrap()
+    }
+
+    fn span(a: i64, b: i64) -> Span {
+        Span {
+            from: t(a),
+            to: t(b),
+            label: String::new(),
+        }
+    }
+
+    /// 0..1000 s: archived 100..900, restorable 300..600, a hole at 600..650, snapshot at 300.
+    fn picture() -> Picture {
+        Picture {
+            from: t(0),
+            to: t(1000),
+            lanes: vec![Lane {
+                repo: "/var/backups/myvault".into(),
+                source: "db1:3306".into(),
+                source_id: "3e11".into(),
+                snapshots: vec![Mark {
+                    at: t(300),
+                    label: "s".into(),
+                }],
+                archived: vec![span(100, 900)],
+                windows: vec![span(300, 600)],
+                holes: vec![span(600, 650)],
+            }],
+        }
+    }
+
+    #[test]
+    fn plain_rows_are_ascii_and_show_each_state_where_it_is() {
+        let lines = timeline(&picture(), 80, false);
+        assert!(lines.iter().all(|l| l.is_ascii()), "{lines:#?}");
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with("/var/backups/myvault"))
+            .expect("a lane row");
+        let bar: String = row.split('|').nth(1).expect("framed").to_string();
+        let at = |c: char| bar.find(c).map(|i| i * 1000 / bar.len());
+        assert_eq!(at('S').map(|x| x / 10), Some(29), "{bar}");
+        assert!(at('X').is_some_and(|x| (575..=650).contains(&x)), "{bar}");
+        assert!(at('-').is_some_and(|x| (75..=110).contains(&x)), "{bar}");
+        assert!(bar.contains("="), "{bar}");
+        assert_eq!(bar.chars().filter(|c| *c == 'S').count(), 1);
+        assert_eq!(row.chars().count(), 80, "{row}");
+    }
+
+    #[test]
+    fn colour_uses_escapes_and_a_long_label_keeps_its_end() {
+        let mut p = picture();
+        p.lanes[0].repo = format!("s3://{}/db1", "x".repeat(60));
+        let lines = timeline(&p, 100, true);
+        assert!(lines.iter().any(|l| l.contains("\x1b[1;31m")), "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with('…') && l.contains("/db1  db1:3306"))
+        );
+    }
 }

@@ -10,6 +10,7 @@ use super::{ArchiveState, RepoStatus, SnapshotMark, SourceInRepo, SourceStatus, 
 use crate::binlog::coverage::{self, ArchiveFiles};
 use crate::error::Result;
 use crate::ops::list::{self, BinlogSourceSummary};
+use crate::repo::RepoError;
 use crate::repo::manifest::{BinlogSegment, GapRecord, SnapshotManifest};
 use crate::storage::OpenOptions;
 
@@ -41,22 +42,57 @@ pub(super) fn repo(location: &str, store: &OpenOptions) -> RepoFacts {
 
 fn read(location: &str, store: &OpenOptions) -> Result<Readable> {
     let repo = crate::ops::repos::open(location, store)?;
-    let mut snapshots = repo.snapshots()?;
-    for s in &mut snapshots {
-        s.files = Vec::new();
+    // A prune running meanwhile may delete a manifest between the listing and its reading:
+    // read again rather than call the repository unreadable.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let read = repo
+            .snapshots()
+            .and_then(|s| Ok((s, repo.binlog_segments()?, repo.gaps()?)));
+        match read {
+            Ok((snapshots, segments, gaps)) => {
+                return Readable::new(
+                    location,
+                    repo.is_encrypted(),
+                    snapshots,
+                    segments,
+                    gaps,
+                    verifications::read(&repo)?,
+                );
+            }
+            Err(RepoError::NotFound { .. }) if attempts < 3 => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    let segments = repo.binlog_segments()?;
-    let archive = coverage::newest_segments(segments.iter().cloned())?;
-    let binlog = list::binlog_summary(segments, &snapshots)?;
-    Ok(Readable {
-        location: location.to_string(),
-        encrypted: repo.is_encrypted(),
-        snapshots,
-        archive,
-        binlog,
-        gaps: repo.gaps()?,
-        verifications: verifications::read(&repo)?,
-    })
+}
+
+impl Readable {
+    pub(super) fn new(
+        location: &str,
+        encrypted: bool,
+        mut snapshots: Vec<SnapshotManifest>,
+        segments: Vec<BinlogSegment>,
+        gaps: Vec<GapRecord>,
+        verifications: Vec<VerificationRecord>,
+    ) -> Result<Readable> {
+        for s in &mut snapshots {
+            s.files = Vec::new();
+        }
+        let archive = coverage::newest_segments(segments.iter().cloned())?;
+        let binlog = list::binlog_summary(segments, &snapshots)?;
+        Ok(Readable {
+            location: location.to_string(),
+            encrypted,
+            snapshots,
+            archive,
+            binlog,
+            gaps,
+            verifications,
+        })
+    }
 }
 
 /// The key a snapshot is known by here: its server's uuid, or the path it backed up.

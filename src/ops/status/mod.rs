@@ -16,6 +16,9 @@ pub mod spool;
 mod verdict;
 pub mod verifications;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -232,6 +235,15 @@ pub fn run(opts: &StatusOptions) -> Result<StatusReport> {
         .iter()
         .map(|location| gather::repo(location, &opts.store))
         .collect();
+    Ok(judge(&facts, streamer, opts))
+}
+
+/// The report and its verdict, from what was read.
+fn judge(
+    facts: &[gather::RepoFacts],
+    streamer: Option<spool::StreamerStatus>,
+    opts: &StatusOptions,
+) -> StatusReport {
     let readable: Vec<&gather::Readable> = facts
         .iter()
         .filter_map(|f| f.content.as_ref().ok())
@@ -257,7 +269,7 @@ pub fn run(opts: &StatusOptions) -> Result<StatusReport> {
     {
         report.verdict = Verdict::Unhealthy;
     }
-    Ok(report)
+    report
 }
 
 /// A span of seconds as people say it: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`.

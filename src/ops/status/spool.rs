@@ -137,3 +137,42 @@ impl StreamerStatus {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_bytes_are_what_the_spool_has_beyond_the_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let server = dir.path().join(uuid);
+        std::fs::create_dir_all(&server).unwrap();
+        std::fs::write(server.join("binlog.000001"), vec![0u8; 100]).unwrap();
+        std::fs::write(server.join("binlog.000002"), vec![0u8; 50]).unwrap();
+        std::fs::write(server.join(".tmp-x"), vec![0u8; 999]).unwrap();
+        std::fs::write(
+            dir.path().join("status.json"),
+            format!(
+                r#"{{"server_uuid": "{uuid}", "lag_seconds": 1.5, "last_error": null, "more": 1}}"#
+            ),
+        )
+        .unwrap();
+        let st = read(dir.path(), Utc::now()).expect("read");
+        assert!(st.running);
+        assert_eq!(st.server_uuid.as_deref(), Some(uuid));
+        assert_eq!(st.lag_seconds, Some(1.5));
+        assert_eq!(st.spool_bytes, 150);
+        let mut archived = BTreeMap::new();
+        let mut seg = BinlogSegment::sample(uuid, "binlog.000002", "", "");
+        seg.size = 20;
+        archived.insert(2, seg);
+        assert_eq!(st.pending_bytes(uuid, &archived), Some(100 + 30));
+        assert_eq!(st.pending_bytes("other", &archived), None);
+
+        let later = Utc::now() + chrono::Duration::seconds(ALIVE_WITHIN_SECONDS + 5);
+        assert!(!read(dir.path(), later).expect("read").running);
+        let missing = read(&dir.path().join("nope"), Utc::now()).expect_err("no such spool");
+        assert!(missing.to_string().contains("--spool"), "{missing}");
+    }
+}
