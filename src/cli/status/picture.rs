@@ -77,7 +77,7 @@ impl Picture {
                     .min()
                     .unwrap_or(to);
                 let span =
-                    (to - oldest).clamp(Duration::hours(1), Duration::days(DEFAULT_MAX_DAYS));
+                    (to - oldest).clamp(Duration::minutes(10), Duration::days(DEFAULT_MAX_DAYS));
                 // A margin, so that the oldest mark is not on the edge.
                 to - span - span / 20
             }
