@@ -22,6 +22,7 @@ pub mod prune;
 pub mod repo_cmds;
 pub mod restore;
 pub mod seed;
+pub mod status;
 pub mod store;
 
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ use output::Output;
     long_about = None,
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 source unreachable, 4 access denied, \
 5 not MySQL / TLS failure, 6 source not ready, 7 repository locked, 8 integrity failure, \
-9 partial success, 10 storage error, 11 binlog gap, 12 target refused, 13 not found, 130 interrupted"
+9 partial success, 10 storage error, 11 binlog gap, 12 target refused, 13 not found, 14 unhealthy (status), 130 interrupted"
 )]
 pub struct Cli {
     /// Print one JSON object instead of text.
@@ -111,6 +112,8 @@ pub enum Command {
     /// Make a server a new replica of a running source: from a snapshot or a direct clone,
     /// attached by GTID, optionally waited for and verified.
     SeedReplica(seed::SeedArgs),
+    /// Every source in every repository, a timeline, and a verdict: exit 0 healthy, 14 not.
+    Status(status::StatusArgs),
     /// Check the configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -161,6 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unlock(args) => repo_cmds::unlock(args, &ctx),
         Command::Prune(args) => prune::run(args, &ctx),
         Command::SeedReplica(args) => seed::run(args, &ctx),
+        Command::Status(args) => status::run(args, &ctx),
         Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), &ctx),
     }
 }

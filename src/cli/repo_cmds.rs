@@ -192,17 +192,26 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
                 })?,
         ),
     };
-    let integrity = ops::verify::run(&repo, !a.no_read_data, |done, total| {
+    let started = chrono::Utc::now();
+    let checked = ops::verify::run(&repo, !a.no_read_data, |done, total| {
         if total > 0 && (done % 16 == 0 || done == total) {
             out.progress(&format!("verifying packs {done}/{total}"));
         }
-    })?;
+    });
     out.progress_done();
+    let integrity = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            record_verify(&repo, started, !a.no_read_data, Err(e.to_string()), None);
+            return Err(e);
+        }
+    };
     let damaged = !integrity.problems.is_empty();
     let mut output = VerifyOutput {
         integrity,
         restore_test: None,
     };
+    let mut test_error = None;
     if let (Some(mysqld), false) = (&mysqld, damaged) {
         let request = ops::restore_test::RestoreTestRequest {
             snapshot: a.snapshot.as_deref().unwrap_or("latest"),
@@ -214,13 +223,25 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         out.progress_done();
         match tested {
             Ok(t) => output.restore_test = Some(t),
-            Err(e) => {
-                print_verify(out, &output);
-                return Err(e);
-            }
+            Err(e) => test_error = Some(e),
         }
     }
+    let tested = match (&output.restore_test, &test_error) {
+        (Some(t), _) => Some(Ok(t)),
+        (None, Some(e)) => Some(Err(e.to_string())),
+        (None, None) => None,
+    };
+    record_verify(
+        &repo,
+        started,
+        !a.no_read_data,
+        Ok(&output.integrity),
+        tested,
+    );
     print_verify(out, &output);
+    if let Some(e) = test_error {
+        return Err(e);
+    }
     if damaged {
         return Err(RepoError::integrity(
             &output.integrity.repo,
@@ -230,6 +251,29 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Leaves the result in the repository for `status`; a repository that takes no record
+/// (read-only, or gone meanwhile) does not change the verify's own outcome.
+fn record_verify(
+    repo: &crate::repo::Repo,
+    started: chrono::DateTime<chrono::Utc>,
+    read_data: bool,
+    integrity: std::result::Result<&ops::verify::VerifyReport, String>,
+    restore_test: Option<std::result::Result<&ops::restore_test::RestoreTestReport, String>>,
+) {
+    let outcome = ops::verify::Outcome {
+        started,
+        read_data,
+        integrity,
+        restore_test,
+    };
+    if let Err(e) = ops::verify::record(repo, &outcome) {
+        eprintln!(
+            "myvault: warning: the result was not recorded in {} (status will not see it): {e}",
+            repo.name()
+        );
+    }
 }
 
 fn print_verify(out: output::Output, v: &VerifyOutput) {

@@ -22,6 +22,7 @@ mod pitr_trust;
 mod prune;
 mod restore_resume;
 mod seed;
+mod status;
 mod storage_s3;
 mod stream;
 mod verify;
