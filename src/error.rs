@@ -95,6 +95,10 @@ pub enum Error {
     /// A restored table differs from what the backup read; the message names the tables.
     #[error("{0}")]
     ContentMismatch(String),
+    /// A file myvault reads outside a repository (a binlog in a data directory) is damaged;
+    /// the message names the file and where.
+    #[error("{0}")]
+    DamagedFile(String),
     /// `status` found critical problems; the message counts them and names the first.
     #[error("{0}")]
     Unhealthy(String),
@@ -154,7 +158,7 @@ impl Error {
             Error::TargetRefused(_) => ErrorKind::TargetRefused,
             Error::BinlogGap(_) => ErrorKind::BinlogGap,
             Error::NotFound(_) => ErrorKind::NotFound,
-            Error::ContentMismatch(_) => ErrorKind::Integrity,
+            Error::ContentMismatch(_) | Error::DamagedFile(_) => ErrorKind::Integrity,
             Error::Unhealthy(_) => ErrorKind::Unhealthy,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,

@@ -17,6 +17,7 @@ pub mod binlog;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod logging;
 pub mod output;
 pub mod prune;
 pub mod repo_cmds;
@@ -82,6 +83,9 @@ pub struct Cli {
     #[command(flatten)]
     pub store: store::StoreArgs,
 
+    #[command(flatten)]
+    pub log: logging::LogArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -135,9 +139,18 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    logging::init(&cli.log, cli.log.level(cli.command.default_log_level()));
+    let run_log = logging::RunLog::start(cli.command.name());
+    let result = dispatch(&cli);
+    run_log.stop(&result);
+    result
+}
+
+fn dispatch(cli: &Cli) -> Result<()> {
     let out = Output {
         json: cli.json,
         quiet: cli.quiet,
+        progress_interval: std::time::Duration::from_secs(cli.log.progress_interval),
     };
     let cfg = cli.config.as_deref().map(config::load).transpose()?;
     let mut conn = cli.conn.clone();
@@ -166,5 +179,36 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::SeedReplica(args) => seed::run(args, &ctx),
         Command::Status(args) => status::run(args, &ctx),
         Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), &ctx),
+    }
+}
+
+impl Command {
+    /// The command as typed, for log lines.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            Command::List(_) => "list",
+            Command::Verify(_) => "verify",
+            Command::Binlog(binlog::BinlogCommand::Stream(_)) => "binlog stream",
+            Command::Binlog(binlog::BinlogCommand::List(_)) => "binlog list",
+            Command::Binlog(binlog::BinlogCommand::Fetch(_)) => "binlog fetch",
+            Command::Check(_) => "check",
+            Command::Init(_) => "init",
+            Command::Copy(_) => "copy",
+            Command::Unlock(_) => "unlock",
+            Command::Prune(_) => "prune",
+            Command::SeedReplica(_) => "seed-replica",
+            Command::Status(_) => "status",
+            Command::Config(_) => "config check",
+        }
+    }
+
+    /// A daemon logs what it does; a one-shot command from cron only what needs a look.
+    fn default_log_level(&self) -> logging::Level {
+        match self {
+            Command::Binlog(binlog::BinlogCommand::Stream(_)) => logging::Level::Info,
+            _ => logging::Level::Warn,
+        }
     }
 }

@@ -16,7 +16,7 @@ pub fn write_line(args: std::fmt::Arguments) {
     match written {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => eprintln!("myvault: cannot write to stdout: {e}"),
+        Err(e) => tracing::error!("cannot write to stdout: {e}"),
     }
 }
 
@@ -24,7 +24,13 @@ pub fn write_line(args: std::fmt::Arguments) {
 pub struct Output {
     pub json: bool,
     pub quiet: bool,
+    /// Time between progress records when stderr is not a terminal.
+    pub progress_interval: std::time::Duration,
 }
+
+/// When the last progress record was logged (one command per process, so one clock).
+static LAST_PROGRESS_RECORD: std::sync::Mutex<Option<std::time::Instant>> =
+    std::sync::Mutex::new(None);
 
 impl Output {
     /// Prints `value` as one JSON object (with `--json`) or calls `human` to print text.
@@ -32,7 +38,7 @@ impl Output {
         if self.json {
             match serde_json::to_string_pretty(value) {
                 Ok(s) => outln!("{s}"),
-                Err(e) => eprintln!("myvault: cannot encode JSON output: {e}"),
+                Err(e) => tracing::error!("cannot encode JSON output: {e}"),
             }
         } else if !self.quiet {
             human(value);
@@ -64,15 +70,34 @@ pub fn bytes(n: u64) -> String {
 }
 
 impl Output {
-    /// A progress line that rewrites itself, on a terminal only.
+    /// A progress line that rewrites itself on a terminal; elsewhere (journald, a cron mail)
+    /// a `progress` log record at info level every `progress_interval`, so that the log of a
+    /// two-hour restore shows how far it got.
     pub fn progress(&self, line: &str) {
         use std::io::{IsTerminal, Write};
-        if self.quiet || self.json || !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() {
+            self.progress_record(line);
+            return;
+        }
+        if self.quiet || self.json {
             return;
         }
         let mut err = std::io::stderr();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
+    }
+
+    fn progress_record(&self, line: &str) {
+        let now = std::time::Instant::now();
+        let mut last = LAST_PROGRESS_RECORD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The first call only starts the clock: work shorter than the interval logs nothing.
+        let due = last.get_or_insert(now);
+        if now.duration_since(*due) >= self.progress_interval {
+            *due = now;
+            tracing::info!(progress = line, "{line}");
+        }
     }
 
     /// Clears the progress line.

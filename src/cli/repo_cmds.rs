@@ -269,8 +269,9 @@ fn record_verify(
         restore_test,
     };
     if let Err(e) = ops::verify::record(repo, &outcome) {
-        eprintln!(
-            "myvault: warning: the result was not recorded in {} (status will not see it): {e}",
+        tracing::warn!(
+            repo = repo.name(),
+            "the result was not recorded in {} (status will not see it): {e}",
             repo.name()
         );
     }

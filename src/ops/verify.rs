@@ -6,6 +6,7 @@ use crate::ops::restore_test::RestoreTestReport;
 use crate::ops::status::verifications::{self, VerificationRecord};
 use crate::repo::Repo;
 use crate::repo::lock::{LockGuard, LockKind};
+use crate::repo::manifest::{BinlogSegment, SnapshotManifest};
 use crate::repo::verify::Problem;
 pub use crate::repo::verify::VerifyReport;
 
@@ -63,8 +64,9 @@ pub fn record(repo: &Repo, outcome: &Outcome<'_>) -> Result<()> {
 /// Every hole in every source's binlog archive, as a problem: intact objects, but a restore
 /// across the hole cannot be done.
 fn archive_holes(repo: &Repo) -> Result<Vec<Problem>> {
-    let archive = coverage::newest_segments(repo.binlog_segments()?)?;
-    let snapshots = repo.snapshots()?;
+    let archive = coverage::newest_segments(readable::<BinlogSegment>(repo, "binlog/", "binlog")?)?;
+    let mut snapshots = readable::<SnapshotManifest>(repo, "snapshots/", "snapshot")?;
+    snapshots.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
     Ok(coverage::coverage(&archive, &snapshots)
         .into_iter()
         .flat_map(|c| c.holes)
@@ -74,6 +76,32 @@ fn archive_holes(repo: &Repo) -> Result<Vec<Problem>> {
             detail: h.detail,
         })
         .collect())
+}
+
+/// The manifests (of `kind`) under `prefix` that read and decode. The others are damage the
+/// integrity check has already reported, each with what it affects; the holes are judged on
+/// what is left, as a restore would see the archive.
+fn readable<T: serde::de::DeserializeOwned>(
+    repo: &Repo,
+    prefix: &str,
+    kind: &str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for obj in repo
+        .storage()
+        .list(prefix)
+        .map_err(crate::repo::RepoError::from)?
+    {
+        let decoded = repo
+            .storage()
+            .get(&obj.key)
+            .map_err(|e| e.to_string())
+            .and_then(|data| crate::repo::manifest::decode::<T>(kind, &data));
+        if let Ok(m) = decoded {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 /// The missing part of the archive, named like its objects (`binlog/<server>/<files>`).

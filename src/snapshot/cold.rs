@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::clone::PhysicalSnapshot;
 use crate::binlog::index;
+use crate::binlog::reader::ReadError;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::repo::manifest::SourceInfo;
@@ -84,10 +85,15 @@ pub fn backup(datadir: &Path, writer: &MultiWriter) -> Result<PhysicalSnapshot> 
             // inside an event: the scan reads up to its last complete transaction, which is
             // where the server's own recovery trims the file on its next start.
             let s = index::scan(std::io::BufReader::new(f), |_| {}).map_err(|e| {
-                Error::Internal(format!(
+                let what = format!(
                     "reading the binlog {} for the snapshot's coordinates: {e}",
                     last.display()
-                ))
+                );
+                match e {
+                    ReadError::Io(io) => Error::io(what, io),
+                    // Damage in the source's own file: not ours to paper over, and not a bug.
+                    _ => Error::DamagedFile(what),
+                }
             })?;
             let gtids = s.previous_gtids.clone().unwrap_or_default().union(&s.gtids);
             let name = last

@@ -229,6 +229,42 @@ fn in_use_binlog_of_a_crashed_server_backs_up_cold_with_every_committed_row() {
     }
 }
 
+/// A binlog damaged in a stopped server's data directory (not cut by a crash: a flipped
+/// byte inside an event) fails `backup --method cold` as damage (exit 8, one line naming the
+/// file), not as an internal error (exit 1).
+#[test]
+fn damaged_binlog_in_a_cold_data_directory_is_exit_8_naming_the_file() {
+    let mut src = TestServer::builder(Flavor::Mysql97).start();
+    src.sql(
+        "CREATE DATABASE d;\nCREATE TABLE d.t (id INT PRIMARY KEY, v VARCHAR(200));\n\
+         INSERT INTO d.t VALUES (1, REPEAT('a', 200)), (2, REPEAT('b', 200));",
+    );
+    let datadir = src.datadir();
+    let binlog = newest_binlog(&datadir).expect("the server's binlog");
+    src.server.stop(Duration::from_secs(60)).unwrap();
+    let mut bytes = std::fs::read(&binlog).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&binlog, &bytes).unwrap();
+
+    let dir = Scratch::new("damaged-cold");
+    let repo = new_repo(&dir);
+    let run = crate::support::cold_backup(&datadir, &repo);
+    run.expect_code(8);
+    let name = binlog.file_name().unwrap().to_str().unwrap();
+    let line = run.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains(name), "the error names {name}: {line}");
+    let listed = myvault(&["list", "--repo", &repo, "--json"]);
+    listed.expect_code(0);
+    assert_eq!(
+        listed.json()["snapshots"].as_array().unwrap().len(),
+        0,
+        "no snapshot is left: {}",
+        listed.stdout
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)

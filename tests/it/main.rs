@@ -13,6 +13,7 @@ mod faults_repo;
 mod faults_seed;
 mod faults_storage;
 mod faults_stream;
+mod logging;
 mod logical;
 mod mariadb;
 mod multi_repo;
