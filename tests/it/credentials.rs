@@ -52,6 +52,12 @@ fn write_config(dir: &Scratch, src: &TestServer, repo: &Path, extra: &str) -> St
     cfg.to_string_lossy().into_owned()
 }
 
+/// Empties the target for the next restore: no database, no GTIDs (not even those of
+/// creating its account).
+fn reset_target(tgt: &TestServer) {
+    tgt.sql("DROP DATABASE IF EXISTS shop;\nRESET BINARY LOGS AND GTIDS");
+}
+
 #[track_caller]
 fn assert_no_secret(run: &Run, secrets: &[&str]) {
     for s in secrets {
@@ -70,6 +76,7 @@ fn target_logins_never_inherit_the_source_password_from_the_config() {
     let tgt = TestServer::mysql97();
     source_account(&src);
     target_account(&tgt);
+    reset_target(&tgt);
     let dir = Scratch::new("tgt-login");
     let repo = dir.join("repo");
     let cfg = write_config(&dir, &src, &repo, "");
@@ -94,7 +101,7 @@ fn target_logins_never_inherit_the_source_password_from_the_config() {
             "{how}"
         );
         assert_no_secret(&run, &[SOURCE_PASSWORD, TARGET_PASSWORD]);
-        tgt.sql("DROP DATABASE shop;\nRESET BINARY LOGS AND GTIDS");
+        reset_target(&tgt);
     };
     let target_arg = target.as_str();
     let logical = |cfg: &'static str| {
@@ -121,7 +128,7 @@ fn target_logins_never_inherit_the_source_password_from_the_config() {
     let pitr = myvault_env(
         &[
             "--config",
-            &cfg,
+            cfg,
             "restore",
             "--target",
             &target,
@@ -136,7 +143,7 @@ fn target_logins_never_inherit_the_source_password_from_the_config() {
         tgt.value("SELECT COUNT(*) FROM shop.t").as_deref(),
         Some("3")
     );
-    tgt.sql("DROP DATABASE shop;\nRESET BINARY LOGS AND GTIDS");
+    reset_target(&tgt);
 
     // seed-replica checks the target with its own login (and the source with the config's).
     let seed = |extra: &[&str], env: &[(&str, &str)]| {
@@ -190,7 +197,9 @@ fn access_denied_names_where_the_password_came_from_and_never_the_password() {
         format!("mysql://bk@127.0.0.1:{port}"),
         format!("mysql://tg@127.0.0.1:{port}"),
     );
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (the origin the message names, the command, its environment, the wrong password)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "the --target URL",
             vec!["--config", &cfg, "restore", "--target", &url_with_password],
