@@ -218,6 +218,15 @@ mod tests {
         assert!(cfg.source_url().is_some());
         assert!(toml::from_str::<Config>("[source]\nurll = \"x\"").is_err());
     }
+
+    #[test]
+    fn target_section_takes_a_login_but_no_url() {
+        let p = Path::new("t.toml");
+        let cfg = parse("[target]\npassword_file = \"/etc/t\"\n", p).unwrap();
+        assert!(cfg.target.unwrap().password_file.is_some());
+        let err = parse("[target]\nurl = \"mysql://a@b\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("--target"), "{err}");
+    }
 }
 
 #[derive(clap::Subcommand, Debug)]
