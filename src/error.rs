@@ -150,6 +150,7 @@ impl Error {
             Error::Storage(StorageError::Damaged { .. }) => ErrorKind::Integrity,
             Error::Storage(_) => ErrorKind::Storage,
             Error::Spool(crate::binlog::spool::SpoolError::Damaged { .. }) => ErrorKind::Integrity,
+            Error::Spool(crate::binlog::spool::SpoolError::InUse { .. }) => ErrorKind::RepoLocked,
             Error::Spool(_) => ErrorKind::Internal,
             Error::UnnumberedBinlog(_) => ErrorKind::Integrity,
             Error::PartialSuccess(_) => ErrorKind::PartialSuccess,

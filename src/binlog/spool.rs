@@ -37,6 +37,20 @@ pub enum SpoolError {
     },
     #[error("received an event before any file was started")]
     NoFile,
+    /// Another streamer holds the spool's lock (a flock, which ends with its process: there
+    /// is no stale lock to remove).
+    #[error("spool {spool} is in use by {}", in_use_by(*pid))]
+    InUse { spool: String, pid: Option<u32> },
+}
+
+fn in_use_by(pid: Option<u32>) -> String {
+    let instead = "its lock ends with the process; or give this stream its own --spool";
+    match pid {
+        Some(pid) => format!(
+            "another myvault binlog stream, pid {pid}: stop it with `kill {pid}` ({instead})"
+        ),
+        None => format!("another myvault binlog stream: stop that process ({instead})"),
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> SpoolError + '_ {

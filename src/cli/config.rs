@@ -6,6 +6,9 @@
 //! url = "mysql://backup@db1:3306"
 //! password_file = "/etc/myvault/password"
 //!
+//! [target]                      # restore --target / seed-replica --target: its own login
+//! password_file = "/etc/myvault/target-password"
+//!
 //! [[repo]]
 //! location = "/var/backups/myvault"
 //! [[repo]]
@@ -13,6 +16,7 @@
 //!
 //! [s3]
 //! endpoint = "https://s3.example.net"
+//! credentials_file = "/etc/myvault/aws-credentials"
 //!
 //! [backup]
 //! jobs = 4
@@ -31,6 +35,9 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub source: Option<SourceSection>,
+    /// The login of `restore --target` and `seed-replica --target` (password and TLS files;
+    /// the URL comes from the command line); nothing of [source]'s carries over to it.
+    pub target: Option<SourceSection>,
     #[serde(default)]
     pub repo: Vec<RepoSection>,
     pub s3: Option<S3Section>,
@@ -41,6 +48,7 @@ pub struct Config {
     pub status: Option<super::status::StatusSection>,
 }
 
+/// A server's login: [source], and [target] (which takes no `url` or `failover`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
@@ -68,6 +76,11 @@ pub struct S3Section {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: Option<bool>,
+    /// An AWS shared credentials file (`[profile]` sections with `aws_access_key_id` and
+    /// `aws_secret_access_key`), instead of the AWS environment.
+    pub credentials_file: Option<PathBuf>,
+    /// The profile to use, in `credentials_file` or the AWS files (default `default`).
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -139,6 +152,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         st.limits()
             .map_err(|e| Error::Usage(format!("{}: [status] {e}", path.display())))?;
     }
+    if let Some(t) = &cfg.target
+        && (t.url.is_some() || !t.failover.is_empty())
+    {
+        return Err(Error::Usage(format!(
+            "{}: [target] takes only the login (password_file, defaults_file, ssl_*); its URL is --target",
+            path.display()
+        )));
+    }
     if let Some(url) = cfg.source.as_ref().and_then(|s| s.url.as_deref()) {
         crate::mysql::url::MysqlUrl::parse(url)?;
     }
@@ -196,6 +217,15 @@ mod tests {
         assert!(!cfg.repos().is_empty());
         assert!(cfg.source_url().is_some());
         assert!(toml::from_str::<Config>("[source]\nurll = \"x\"").is_err());
+    }
+
+    #[test]
+    fn target_section_takes_a_login_but_no_url() {
+        let p = Path::new("t.toml");
+        let cfg = parse("[target]\npassword_file = \"/etc/t\"\n", p).unwrap();
+        assert!(cfg.target.unwrap().password_file.is_some());
+        let err = parse("[target]\nurl = \"mysql://a@b\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("--target"), "{err}");
     }
 }
 

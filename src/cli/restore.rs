@@ -24,8 +24,13 @@ pub struct RestoreArgs {
     pub snapshot: String,
 
     /// Load a logical snapshot into this (empty) server: mysql://user[:password]@host[:port]
+    /// (password also from --target-password-file, MYVAULT_TARGET_PASSWORD or [target] in the
+    /// config; never the source's).
     #[arg(long, value_name = "URL", conflicts_with = "dest")]
     pub target: Option<String>,
+
+    #[command(flatten)]
+    pub target_login: super::connection::TargetConnArgs,
 
     /// Write a snapshot's files into this new or empty directory.
     #[arg(long, value_name = "DIR", conflicts_with = "datadir")]
@@ -268,7 +273,7 @@ fn print_content_check(c: Option<&crate::restore::content_check::ContentCheckRep
 }
 
 pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
-    let (out, conn, store) = (ctx.out, &ctx.conn, &ctx.store);
+    let (out, store) = (ctx.out, &ctx.store);
     let jobs = a
         .jobs
         .or_else(|| {
@@ -364,7 +369,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
                 "point-in-time restore needs --target URL (or --plan)".into(),
             ));
         };
-        let server = conn.resolve(url, "MYVAULT_TARGET_PASSWORD")?;
+        let server = a.target_login.resolve(url, ctx)?;
         let opts = a.load_options(jobs);
         let load_progress = LoadProgress::default();
         let started = std::time::Instant::now();
@@ -404,7 +409,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
         ));
     }
     if let Some(url) = &a.target {
-        let target = conn.resolve(url, "MYVAULT_TARGET_PASSWORD")?;
+        let target = a.target_login.resolve(url, ctx)?;
         let opts = a.load_options(jobs);
         let progress = LoadProgress::default();
         let report = out.with_ticker(

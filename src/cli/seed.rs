@@ -18,9 +18,13 @@ pub struct SeedArgs {
     pub source: Option<String>,
 
     /// The new replica: mysql://user[:password]@host[:port] (password also from
-    /// MYVAULT_TARGET_PASSWORD). With --datadir, where the server started on it answers.
+    /// --target-password-file, MYVAULT_TARGET_PASSWORD or [target] in the config; never the
+    /// source's). With --datadir, where the server started on it answers.
     #[arg(long, value_name = "URL")]
     pub target: String,
+
+    #[command(flatten)]
+    pub target_login: super::connection::TargetConnArgs,
 
     /// Seed from this repository's newest snapshot (logical, or clone/cold with --datadir).
     #[arg(long, value_name = "REPO")]
@@ -127,7 +131,7 @@ pub fn run(a: &SeedArgs, ctx: &super::Ctx) -> Result<()> {
     let out = ctx.out;
     let source_url = super::config::source_or(a.source.as_ref(), ctx.cfg())?;
     let source = ctx.conn.resolve(&source_url, "MYVAULT_PASSWORD")?;
-    let target = ctx.conn.resolve(&a.target, "MYVAULT_TARGET_PASSWORD")?;
+    let target = a.target_login.resolve(&a.target, ctx)?;
     if source.socket.is_some() && a.source_address.is_none() {
         return Err(Error::Usage(
             "the source is reached over a socket: give --source-address HOST:PORT for the replica"
@@ -138,7 +142,10 @@ pub fn run(a: &SeedArgs, ctx: &super::Ctx) -> Result<()> {
         &a.replication_password_file,
         std::env::var("MYVAULT_REPLICATION_PASSWORD"),
     ) {
-        (Some(f), _) => Some(super::connection::read_password_file(f)?),
+        (Some(f), _) => Some(super::connection::read_password_file(
+            f,
+            &format!("--replication-password-file {}", f.display()),
+        )?),
         (None, Ok(p)) => Some(Secret::new(p)),
         (None, Err(_)) => None,
     };

@@ -20,6 +20,15 @@ pub struct StoreArgs {
     #[arg(long, global = true)]
     pub s3_path_style: bool,
 
+    /// AWS shared credentials file for S3 (`[profile]` with aws_access_key_id and
+    /// aws_secret_access_key); instead of the AWS environment (AWS_ACCESS_KEY_ID, ...).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub s3_credentials_file: Option<std::path::PathBuf>,
+
+    /// Profile to read the S3 credentials from (in --s3-credentials-file, or ~/.aws).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub s3_profile: Option<String>,
+
     /// File holding the repository encryption key, at least 32 random bytes: `init` creates
     /// an encrypted repository with it, and every command needs it to open one.
     #[arg(
@@ -42,6 +51,11 @@ impl StoreArgs {
         self.s3_endpoint = self.s3_endpoint.take().or_else(|| c.endpoint.clone());
         self.s3_region = self.s3_region.take().or_else(|| c.region.clone());
         self.s3_path_style = self.s3_path_style || c.path_style.unwrap_or(false);
+        self.s3_credentials_file = self
+            .s3_credentials_file
+            .take()
+            .or_else(|| c.credentials_file.clone());
+        self.s3_profile = self.s3_profile.take().or_else(|| c.profile.clone());
     }
 
     pub fn options(&self) -> OpenOptions {
@@ -49,6 +63,8 @@ impl StoreArgs {
             s3_endpoint: self.s3_endpoint.clone(),
             s3_region: self.s3_region.clone(),
             s3_path_style: self.s3_path_style.then_some(true),
+            s3_credentials_file: self.s3_credentials_file.clone(),
+            s3_profile: self.s3_profile.clone(),
             encryption_key_file: self.encryption_key_file.clone(),
         }
     }

@@ -212,6 +212,7 @@ pub fn options(host: &str, port: u16) -> ConnectOptions {
         socket: None,
         user: USER.into(),
         password: Secret::new(PASSWORD),
+        password_origin: None,
         ssl: SslOptions {
             mode: SslMode::Disabled,
             ..SslOptions::default()

@@ -97,17 +97,33 @@ fn lock_spool(dir: &Path) -> Result<SpoolLock> {
     private_fs::own_dir(dir)
         .map_err(|e| Error::io(format!("cannot create spool {}", dir.display()), e))?;
     let path = dir.join(".lock");
-    let f = private_fs::create_file(&path)
+    // Not truncated before the lock is ours: it holds the holder's pid.
+    let mut f = private_fs::file_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    use std::io::{Read, Seek, Write};
     use std::os::unix::io::AsRawFd;
     // SAFETY: flock on a descriptor we own.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(Error::Repo(crate::repo::RepoError::Locked {
-            store: dir.display().to_string(),
-            holder: "another `myvault binlog stream` using the same spool directory".into(),
-        }));
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        return Err(crate::binlog::spool::SpoolError::InUse {
+            spool: dir.display().to_string(),
+            pid: holder.trim().parse().ok(),
+        }
+        .into());
     }
+    // The flock is the lock; the pid only tells a second streamer whom to stop.
+    let pid = format!("{}\n", std::process::id());
+    f.set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| f.write_all(pid.as_bytes()))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     Ok(SpoolLock(f))
 }
 

@@ -319,6 +319,7 @@ impl RunningServer {
             socket: (!tcp).then(|| self.config.socket().display().to_string()),
             user: "root".into(),
             password: Secret::default(),
+            password_origin: None,
             ssl: SslOptions::default(),
             connect_timeout: Duration::from_secs(5),
             read_timeout: None,

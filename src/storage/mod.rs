@@ -172,6 +172,10 @@ pub struct OpenOptions {
     pub s3_region: Option<String>,
     /// `None`: path-style when an endpoint is given, virtual-host style otherwise.
     pub s3_path_style: Option<bool>,
+    /// An AWS shared credentials file to read instead of the AWS environment's chain.
+    pub s3_credentials_file: Option<std::path::PathBuf>,
+    /// The profile to read (in `s3_credentials_file`, or the AWS files).
+    pub s3_profile: Option<String>,
     /// The file holding the key of encrypted repositories (read when one is opened).
     pub encryption_key_file: Option<std::path::PathBuf>,
 }

@@ -1,16 +1,22 @@
 //! S3 and S3-compatible object stores, through aws-sdk-s3.
 //!
 //! The [`Storage`] trait is synchronous; this backend owns a small tokio runtime and blocks
-//! on it. Credentials and region come from the standard AWS environment (variables, profile
-//! files, instance roles); an endpoint can be given for S3-compatible stores, which are then
+//! on it. Credentials come from the credentials file and profile the caller names, else the
+//! standard AWS chain (variables, profile files, web identity, container and instance roles),
+//! and are looked up once when the store is opened, so their absence is reported as such and
+//! not as whatever the chain's last provider (the instance metadata service) said. Region
+//! comes from the caller or the AWS environment; an endpoint can be given for S3-compatible
+//! stores, which are then
 //! addressed path-style unless told otherwise. Creating an object only if it is absent uses
 //! a conditional PUT (`If-None-Match: *`).
 
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -27,6 +33,12 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most that opening a store may take when the endpoint is dead or does not answer.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(8);
+/// The most that finding credentials may take: an instance role answers in milliseconds, and
+/// off a cloud host the chain's last provider only waits to fail.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What an operator reads when no credentials are found anywhere.
+const NO_CREDENTIALS: &str = "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in a systemd unit: EnvironmentFile=), or name a credentials file and profile (--s3-credentials-file, --s3-profile, or credentials_file and profile in the config's [s3]; in a unit: LoadCredential=)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
@@ -52,6 +64,74 @@ pub fn parse_url(url: &str) -> std::result::Result<S3Location, String> {
         bucket: bucket.to_string(),
         prefix: prefix.trim_matches('/').to_string(),
     })
+}
+
+/// The credentials file and profile the caller named, as the only provider; `None` leaves the
+/// SDK's default chain.
+fn named_credentials(
+    opts: &OpenOptions,
+) -> std::result::Result<Option<ProfileFileCredentialsProvider>, String> {
+    if opts.s3_credentials_file.is_none() && opts.s3_profile.is_none() {
+        return Ok(None);
+    }
+    let mut files = EnvConfigFiles::builder().include_default_config_file(true);
+    files = match &opts.s3_credentials_file {
+        Some(path) => {
+            std::fs::File::open(path).map_err(|e| {
+                format!(
+                    "cannot read the S3 credentials file {}: {e}",
+                    path.display()
+                )
+            })?;
+            files.with_file(EnvConfigFileKind::Credentials, path)
+        }
+        None => files.include_default_credentials_file(true),
+    };
+    let mut provider = ProfileFileCredentialsProvider::builder().profile_files(files.build());
+    if let Some(name) = &opts.s3_profile {
+        provider = provider.profile_name(name);
+    }
+    Ok(Some(provider.build()))
+}
+
+/// Looks the credentials up once, so that none found is said in those words, within
+/// [`CREDENTIALS_TIMEOUT`].
+fn check_credentials(
+    rt: &tokio::runtime::Runtime,
+    shared: &aws_config::SdkConfig,
+) -> std::result::Result<(), String> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    use aws_credential_types::provider::error::CredentialsError;
+    let Some(provider) = shared.credentials_provider() else {
+        return Err(NO_CREDENTIALS.into());
+    };
+    let found = rt.block_on(async {
+        tokio::time::timeout(CREDENTIALS_TIMEOUT, provider.provide_credentials()).await
+    });
+    match found {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(CredentialsError::CredentialsNotLoaded(_))) | Err(_) => Err(NO_CREDENTIALS.into()),
+        // The instance metadata service is the chain's last resort: when it gives nothing
+        // (not a cloud host, no role, a proxy refusing it), no credentials were found.
+        Ok(Err(e)) if from_instance_metadata(&e) => Err(NO_CREDENTIALS.into()),
+        Ok(Err(e)) => Err(format!(
+            "the S3 credentials could not be loaded: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        )),
+    }
+}
+
+fn from_instance_metadata(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<aws_config::imds::client::error::ImdsError>()
+            .is_some()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 pub struct S3Storage {
@@ -90,9 +170,13 @@ impl S3Storage {
         if let Some(region) = opts.s3_region.clone() {
             loader = loader.region(aws_config::Region::new(region));
         }
+        if let Some(named) = named_credentials(opts).map_err(failed)? {
+            loader = loader.credentials_provider(named);
+        }
         // AWS_REGION, AWS_DEFAULT_REGION and profiles are the SDK's own chain; S3-compatible
         // stores often have no region at all, and the SDK needs one to sign.
         let shared = rt.block_on(loader.load());
+        check_credentials(&rt, &shared).map_err(failed)?;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared);
         if shared.region().is_none() {
             conf = conf.region(aws_config::Region::new("us-east-1"));

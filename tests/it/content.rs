@@ -151,6 +151,7 @@ fn socket_session(socket: &Path) -> Option<Session> {
         socket: Some(socket.display().to_string()),
         user: "root".into(),
         password: Default::default(),
+        password_origin: None,
         ssl: SslOptions::default(),
         connect_timeout: Duration::from_secs(5),
         read_timeout: None,

@@ -7,6 +7,7 @@ mod check;
 mod config;
 mod content;
 mod corpus;
+mod credentials;
 mod encryption;
 mod faults;
 mod faults_repo;

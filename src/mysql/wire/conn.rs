@@ -30,6 +30,9 @@ pub struct ConnectOptions {
     pub socket: Option<String>,
     pub user: String,
     pub password: Secret,
+    /// Where the password came from ("MYVAULT_TARGET_PASSWORD", "--password-file F"), named
+    /// when the server refuses the login; never the password itself.
+    pub password_origin: Option<String>,
     pub ssl: SslOptions,
     pub connect_timeout: Duration,
     /// None waits forever; the binlog streamer sets it from the heartbeat period.

@@ -135,7 +135,18 @@ pub fn login(mut io: PacketIo, opts: &ConnectOptions, addr: &str) -> Result<Logi
 
     // caching_sha2 may send the password in clear only over TLS or a Unix socket.
     let secure = use_tls || opts.socket.is_some();
-    authenticate(&mut io, addr, password, plugin, hello.nonce, secure)?;
+    authenticate(&mut io, addr, password, plugin, hello.nonce, secure).map_err(|e| match e {
+        // Which password was refused is the first thing to know: say where it came from.
+        Error::AccessDenied { addr, message } => Error::AccessDenied {
+            addr,
+            message: match &opts.password_origin {
+                Some(origin) if origin.starts_with("no password") => format!("{message}; {origin}"),
+                Some(origin) => format!("{message}; the password came from {origin}"),
+                None => message,
+            },
+        },
+        other => other,
+    })?;
     Ok(Login {
         io,
         server_version: hello.server_version,
