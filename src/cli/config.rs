@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub source: Option<SourceSection>,
-    #[serde(default)]
+    #[serde(default, alias = "repository")]
     pub repo: Vec<RepoSection>,
     pub s3: Option<S3Section>,
     pub encryption: Option<EncryptionSection>,
@@ -60,6 +60,15 @@ pub struct SourceSection {
 #[serde(deny_unknown_fields)]
 pub struct RepoSection {
     pub location: String,
+    /// Retention for `prune` (see `cli::prune`; its flags replace all of these).
+    pub keep_last: Option<u32>,
+    pub keep_within: Option<super::prune::Span>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_pitr_window: Option<super::prune::Span>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -138,6 +147,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     if let Some(st) = &cfg.status {
         st.limits()
             .map_err(|e| Error::Usage(format!("{}: [status] {e}", path.display())))?;
+    }
+    for r in &cfg.repo {
+        super::prune::configured_policy(r).check().map_err(|e| {
+            Error::Usage(format!("{}: [[repo]] {}: {e}", path.display(), r.location))
+        })?;
     }
     if let Some(url) = cfg.source.as_ref().and_then(|s| s.url.as_deref()) {
         crate::mysql::url::MysqlUrl::parse(url)?;

@@ -17,6 +17,7 @@ pub mod binlog;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod each_repo;
 pub mod output;
 pub mod prune;
 pub mod repo_cmds;
