@@ -37,6 +37,8 @@ pub struct PruneReport {
     /// True when nothing was deleted (`--plan`).
     pub planned_only: bool,
     pub policy: RetentionPolicy,
+    /// The instant the policy was applied at (`keep_within` and the PITR window end there).
+    pub evaluated_at: DateTime<Utc>,
     pub snapshots_kept: Vec<String>,
     /// Why each kept snapshot stays (`newest`, `last`, `within`, `hourly`, `daily`,
     /// `weekly`, `monthly`, `yearly`, `pitr_window`).
@@ -116,6 +118,7 @@ pub fn plan(
         repo: repo.name().to_string(),
         planned_only: true,
         policy: *policy,
+        evaluated_at: now,
         snapshots_kept: Vec::new(),
         keep_reasons: BTreeMap::new(),
         snapshots_removed: Vec::new(),
