@@ -250,3 +250,136 @@ fn prune_over_a_config_with_two_repositories_keeps_each_policy_and_the_pitr_wind
     assert!(list.stderr.contains(&missing), "{}", list.stderr);
     assert!(list.stderr.contains("1 of 3 failed"), "{}", list.stderr);
 }
+
+/// Files of a directory backup: `rounds` versions of a ~1 MiB file (a few of its lines changed
+/// each time, so later snapshots share and delta-compress chunks), and one file per round.
+fn write_round(data: &std::path::Path, round: usize) -> Vec<(String, Vec<u8>)> {
+    let body: Vec<u8> = (0..20_000u64)
+        .flat_map(|i| {
+            let v = if i % 997 == round as u64 {
+                round as u64
+            } else {
+                i * 7919 % 104_729
+            };
+            format!(
+                "{i:06} {v:08} the quick brown fox {:016x}\n",
+                i.wrapping_mul(0x9E37)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let files = vec![
+        ("table.tsv".to_string(), body),
+        (
+            format!("round-{round}.txt"),
+            format!("round {round}\n").into_bytes(),
+        ),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(data.join(name), bytes).unwrap();
+    }
+    files
+}
+
+/// A prune of two configured repositories killed (like kill -9) at a random point of its
+/// plan's execution, in either repository: each repository still verifies clean, a rerun
+/// removes what the plan before the kill said, and every kept snapshot restores byte for byte.
+#[test]
+fn prune_of_two_repositories_killed_at_random_points_leaves_both_sound() {
+    const POINTS: [&str; 6] = [
+        "prune-before-execute",
+        "store-after-put-pruned",
+        "store-after-delete-snapshots",
+        "store-after-put-index",
+        "store-after-delete-index",
+        "store-after-delete-packs",
+    ];
+    let mut dice = crate::faults::Dice::new("retention kills");
+    for case in 0..4 {
+        let point = POINTS[dice.upto(POINTS.len() as u64) as usize - 1];
+        // Up to the second repository's hits: the first's are counted first.
+        let nth = dice.upto(4);
+        let dir = Scratch::new("retention-kill");
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let cfg = dir.join("myvault.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[repo]]\nlocation = \"{a}\"\nkeep_hourly = 1\n[[repo]]\nlocation = \"{b}\"\nkeep_last = 2\n"
+            ),
+        )
+        .unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let run = |args: &[&str], env: &[(&str, &str)]| {
+            let mut all = vec!["--config", cfg];
+            all.extend_from_slice(args);
+            myvault_env(&all, env)
+        };
+        run(&["init", "--pack-size", "1048576"], &[]).expect_code(0);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut backed_up = std::collections::BTreeMap::new();
+        for round in 0..4 {
+            let mut files = write_round(&data, round);
+            // The files of earlier rounds stay in the directory: the backup holds them too.
+            for r in 0..round {
+                files.push((
+                    format!("round-{r}.txt"),
+                    format!("round {r}\n").into_bytes(),
+                ));
+            }
+            let b = run(&["backup", "--path", data.to_str().unwrap(), "--json"], &[]);
+            b.expect_code(0);
+            backed_up.insert(b.json()["snapshot"].as_str().unwrap().to_string(), files);
+        }
+        let plan = run(&["prune", "--plan", "--json"], &[]);
+        plan.expect_code(0);
+        let plan = plan.json();
+
+        let spec = format!("{point}=abort({nth})");
+        let killed = run(&["prune", "--json"], &[crate::support::failpoints(&spec)]);
+        eprintln!("case {case}: {spec}: exit {}", killed.code);
+        assert!([0, -1, 134].contains(&killed.code), "{killed:?}");
+        run(&["verify"], &[]).expect_code(0);
+        let rerun = run(&["prune", "--json"], &[]);
+        rerun.expect_code(0);
+        let rerun = rerun.json();
+        for n in 0..2 {
+            let (p, r) = (&plan["repositories"][n], &rerun["repositories"][n]);
+            assert_eq!(
+                strings(&p["snapshots_kept"]),
+                strings(&r["snapshots_kept"]),
+                "{spec}"
+            );
+            let listed = run(&["list", "--repo", [a, b][n], "--json"], &[]).json();
+            let ids: BTreeSet<String> = listed["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ids, strings(&p["snapshots_kept"]), "{spec}: repository {n}");
+            for id in &ids {
+                let out = dir.join(&format!("out-{n}-{id}"));
+                let args = [
+                    "restore",
+                    "--repo",
+                    [a, b][n],
+                    "--snapshot",
+                    id,
+                    "--dest",
+                    out.to_str().unwrap(),
+                ];
+                run(&args, &[]).expect_code(0);
+                for (name, bytes) in &backed_up[id] {
+                    assert!(
+                        std::fs::read(out.join(name)).unwrap() == *bytes,
+                        "{spec}: {id} {name}"
+                    );
+                }
+            }
+        }
+        run(&["verify"], &[]).expect_code(0);
+    }
+}
