@@ -38,7 +38,7 @@ pub struct Config {
     /// The login of `restore --target` and `seed-replica --target` (password and TLS files;
     /// the URL comes from the command line); nothing of [source]'s carries over to it.
     pub target: Option<SourceSection>,
-    #[serde(default)]
+    #[serde(default, alias = "repository")]
     pub repo: Vec<RepoSection>,
     pub s3: Option<S3Section>,
     pub encryption: Option<EncryptionSection>,
@@ -68,6 +68,15 @@ pub struct SourceSection {
 #[serde(deny_unknown_fields)]
 pub struct RepoSection {
     pub location: String,
+    /// Retention for `prune` (see `cli::prune`; its flags replace all of these).
+    pub keep_last: Option<u32>,
+    pub keep_within: Option<super::prune::Span>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_pitr_window: Option<super::prune::Span>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -159,6 +168,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             "{}: [target] takes only the login (password_file, defaults_file, ssl_*); its URL is --target",
             path.display()
         )));
+    }
+    for r in &cfg.repo {
+        super::prune::configured_policy(r).check().map_err(|e| {
+            Error::Usage(format!("{}: [[repo]] {}: {e}", path.display(), r.location))
+        })?;
     }
     if let Some(url) = cfg.source.as_ref().and_then(|s| s.url.as_deref()) {
         crate::mysql::url::MysqlUrl::parse(url)?;

@@ -17,6 +17,7 @@ pub mod binlog;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod each_repo;
 pub mod logging;
 pub mod output;
 pub mod prune;

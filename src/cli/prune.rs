@@ -1,24 +1,71 @@
-//! `myvault prune`: retention, with `--plan` to see what would go.
+//! `myvault prune`: retention, with `--plan` to see what would go. Acts on the repository
+//! `--repo` names or on each one of the configuration (see `each_repo`); the policy is the
+//! flags when any is given, else the repository's `keep_*` settings in the config.
 
 use clap::Args;
 
+use super::each_repo::{self, Target};
 use super::output;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops;
+use crate::ops::prune::PruneReport;
+use crate::repo::retention::{self, RetentionPolicy};
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
+    /// The repository to prune (default: every repository of the config).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
-    /// Keep the N newest snapshots of each source (or backed-up path).
-    #[arg(long, value_name = "N")]
-    pub keep_last: Option<usize>,
-    /// Keep every snapshot younger than this: 90m, 36h, 14d, 8w.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within: Option<chrono::Duration>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub plan: bool,
+}
+
+/// The retention flags. Any one given replaces the config's whole policy for the run.
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// Keep the N newest snapshots of each source (or backed-up path).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep every snapshot younger than this: 90m, 36h, 14d, 8w.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<chrono::Duration>,
+    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every instant of this last stretch restorable: the newest snapshot before its
+    /// start, every later one, and all the binlog they need.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_pitr_window: Option<chrono::Duration>,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_within: self.keep_within,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_pitr_window: self.keep_pitr_window,
+        }
+    }
 }
 
 pub(crate) fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
@@ -37,57 +84,118 @@ pub(crate) fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, S
     d.filter(|d| *d > chrono::Duration::zero()).ok_or_else(bad)
 }
 
-pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
-    let (store, out) = (&ctx.store, ctx.out);
-    let repo = ops::repos::open(
-        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
-        &store.options(),
-    )?;
-    let policy = ops::prune::Policy {
-        keep_last: a.keep_last,
-        keep_within: a.keep_within,
+/// A duration in the configuration file, written as the flags take it (`"14d"`), checked
+/// when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub chrono::Duration);
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Span, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(Span)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&retention::span(self.0))
+    }
+}
+
+/// The `keep_*` settings of a `[[repo]]` section.
+pub fn configured_policy(section: &super::config::RepoSection) -> RetentionPolicy {
+    RetentionPolicy {
+        keep_last: section.keep_last,
+        keep_within: section.keep_within.map(|s| s.0),
+        keep_hourly: section.keep_hourly,
+        keep_daily: section.keep_daily,
+        keep_weekly: section.keep_weekly,
+        keep_monthly: section.keep_monthly,
+        keep_yearly: section.keep_yearly,
+        keep_pitr_window: section.keep_pitr_window.map(|s| s.0),
+    }
+}
+
+/// The policy for `target`: the flags when any is given, else its config section's.
+fn policy_for(flags: &RetentionPolicy, target: &Target<'_>) -> Result<RetentionPolicy> {
+    let policy = match (flags.is_empty(), target.section) {
+        (false, _) | (true, None) => *flags,
+        (true, Some(section)) => configured_policy(section),
     };
-    let report = ops::prune::run(&repo, policy, a.plan, chrono::Utc::now())?;
-    out.report(&report, |r| {
-        let verb = if r.planned_only {
-            "would remove"
-        } else {
-            "removed"
-        };
+    ops::prune::check_policy(&policy)
+        .map_err(|e| Error::Usage(format!("{}: {e}", target.location)))?;
+    Ok(policy)
+}
+
+pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
+    let targets = each_repo::targets(a.repo.as_ref(), ctx.cfg())?;
+    let flags = a.policy.policy();
+    // Every policy is checked before any repository is touched.
+    let policies = targets
+        .iter()
+        .map(|t| policy_for(&flags, t))
+        .collect::<Result<Vec<_>>>()?;
+    let now = chrono::Utc::now();
+    let mut next = policies.iter();
+    let opts = ctx.store.options();
+    each_repo::run(
+        ctx.out,
+        &targets,
+        |t| {
+            let policy = next.next().copied().unwrap_or_default();
+            let pruned = ops::repos::open(&t.location, &opts)
+                .and_then(|repo| ops::prune::run(&repo, &policy, a.plan, now));
+            pruned.into()
+        },
+        print,
+    )
+}
+
+fn print(r: &PruneReport) {
+    let verb = if r.planned_only {
+        "would remove"
+    } else {
+        "removed"
+    };
+    outln!(
+        "{}: {}; keeping {} snapshot(s); {verb} {} snapshot(s) and {} binlog file(s)",
+        r.repo,
+        r.policy.describe(),
+        r.snapshots_kept.len(),
+        r.snapshots_removed.len(),
+        r.binlog_files_removed.len()
+    );
+    for (s, reasons) in &r.keep_reasons {
+        let why: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+        outln!("  keep snapshot {s} ({})", why.join(", "));
+    }
+    for s in &r.snapshots_removed {
+        outln!("  {verb} snapshot {s}");
+    }
+    for f in &r.binlog_files_removed {
+        outln!("  {verb} binlog {f}");
+    }
+    outln!(
+        "  {verb} {} unused pack(s), {}; {} orphaned pack(s), {}",
+        r.gc.packs.len(),
+        output::bytes(r.gc.pack_bytes),
+        r.gc.orphan_packs.len(),
+        output::bytes(r.gc.orphan_bytes)
+    );
+    if !r.gc.leftovers.is_empty() {
         outln!(
-            "{}: keeping {} snapshot(s); {verb} {} snapshot(s) and {} binlog file(s)",
-            r.repo,
-            r.snapshots_kept.len(),
-            r.snapshots_removed.len(),
-            r.binlog_files_removed.len()
+            "  {verb} {} temporary file(s) left by interrupted writes, {}",
+            r.gc.leftovers.len(),
+            output::bytes(r.gc.leftover_bytes)
         );
-        for s in &r.snapshots_removed {
-            outln!("  {verb} snapshot {s}");
-        }
-        for f in &r.binlog_files_removed {
-            outln!("  {verb} binlog {f}");
-        }
+    }
+    if r.gc.partly_used_packs > 0 {
         outln!(
-            "  {verb} {} unused pack(s), {}; {} orphaned pack(s), {}",
-            r.gc.packs.len(),
-            output::bytes(r.gc.pack_bytes),
-            r.gc.orphan_packs.len(),
-            output::bytes(r.gc.orphan_bytes)
+            "  kept {} partly used pack(s) holding {} nothing needs (not repacked)",
+            r.gc.partly_used_packs,
+            output::bytes(r.gc.unused_bytes_kept)
         );
-        if !r.gc.leftovers.is_empty() {
-            outln!(
-                "  {verb} {} temporary file(s) left by interrupted writes, {}",
-                r.gc.leftovers.len(),
-                output::bytes(r.gc.leftover_bytes)
-            );
-        }
-        if r.gc.partly_used_packs > 0 {
-            outln!(
-                "  kept {} partly used pack(s) holding {} nothing needs (not repacked)",
-                r.gc.partly_used_packs,
-                output::bytes(r.gc.unused_bytes_kept)
-            );
-        }
-    });
-    Ok(())
+    }
 }

@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use super::each_repo;
 use super::output;
 use crate::error::{Error, Result};
 use crate::ops;
@@ -37,13 +38,14 @@ pub fn init(a: &InitArgs, ctx: &super::Ctx) -> Result<()> {
         pack_size: a.pack_size,
         hash: a.hash,
     };
-    let (store, out) = (&ctx.store, ctx.out);
-    let location = super::config::one_repo(a.repo.as_ref(), ctx.cfg())?;
-    let report = ops::init::run(&location, &store.options(), &opts)?;
-    out.report(&report, |r| {
-        outln!("created repository {} (id {})", r.repo, r.id)
-    });
-    Ok(())
+    let targets = each_repo::targets(a.repo.as_ref(), ctx.cfg())?;
+    let store_opts = ctx.store.options();
+    each_repo::run(
+        ctx.out,
+        &targets,
+        |t| ops::init::run(&t.location, &store_opts, &opts).into(),
+        |r| outln!("created repository {} (id {})", r.repo, r.id),
+    )
 }
 
 #[derive(Args, Debug)]
@@ -53,84 +55,90 @@ pub struct ListArgs {
 }
 
 pub fn list(a: &ListArgs, ctx: &super::Ctx) -> Result<()> {
-    let (store, out) = (&ctx.store, ctx.out);
-    let repo = ops::repos::open(
-        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
-        &store.options(),
-    )?;
-    let report = ops::list::run(&repo)?;
-    out.report(&report, |r| {
-        if r.snapshots.is_empty() {
-            outln!("no snapshots in {}", r.repo);
-        } else {
+    let targets = each_repo::targets(a.repo.as_ref(), ctx.cfg())?;
+    let store_opts = ctx.store.options();
+    each_repo::run(
+        ctx.out,
+        &targets,
+        |t| {
+            ops::repos::open(&t.location, &store_opts)
+                .and_then(|repo| ops::list::run(&repo))
+                .into()
+        },
+        print_list,
+    )
+}
+
+fn print_list(r: &ops::list::ListReport) {
+    if r.snapshots.is_empty() {
+        outln!("no snapshots in {}", r.repo);
+    } else {
+        outln!(
+            "{:<26} {:<20} {:<8} {:>10} {:>10} {:>7}  gtid_executed",
+            "snapshot",
+            "time (UTC)",
+            "method",
+            "size",
+            "new",
+            "lock ms"
+        );
+    }
+    for s in &r.snapshots {
+        outln!(
+            "{:<26} {:<20} {:<8} {:>10} {:>10} {:>7}  {}",
+            s.id,
+            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.method,
+            output::bytes(s.size),
+            output::bytes(s.new_bytes),
+            s.lock_seconds
+                .map(|l| format!("{:.2}", l * 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            s.gtid_executed.as_deref().unwrap_or("-").replace('\n', "")
+        );
+    }
+    for g in &r.gaps {
+        outln!(
+            "GAP in the binlog archive of {} (found {}): {}",
+            g.server_uuid,
+            g.detected_at.format("%Y-%m-%d %H:%M:%S"),
+            g.detail
+        );
+    }
+    for b in &r.binlog {
+        outln!(
+            "binlog of {}: {} files, {}",
+            b.server_uuid,
+            b.files,
+            output::bytes(b.bytes)
+        );
+        let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        for range in &b.ranges {
             outln!(
-                "{:<26} {:<20} {:<8} {:>10} {:>10} {:>7}  gtid_executed",
-                "snapshot",
-                "time (UTC)",
-                "method",
-                "size",
-                "new",
-                "lock ms"
+                "  {} .. {}   {} .. {}",
+                range.first_file,
+                range.last_file,
+                t(range.start),
+                t(range.end)
             );
         }
-        for s in &r.snapshots {
+        for w in &b.windows {
             outln!(
-                "{:<26} {:<20} {:<8} {:>10} {:>10} {:>7}  {}",
-                s.id,
-                s.time.format("%Y-%m-%d %H:%M:%S"),
-                s.method,
-                output::bytes(s.size),
-                output::bytes(s.new_bytes),
-                s.lock_seconds
-                    .map(|l| format!("{:.2}", l * 1000.0))
-                    .unwrap_or_else(|| "-".into()),
-                s.gtid_executed.as_deref().unwrap_or("-").replace('\n', "")
+                "  restorable {} .. {}   (from snapshot {}, {} .. {})",
+                t(Some(w.start)),
+                t(w.end),
+                w.first_snapshot,
+                w.first_file,
+                w.last_file
             );
         }
-        for g in &r.gaps {
-            outln!(
-                "GAP in the binlog archive of {} (found {}): {}",
-                g.server_uuid,
-                g.detected_at.format("%Y-%m-%d %H:%M:%S"),
-                g.detail
-            );
+        for g in &b.gaps {
+            outln!("  HOLE: {}", g.detail);
         }
-        for b in &r.binlog {
-            outln!(
-                "binlog of {}: {} files, {}",
-                b.server_uuid,
-                b.files,
-                output::bytes(b.bytes)
-            );
-            let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| "?".into())
-            };
-            for range in &b.ranges {
-                outln!(
-                    "  {} .. {}   {} .. {}",
-                    range.first_file,
-                    range.last_file,
-                    t(range.start),
-                    t(range.end)
-                );
-            }
-            for w in &b.windows {
-                outln!(
-                    "  restorable {} .. {}   (from snapshot {}, {} .. {})",
-                    t(Some(w.start)),
-                    t(w.end),
-                    w.first_snapshot,
-                    w.first_file,
-                    w.last_file
-                );
-            }
-            for g in &b.gaps {
-                outln!("  HOLE: {}", g.detail);
-            }
-        }
-    });
-    Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -168,11 +176,7 @@ struct VerifyOutput {
 }
 
 pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
-    let (store, out) = (&ctx.store, ctx.out);
-    let repo = ops::repos::open(
-        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
-        &store.options(),
-    )?;
+    let targets = each_repo::targets(a.repo.as_ref(), ctx.cfg())?;
     // Checked before reading anything: a missing binary is a usage error, not an hour later.
     let mysqld = match a.restore_test {
         false => None,
@@ -192,8 +196,26 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
                 })?,
         ),
     };
+    each_repo::run(
+        ctx.out,
+        &targets,
+        |t| match ops::repos::open(&t.location, &ctx.store.options()) {
+            Ok(repo) => verify_one(a, ctx.out, &repo, mysqld.as_deref()),
+            Err(e) => Err(e).into(),
+        },
+        print_verify,
+    )
+}
+
+/// Verifies one repository (and restore-tests it when asked) and records the result in it.
+fn verify_one(
+    a: &VerifyArgs,
+    out: output::Output,
+    repo: &std::sync::Arc<crate::repo::Repo>,
+    mysqld: Option<&std::path::Path>,
+) -> each_repo::Done<VerifyOutput> {
     let started = chrono::Utc::now();
-    let checked = ops::verify::run(&repo, !a.no_read_data, |done, total| {
+    let checked = ops::verify::run(repo, !a.no_read_data, |done, total| {
         if total > 0 && (done % 16 == 0 || done == total) {
             out.progress(&format!("verifying packs {done}/{total}"));
         }
@@ -202,8 +224,8 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
     let integrity = match checked {
         Ok(r) => r,
         Err(e) => {
-            record_verify(&repo, started, !a.no_read_data, Err(e.to_string()), None);
-            return Err(e);
+            record_verify(repo, started, !a.no_read_data, Err(e.to_string()), None);
+            return Err(e).into();
         }
     };
     let damaged = !integrity.problems.is_empty();
@@ -212,14 +234,14 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         restore_test: None,
     };
     let mut test_error = None;
-    if let (Some(mysqld), false) = (&mysqld, damaged) {
+    if let (Some(mysqld), false) = (mysqld, damaged) {
         let request = ops::restore_test::RestoreTestRequest {
             snapshot: a.snapshot.as_deref().unwrap_or("latest"),
             mysqld,
             scratch: a.scratch_dir.as_deref(),
             content_check: !a.no_content_check,
         };
-        let tested = ops::restore_test::run(&repo, &request, &|s| out.progress(s));
+        let tested = ops::restore_test::run(repo, &request, &|s| out.progress(s));
         out.progress_done();
         match tested {
             Ok(t) => output.restore_test = Some(t),
@@ -232,25 +254,26 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         (None, None) => None,
     };
     record_verify(
-        &repo,
+        repo,
         started,
         !a.no_read_data,
         Ok(&output.integrity),
         tested,
     );
-    print_verify(out, &output);
-    if let Some(e) = test_error {
-        return Err(e);
+    let error = test_error.or_else(|| {
+        damaged.then(|| {
+            RepoError::integrity(
+                &output.integrity.repo,
+                "the repository",
+                format!("{} problem(s) found", output.integrity.problems.len()),
+            )
+            .into()
+        })
+    });
+    each_repo::Done {
+        report: Some(output),
+        error,
     }
-    if damaged {
-        return Err(RepoError::integrity(
-            &output.integrity.repo,
-            "the repository",
-            format!("{} problem(s) found", output.integrity.problems.len()),
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// Leaves the result in the repository for `status`; a repository that takes no record
@@ -277,8 +300,8 @@ fn record_verify(
     }
 }
 
-fn print_verify(out: output::Output, v: &VerifyOutput) {
-    out.report(v, |v| {
+fn print_verify(v: &VerifyOutput) {
+    {
         let r = &v.integrity;
         outln!(
             "{}: {} packs, {} blobs, {} read, {} snapshots, {} binlog segments",
@@ -337,7 +360,7 @@ fn print_verify(out: output::Output, v: &VerifyOutput) {
                 None => outln!("  content check skipped (--no-content-check)"),
             }
         }
-    });
+    }
 }
 
 #[derive(Args, Debug)]

@@ -186,6 +186,35 @@ pub struct SourceInfo {
 }
 
 impl SnapshotManifest {
+    /// A logical snapshot of server `server_uuid` taken at `time`, with no files, GTIDs or
+    /// coordinates, for tests of the logic above the repository.
+    #[cfg(test)]
+    pub fn sample(id: &str, time: DateTime<Utc>, server_uuid: &str) -> Self {
+        SnapshotManifest {
+            id: id.into(),
+            method: "logical".into(),
+            time,
+            started: time,
+            finished: time,
+            host: "h".into(),
+            source: Some(SourceInfo {
+                address: "db1:3306".into(),
+                server_uuid: server_uuid.into(),
+                server_id: 1,
+                flavor: "MySQL".into(),
+                version: "9.7".into(),
+            }),
+            binlog_file: None,
+            binlog_position: None,
+            gtid_executed: None,
+            lock_seconds: None,
+            size: 0,
+            new_bytes: 0,
+            files: Vec::new(),
+            extra: Default::default(),
+        }
+    }
+
     /// For a snapshot of plain files (no source server), the path that was backed up.
     pub fn backed_up_path(&self) -> Option<&str> {
         self.extra.get("path").and_then(|p| p.as_str())

@@ -55,19 +55,9 @@ fn template_at(time: chrono::DateTime<Utc>) -> SnapshotManifest {
     SnapshotManifest {
         id: new_snapshot_id(time),
         method: "files".into(),
-        time,
-        started: time,
-        finished: time,
         host: "test".into(),
         source: None,
-        binlog_file: None,
-        binlog_position: None,
-        gtid_executed: None,
-        lock_seconds: None,
-        size: 0,
-        new_bytes: 0,
-        files: Vec::new(),
-        extra: Default::default(),
+        ..SnapshotManifest::sample("", time, "")
     }
 }
 

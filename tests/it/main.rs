@@ -23,6 +23,7 @@ mod pitr;
 mod pitr_trust;
 mod prune;
 mod restore_resume;
+mod retention;
 mod seed;
 mod status;
 mod storage_s3;

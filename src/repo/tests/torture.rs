@@ -34,6 +34,7 @@ use super::super::config::RepoConfig;
 use super::super::key::RepoKey;
 use super::super::manifest::SnapshotManifest;
 use super::super::prune::{self, Forget};
+use super::super::retention::{self, RetentionPolicy};
 use super::super::writer::MultiWriter;
 use super::super::{PRUNED_KEY, Repo, copy, pruned_mark, snapshot_key, verify};
 use crate::storage::Storage;
@@ -159,6 +160,13 @@ struct World {
     origins: Vec<Origin>,
     slots: Vec<Slot>,
     time: DateTime<Utc>,
+    /// Backups taken so far: their number sets the time between them.
+    backups: u64,
+    /// Draws for the retention policies of prunes. A stream of its own, so the sequences of
+    /// the regression seeds stay the ones that found their defects; those seeds prune by
+    /// keep-last only.
+    policy_rng: Rng,
+    calendar: bool,
     log: Vec<String>,
     kills: u64,
     /// Delta blobs prunes left out of the index: each one a delta the old prune kept.
@@ -225,6 +233,9 @@ impl World {
             origins: Vec::new(),
             slots,
             time: "2026-01-01T00:00:00Z".parse().expect("time"),
+            backups: 0,
+            policy_rng: Rng::new(seed ^ 0x7e7e_7e7e),
+            calendar: !REGRESSION_SEEDS.iter().any(|(s, _)| *s == seed),
             log: Vec::new(),
             kills: 0,
             dropped_deltas: 0,
@@ -408,7 +419,10 @@ impl World {
                 None => return self.note("  could not open (killed)".into()),
             }
         }
-        self.time += chrono::Duration::seconds(1);
+        // Snapshots a second to weeks apart, so that hourly to yearly buckets all matter.
+        const GAPS: [i64; 7] = [1, 2_400, 25_200, 86_400, 90_000, 518_400, 2_851_200];
+        self.time += chrono::Duration::seconds(GAPS[(self.backups * 5 % 7) as usize]);
+        self.backups += 1;
         let expected = Expected {
             origin: o,
             time: self.time,
@@ -472,27 +486,51 @@ impl World {
             .map(|(id, _)| (k, id.clone()))
     }
 
+    /// Keep-last `n`, and for all but the regression seeds some calendar rules and a PITR
+    /// window too.
+    fn retention_policy(&mut self, n: u32) -> RetentionPolicy {
+        let mut policy = RetentionPolicy {
+            keep_last: Some(n),
+            ..Default::default()
+        };
+        if !self.calendar {
+            return policy;
+        }
+        let r = &mut self.policy_rng;
+        let mut count = || (r.below(3) > 0).then(|| 1 + r.below(3) as u32);
+        policy.keep_hourly = count();
+        policy.keep_daily = count();
+        policy.keep_weekly = count();
+        policy.keep_monthly = count();
+        policy.keep_yearly = count();
+        if self.policy_rng.chance(30) {
+            let days = 1 + self.policy_rng.below(20) as i64;
+            policy.keep_pitr_window = Some(chrono::Duration::days(days));
+        }
+        policy
+    }
+
     fn prune(&mut self) {
         let i = self.rng.below(2) as usize;
         let ids: Vec<String> = self.slots[i].committed.keys().cloned().collect();
         let forget: Vec<String> = match self.rng.below(3) {
-            // Keep the last N of each origin.
+            // Keep the last N of each origin, and by calendar rules.
             0 => {
-                let n = 1 + self.rng.below(2) as usize;
-                let mut by_origin: BTreeMap<usize, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
-                for (id, e) in &self.slots[i].committed {
-                    by_origin
-                        .entry(e.origin)
-                        .or_default()
-                        .push((e.time, id.clone()));
-                }
-                by_origin
-                    .into_values()
-                    .flat_map(|mut v| {
-                        v.sort();
-                        v.truncate(v.len().saturating_sub(n));
-                        v.into_iter().map(|(_, id)| id)
+                let n = 1 + self.rng.below(2) as u32;
+                let policy = self.retention_policy(n);
+                self.note(format!("  policy {}", policy.describe()));
+                let manifests: Vec<SnapshotManifest> = self.slots[i]
+                    .committed
+                    .iter()
+                    .map(|(id, e)| SnapshotManifest {
+                        id: id.clone(),
+                        extra: [("path".to_string(), format!("origin {}", e.origin).into())].into(),
+                        ..super::template_at(e.time)
                     })
+                    .collect();
+                let kept = retention::keep(&manifests, &policy, self.time);
+                ids.into_iter()
+                    .filter(|id| !kept.contains_key(id))
                     .collect()
             }
             // Any of them.
