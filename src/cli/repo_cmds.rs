@@ -164,11 +164,24 @@ struct VerifyOutput {
 }
 
 pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
+    let location = super::config::one_repo(a.repo.as_ref(), ctx.cfg())?;
+    let clock = std::time::Instant::now();
+    let result = verify_one(a, ctx, &location);
+    ctx.metrics.record(super::metrics::verify(
+        &location,
+        result.is_ok(),
+        clock.elapsed().as_secs_f64(),
+        chrono::Utc::now(),
+    ));
+    result
+}
+
+fn verify_one(a: &VerifyArgs, ctx: &super::Ctx, location: &str) -> Result<()> {
     let (store, out) = (&ctx.store, ctx.out);
-    let repo = ops::repos::open(
-        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
-        &store.options(),
-    )?;
+    let repo = ops::repos::open(location, &store.options())?;
+    if let Ok(n) = ops::stream::unresolved_gaps(&repo) {
+        ctx.metrics.record(super::metrics::gaps(location, n));
+    }
     // Checked before reading anything: a missing binary is a usage error, not an hour later.
     let mysqld = match a.restore_test {
         false => None,
@@ -194,6 +207,8 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         }
     })?;
     out.progress_done();
+    ctx.metrics
+        .record(super::metrics::verify_problems(location, integrity.problems.len()));
     let damaged = !integrity.problems.is_empty();
     let mut output = VerifyOutput {
         integrity,
@@ -207,6 +222,8 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
         };
         let tested = ops::restore_test::run(&repo, &request, &|s| out.progress(s));
         out.progress_done();
+        ctx.metrics
+            .record(super::metrics::restore_test(location, tested.as_ref().ok()));
         match tested {
             Ok(t) => output.restore_test = Some(t),
             Err(e) => {
