@@ -37,6 +37,8 @@ pub enum ErrorKind {
     TargetRefused,
     /// Nothing in the repository satisfies the request (no snapshot before TIME, ...).
     NotFound,
+    /// `status` found a critical problem.
+    Unhealthy,
     /// Stopped by a signal.
     Interrupted,
     /// A bug, or a failure nothing above describes.
@@ -89,6 +91,13 @@ pub enum Error {
 
     #[error("{0}")]
     NotFound(String),
+
+    /// A restored table differs from what the backup read; the message names the tables.
+    #[error("{0}")]
+    ContentMismatch(String),
+    /// `status` found critical problems; the message counts them and names the first.
+    #[error("{0}")]
+    Unhealthy(String),
 
     #[error("interrupted")]
     Interrupted,
@@ -145,6 +154,8 @@ impl Error {
             Error::TargetRefused(_) => ErrorKind::TargetRefused,
             Error::BinlogGap(_) => ErrorKind::BinlogGap,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::ContentMismatch(_) => ErrorKind::Integrity,
+            Error::Unhealthy(_) => ErrorKind::Unhealthy,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
         }

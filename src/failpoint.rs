@@ -4,7 +4,8 @@
 //! e.g. `MYVAULT_FAILPOINTS="dump-after-snapshot=sleep(3000);restore-after-chunk=abort(3)"`.
 //!
 //! Actions: `sleep(MS)` pauses each time; `abort(N)` kills the process without cleanup on the
-//! N-th hit, as `kill -9` would.
+//! N-th hit, as `kill -9` would; `trace()` prints a line on each hit, so a test can count the
+//! hits of an uninterrupted run and then kill a run at a random one of them.
 
 /// Marks a failpoint; does nothing unless the build has the `failpoints` feature and the
 /// environment names it.
@@ -30,6 +31,7 @@ mod active {
     enum Action {
         Sleep(u64),
         Abort(u64),
+        Trace,
     }
 
     fn table() -> &'static HashMap<String, Action> {
@@ -40,10 +42,11 @@ mod active {
                 .filter_map(|item| {
                     let (name, action) = item.split_once('=')?;
                     let (verb, arg) = action.trim().strip_suffix(')')?.split_once('(')?;
-                    let n: u64 = arg.parse().ok()?;
+                    let n = || arg.parse::<u64>().ok();
                     let action = match verb {
-                        "sleep" => Action::Sleep(n),
-                        "abort" => Action::Abort(n.max(1)),
+                        "sleep" => Action::Sleep(n()?),
+                        "abort" => Action::Abort(n()?.max(1)),
+                        "trace" => Action::Trace,
                         _ => return None,
                     };
                     Some((name.trim().to_string(), action))
@@ -58,6 +61,9 @@ mod active {
         };
         match *action {
             Action::Sleep(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            // Test-only code: the test counts these lines.
+            #[allow(clippy::print_stderr)]
+            Action::Trace => eprintln!("myvault: failpoint {name}: hit"),
             Action::Abort(n) => {
                 static HITS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
                 let mut hits = HITS.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,6 +22,7 @@ pub mod secret;
 pub mod seed;
 pub mod server;
 pub mod snapshot;
+pub mod staging;
 pub mod storage;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod test_rng;

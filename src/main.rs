@@ -22,6 +22,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::BinlogGap => 11,
         ErrorKind::TargetRefused => 12,
         ErrorKind::NotFound => 13,
+        ErrorKind::Unhealthy => 14,
         ErrorKind::Interrupted => 130,
     }
 }

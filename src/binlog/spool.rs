@@ -346,6 +346,7 @@ impl Spool {
             if cur.complete > cur.synced {
                 cur.file.get_ref().sync_data().map_err(io_err(&cur.path))?;
                 cur.synced = cur.complete;
+                crate::failpoint::hit("stream-after-spool-sync");
             }
             cur.last_sync = Instant::now();
         }

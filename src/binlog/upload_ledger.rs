@@ -296,7 +296,11 @@ mod tests {
         }
     }
 
-    fn by_repo(l: &UploadLedger, now: i64, rx: Option<&Receiving>) -> HashMap<String, RepoUploadStatus> {
+    fn by_repo(
+        l: &UploadLedger,
+        now: i64,
+        rx: Option<&Receiving>,
+    ) -> HashMap<String, RepoUploadStatus> {
         l.view(at(now), rx)
             .into_iter()
             .map(|s| (s.repo.clone(), s))
@@ -365,14 +369,23 @@ mod tests {
             unsubmitted_since: Some(at(70)),
         };
         let v = by_repo(&l, 100, Some(&rx));
-        assert_eq!(v["s3"].upload_lag_seconds, 90.0, "oldest commit s3 lacks: t=10");
+        assert_eq!(
+            v["s3"].upload_lag_seconds, 90.0,
+            "oldest commit s3 lacks: t=10"
+        );
         assert_eq!(v["s3"].pending_bytes, 2000);
         assert!(!v["s3"].healthy);
-        assert_eq!(v["s3"].last_error.as_deref(), Some("s3: connection refused"));
+        assert_eq!(
+            v["s3"].last_error.as_deref(),
+            Some("s3: connection refused")
+        );
         assert_eq!(v["s3"].last_error_time, Some(at(41)));
         assert_eq!(v["s3"].failing_since, Some(at(11)));
         assert_eq!(v["s3"].failed_uploads, 2);
-        assert_eq!(v["local"].upload_lag_seconds, 30.0, "received at 70, not handed over yet");
+        assert_eq!(
+            v["local"].upload_lag_seconds, 30.0,
+            "received at 70, not handed over yet"
+        );
         assert_eq!(v["local"].pending_bytes, 200);
         assert!(v["local"].healthy && v["local"].last_error.is_none());
         assert_eq!(l.archived_everywhere(), 0);
@@ -402,7 +415,10 @@ mod tests {
         l.submitted(&j);
         l.failed("no repository could be locked", at(2));
         let v = by_repo(&l, 3, None);
-        assert!(v.values().all(|s| !s.healthy && s.upload_lag_seconds == 2.0));
+        assert!(
+            v.values()
+                .all(|s| !s.healthy && s.upload_lag_seconds == 2.0)
+        );
         l.uploaded(&j, &[ok("a"), ok("b")], at(4));
         l.forget("u", "binlog.000003");
         assert!(l.received.is_empty() && l.repos.iter().all(|r| r.archived.is_empty()));

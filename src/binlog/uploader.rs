@@ -136,7 +136,9 @@ impl Uploader {
 
     /// `repo` holds `len` bytes of the file already (an earlier run archived them).
     pub fn held(&self, repo: &str, server_uuid: &str, file: &str, len: u64) {
-        lock(&self.shared.0).ledger.held(repo, server_uuid, file, len);
+        lock(&self.shared.0)
+            .ledger
+            .held(repo, server_uuid, file, len);
     }
 
     /// A handle that reads the upload state from other threads.

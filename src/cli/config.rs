@@ -38,6 +38,7 @@ pub struct Config {
     pub backup: Option<BackupSection>,
     pub stream: Option<StreamSection>,
     pub restore: Option<RestoreSection>,
+    pub status: Option<super::status::StatusSection>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -135,6 +136,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     ];
     for n in jobs.into_iter().flatten() {
         super::check_jobs(n).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    }
+    if let Some(st) = &cfg.status {
+        st.limits()
+            .map_err(|e| Error::Usage(format!("{}: [status] {e}", path.display())))?;
     }
     if let Some(url) = cfg.source.as_ref().and_then(|s| s.url.as_deref()) {
         crate::mysql::url::MysqlUrl::parse(url)?;

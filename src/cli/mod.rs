@@ -23,6 +23,7 @@ pub mod prune;
 pub mod repo_cmds;
 pub mod restore;
 pub mod seed;
+pub mod status;
 pub mod store;
 
 use std::path::PathBuf;
@@ -61,7 +62,7 @@ use output::Output;
     long_about = None,
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 source unreachable, 4 access denied, \
 5 not MySQL / TLS failure, 6 source not ready, 7 repository locked, 8 integrity failure, \
-9 partial success, 10 storage error, 11 binlog gap, 12 target refused, 13 not found, 130 interrupted"
+9 partial success, 10 storage error, 11 binlog gap, 12 target refused, 13 not found, 14 unhealthy (status), 130 interrupted"
 )]
 pub struct Cli {
     /// Print one JSON object instead of text.
@@ -117,6 +118,8 @@ pub enum Command {
     /// Make a server a new replica of a running source: from a snapshot or a direct clone,
     /// attached by GTID, optionally waited for and verified.
     SeedReplica(seed::SeedArgs),
+    /// Every source in every repository, a timeline, and a verdict: exit 0 healthy, 14 not.
+    Status(status::StatusArgs),
     /// Check the configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -186,7 +189,6 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The command as `myvault_last_run_*{command}` names it.
-#[allow(unreachable_patterns)]
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Backup(_) => "backup",
@@ -202,9 +204,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Unlock(_) => "unlock",
         Command::Prune(_) => "prune",
         Command::SeedReplica(_) => "seed-replica",
+        Command::Status(_) => "status",
         Command::Config(_) => "config check",
-        // Commands added later, until they are named here.
-        _ => "other",
     }
 }
 
@@ -221,6 +222,7 @@ fn run_command(cli: &Cli, ctx: &Ctx) -> Result<()> {
         Command::Unlock(args) => repo_cmds::unlock(args, ctx),
         Command::Prune(args) => prune::run(args, ctx),
         Command::SeedReplica(args) => seed::run(args, ctx),
+        Command::Status(args) => status::run(args, ctx),
         Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), ctx),
     }
 }

@@ -21,12 +21,13 @@ pub struct PruneArgs {
     pub plan: bool,
 }
 
-fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
     let bad = || format!("'{s}' is not a duration like 90m, 36h, 14d or 8w");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = s.split_at(split);
     let n: i64 = n.parse().map_err(|_| bad())?;
     let d = match unit {
+        "s" => chrono::Duration::try_seconds(n),
         "m" => chrono::Duration::try_minutes(n),
         "h" => chrono::Duration::try_hours(n),
         "d" => chrono::Duration::try_days(n),

@@ -152,6 +152,10 @@ pub struct VerifyArgs {
     /// Directory for the restore test's data (default: the system's temporary directory).
     #[arg(long, value_name = "DIR", requires = "restore_test")]
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// Skip comparing every restored table with the checksums the backup recorded (the
+    /// rows as dumped; CHECK TABLE and CHECKSUM TABLE for clone snapshots).
+    #[arg(long, requires = "restore_test")]
+    pub no_content_check: bool,
 }
 
 /// `verify`'s output: the integrity report, plus the restore test when one ran.
@@ -201,24 +205,36 @@ fn verify_one(a: &VerifyArgs, ctx: &super::Ctx, location: &str) -> Result<()> {
                 })?,
         ),
     };
-    let integrity = ops::verify::run(&repo, !a.no_read_data, |done, total| {
+    let started = chrono::Utc::now();
+    let checked = ops::verify::run(&repo, !a.no_read_data, |done, total| {
         if total > 0 && (done % 16 == 0 || done == total) {
             out.progress(&format!("verifying packs {done}/{total}"));
         }
-    })?;
+    });
     out.progress_done();
-    ctx.metrics
-        .record(super::metrics::verify_problems(location, integrity.problems.len()));
+    let integrity = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            record_verify(&repo, started, !a.no_read_data, Err(e.to_string()), None);
+            return Err(e);
+        }
+    };
+    ctx.metrics.record(super::metrics::verify_problems(
+        location,
+        integrity.problems.len(),
+    ));
     let damaged = !integrity.problems.is_empty();
     let mut output = VerifyOutput {
         integrity,
         restore_test: None,
     };
+    let mut test_error = None;
     if let (Some(mysqld), false) = (&mysqld, damaged) {
         let request = ops::restore_test::RestoreTestRequest {
             snapshot: a.snapshot.as_deref().unwrap_or("latest"),
             mysqld,
             scratch: a.scratch_dir.as_deref(),
+            content_check: !a.no_content_check,
         };
         let tested = ops::restore_test::run(&repo, &request, &|s| out.progress(s));
         out.progress_done();
@@ -226,13 +242,25 @@ fn verify_one(a: &VerifyArgs, ctx: &super::Ctx, location: &str) -> Result<()> {
             .record(super::metrics::restore_test(location, tested.as_ref().ok()));
         match tested {
             Ok(t) => output.restore_test = Some(t),
-            Err(e) => {
-                print_verify(out, &output);
-                return Err(e);
-            }
+            Err(e) => test_error = Some(e),
         }
     }
+    let tested = match (&output.restore_test, &test_error) {
+        (Some(t), _) => Some(Ok(t)),
+        (None, Some(e)) => Some(Err(e.to_string())),
+        (None, None) => None,
+    };
+    record_verify(
+        &repo,
+        started,
+        !a.no_read_data,
+        Ok(&output.integrity),
+        tested,
+    );
     print_verify(out, &output);
+    if let Some(e) = test_error {
+        return Err(e);
+    }
     if damaged {
         return Err(RepoError::integrity(
             &output.integrity.repo,
@@ -242,6 +270,29 @@ fn verify_one(a: &VerifyArgs, ctx: &super::Ctx, location: &str) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Leaves the result in the repository for `status`; a repository that takes no record
+/// (read-only, or gone meanwhile) does not change the verify's own outcome.
+fn record_verify(
+    repo: &crate::repo::Repo,
+    started: chrono::DateTime<chrono::Utc>,
+    read_data: bool,
+    integrity: std::result::Result<&ops::verify::VerifyReport, String>,
+    restore_test: Option<std::result::Result<&ops::restore_test::RestoreTestReport, String>>,
+) {
+    let outcome = ops::verify::Outcome {
+        started,
+        read_data,
+        integrity,
+        restore_test,
+    };
+    if let Err(e) = ops::verify::record(repo, &outcome) {
+        eprintln!(
+            "myvault: warning: the result was not recorded in {} (status will not see it): {e}",
+            repo.name()
+        );
+    }
 }
 
 fn print_verify(out: output::Output, v: &VerifyOutput) {
@@ -268,6 +319,19 @@ fn print_verify(out: output::Output, v: &VerifyOutput) {
                 outln!("    affects {a}");
             }
         }
+        if !r.damaged_snapshots.is_empty() {
+            outln!(
+                "  snapshots that cannot be restored: {}",
+                r.damaged_snapshots.join(", ")
+            );
+        }
+        for s in &r.damaged_segments {
+            outln!(
+                "  binlog {} of {} cannot be read: point-in-time recovery cannot pass it",
+                s.file,
+                s.source_uuid
+            );
+        }
         if r.problems.is_empty() {
             outln!("no problems found");
         }
@@ -286,6 +350,10 @@ fn print_verify(out: output::Output, v: &VerifyOutput) {
                 t.restore_seconds,
                 t.check_seconds
             );
+            match &t.content_check {
+                Some(c) => outln!("  {}", c.summary()),
+                None => outln!("  content check skipped (--no-content-check)"),
+            }
         }
     });
 }
@@ -314,8 +382,32 @@ pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
             r.index_files_copied,
             r.snapshots_copied,
             r.binlog_segments_copied
-        )
+        );
+        if r.deltas_without_base > 0 {
+            outln!(
+                "  {} delta chunk(s) left out of the index: their base is not in {} (run `myvault verify --repo {}`)",
+                r.deltas_without_base,
+                r.to,
+                r.from
+            );
+        }
+        for m in &r.manifests_skipped {
+            outln!("  NOT COPIED {m}");
+        }
     });
+    if !report.manifests_skipped.is_empty() {
+        // The source cannot give back what these need: as for verify, an integrity failure.
+        return Err(RepoError::integrity(
+            &report.from,
+            "the repository",
+            format!(
+                "{} manifest(s) not copied: they need chunks that cannot be read; run `myvault verify --repo {}`",
+                report.manifests_skipped.len(),
+                report.from
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -73,6 +73,13 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_users: bool,
 
+    /// Skip the content check: reading every restored table back and comparing it with the
+    /// checksums the backup recorded (logical: each table's rows as dumped; clone: CHECK
+    /// TABLE, and CHECKSUM TABLE when recorded, when a server is started on --datadir to
+    /// replay).
+    #[arg(long)]
+    pub no_content_check: bool,
+
     /// Restore to this instant: every transaction committed at or before it, none after.
     /// RFC 3339, or YYYY-MM-DD HH:MM:SS[.ffffff] in the local time zone.
     #[arg(long, value_name = "TIME", conflicts_with_all = ["to_gtid", "before_gtid"])]
@@ -129,6 +136,7 @@ impl RestoreArgs {
             keep_load_settings: false,
             force: self.force,
             users: !self.no_users,
+            content_check: !self.no_content_check,
         }
     }
 
@@ -246,6 +254,17 @@ fn print_pitr_report(r: &ops::pitr::PitrReport) {
         r.replay.transactions as f64 / r.replay.seconds.max(0.001),
         r.replay.final_gtids
     );
+    // A load the interrupted run finished was checked by that run.
+    if let Some(l) = &r.load {
+        print_content_check(l.content_check.as_ref());
+    }
+}
+
+fn print_content_check(c: Option<&crate::restore::content_check::ContentCheckReport>) {
+    match c {
+        Some(c) => outln!("  {}", c.summary()),
+        None => outln!("  content check skipped (--no-content-check)"),
+    }
 }
 
 pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
@@ -312,6 +331,8 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             keep_uuid: a.keep_server_uuid,
             engine: Engine::parse(&a.engine, a.replay_listen.as_deref())?,
             pitr: pitr_with,
+            content_check: !a.no_content_check,
+            jobs,
         };
         let report = ops::restore_datadir::run(&repo, &req, &|applied, _, _| {
             out.progress(&format!("replaying: {applied} transactions applied"))
@@ -322,6 +343,9 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
                 print_plan(p);
             }
             outln!("restored snapshot {} into {}: {} files, {}", r.restored.snapshot, r.restored.dest, r.restored.files, output::bytes(r.restored.bytes));
+            if let Some(c) = &r.content_check {
+                outln!("  {}", c.summary());
+            }
             if let Some(rep) = &r.replay {
                 outln!("  replayed {} transactions in {:.1} s; gtid_executed = {}", rep.transactions, rep.seconds, rep.final_gtids);
             }
@@ -411,6 +435,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             if let Some(g) = &r.gtid_purged {
                 outln!("  gtid_purged set to {g}");
             }
+            print_content_check(r.content_check.as_ref());
             for v in &r.server_settings {
                 outln!(
                     "  {} was {} on the target, {} during the load, put back",

@@ -628,14 +628,6 @@ fn damage_seeds() -> Vec<Vec<u8>> {
 
 fn is_integrity(e: crate::repo::RepoError) -> Result<(), String> {
     let text = e.to_string();
-    // A pack the index names but the store lacks is still "not found" (exit 10) on restore,
-    // where verify says integrity (8): issue 18 item 11, fixed with the repository work.
-    // Until then it is allowed here, and only for packs.
-    if let crate::repo::RepoError::Storage(crate::storage::StorageError::NotFound { key, .. }) = &e
-        && key.starts_with("packs/")
-    {
-        return Ok(());
-    }
     match Error::from(e).kind() {
         ErrorKind::Integrity => Ok(()),
         kind => Err(format!("{kind:?}: {text}")),

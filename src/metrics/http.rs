@@ -27,10 +27,14 @@ pub fn serve(addr: &str, render: Render) -> io::Result<SocketAddr> {
         .name("metrics".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                // A failed accept (the client gave up, descriptors ran out for a moment)
-                // concerns that client only.
-                if let Ok(conn) = conn {
-                    let _ = answer(conn, &render);
+                match conn {
+                    // A client that misbehaves concerns that client only.
+                    Ok(conn) => {
+                        let _ = answer(conn, &render);
+                    }
+                    // A failed accept (descriptors ran out for a moment) is retried after a
+                    // pause rather than spun on.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         })?;
@@ -47,7 +51,10 @@ fn answer(mut conn: TcpStream, render: &Render) -> io::Result<()> {
     let path = target.split('?').next().unwrap_or("");
     let (status, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => ("200 OK", render()),
-        ("GET" | "HEAD", _) => ("404 Not Found", "not found; metrics are at /metrics\n".into()),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "not found; metrics are at /metrics\n".into(),
+        ),
         _ => ("405 Method Not Allowed", "only GET\n".into()),
     };
     let mut response = format!(
@@ -73,7 +80,10 @@ fn read_head(conn: &mut TcpStream) -> io::Result<String> {
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
         if head.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "request too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request too long",
+            ));
         }
         let n = conn.read(&mut buf)?;
         if n == 0 {

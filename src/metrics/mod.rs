@@ -185,8 +185,11 @@ pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
             let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
             help = Some((name.to_string(), unescape(text)));
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').ok_or_else(|| err("TYPE without a type"))?;
-            let kind = Kind::parse(kind).ok_or_else(|| err("a type other than gauge or counter"))?;
+            let (name, kind) = rest
+                .split_once(' ')
+                .ok_or_else(|| err("TYPE without a type"))?;
+            let kind =
+                Kind::parse(kind).ok_or_else(|| err("a type other than gauge or counter"))?;
             let help = match help.take() {
                 Some((n, h)) if n == name => h,
                 _ => String::new(),
@@ -282,4 +285,3 @@ fn unescape(text: &str) -> String {
     }
     out
 }
-

@@ -142,7 +142,7 @@ fn http_serves_metrics_with_the_exposition_content_type_and_404_elsewhere() {
         ok.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
         "{ok}"
     );
-    assert!(ok.contains("\r\nContent-Length: 17\r\n"), "{ok}");
+    assert!(ok.contains("\r\nContent-Length: 19\r\n"), "{ok}");
     assert!(ok.ends_with("\r\n\r\n# TYPE m gauge\nm 1\n"), "{ok}");
     let with_query = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
     assert!(with_query.starts_with("HTTP/1.1 200 OK"), "{with_query}");

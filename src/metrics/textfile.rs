@@ -106,12 +106,9 @@ impl Textfile {
         let _lock = self.lock()?;
         let merged = merge(self.read()?, families);
         let text = super::render(&merged);
-        let tmp = sibling(
-            &self.path,
-            &format!(".tmp-{:016x}", rand::random::<u64>()),
-        );
-        let written = write_synced(&tmp, text.as_bytes())
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        let tmp = sibling(&self.path, &format!(".tmp-{:016x}", rand::random::<u64>()));
+        let written =
+            write_synced(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(&self.path)(e));

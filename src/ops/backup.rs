@@ -218,6 +218,14 @@ pub fn cold(repos: &[String], store: &OpenOptions, datadir: &Path) -> Result<Bac
 
 fn physical_taken(method: &'static str, snap: clone::PhysicalSnapshot) -> Taken {
     let has_binlog = !snap.binlog_file.is_empty();
+    let mut extra: BTreeMap<String, serde_json::Value> =
+        [("files".to_string(), serde_json::json!(snap.files))].into();
+    if let Some(sums) = &snap.table_checksums {
+        extra.insert(
+            crate::snapshot::checksums::MANIFEST_KEY.to_string(),
+            serde_json::json!(sums),
+        );
+    }
     Taken {
         method,
         time: snap.time,
@@ -225,7 +233,7 @@ fn physical_taken(method: &'static str, snap: clone::PhysicalSnapshot) -> Taken 
         binlog: has_binlog.then_some((snap.binlog_file, snap.binlog_position)),
         gtid_executed: Some(snap.gtid_executed),
         lock_seconds: None,
-        extra: [("files".to_string(), serde_json::json!(snap.files))].into(),
+        extra,
     }
 }
 

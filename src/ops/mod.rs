@@ -15,6 +15,7 @@ pub mod restore_files;
 pub mod restore_logical;
 pub mod restore_test;
 pub mod seed;
+pub mod status;
 pub mod stream;
 pub mod unlock;
 pub mod verify;

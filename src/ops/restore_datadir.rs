@@ -1,6 +1,7 @@
 //! `myvault restore --datadir DIR`: a clone or cold snapshot into a data directory, and with
 //! `--to-time`/`--to-gtid`/`--before-gtid` a replay of the archive on a temporary server
-//! started on it, shut down cleanly afterwards.
+//! started on it, shut down cleanly afterwards. That server first checks the restored tables
+//! against the `CHECKSUM TABLE` values the backup recorded (see `restore::content_check`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::repo::lock::{LockGuard, LockKind};
+use crate::restore::content_check::{self, ContentCheckReport};
 use crate::restore::datadir::{self, Owner};
 use crate::restore::files::FilesRestored;
 use crate::restore::pitr::archive_check::CheckReport;
@@ -27,6 +29,9 @@ pub struct DatadirReport {
     pub archive_check: Option<CheckReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayReport>,
+    /// The restored tables against the snapshot's checksums, before the replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_check: Option<ContentCheckReport>,
 }
 
 pub struct DatadirRequest<'a> {
@@ -37,6 +42,10 @@ pub struct DatadirRequest<'a> {
     pub engine: replay::Engine<'a>,
     /// Replay the archive up to a point, on a temporary server.
     pub pitr: Option<DatadirPitr<'a>>,
+    /// Check the restored tables (on the server started for the replay) before replaying.
+    pub content_check: bool,
+    /// Connections for the content check.
+    pub jobs: usize,
 }
 
 pub struct DatadirPitr<'a> {
@@ -63,6 +72,7 @@ pub fn run(
             plan: None,
             archive_check: None,
             replay: None,
+            content_check: None,
         });
     };
     // Everything is planned and checked before anything is written.
@@ -73,20 +83,31 @@ pub fn run(
         .clone()
         .ok_or_else(|| Error::Internal("plan without snapshot".into()))?;
     let archive_check = super::pitr::check_archive(&plan, pitr.check_archive, pitr.check_progress)?;
-    let restored = datadir::restore(repo, &snap, req.dir, None, req.keep_uuid)?;
-    let server = temporary_server(&mysqld, req.dir, &[])?;
+    let recorded = content_check::recorded_checksums(&snap)?;
     let stop = plan
         .stop
         .clone()
         .ok_or_else(|| Error::Internal("plan without boundary".into()))?;
-    let result = replay::run(
-        req.engine,
-        &server.root_options(),
-        plan.replay_files(),
-        stop,
-        &plan.end_set,
-        progress,
-    );
+    let restored = datadir::restore(repo, &snap, req.dir, None, req.keep_uuid)?;
+    let server = temporary_server(&mysqld, req.dir, &[])?;
+    // The snapshot as restored, before the replay changes it: CHECK TABLE, and CHECKSUM TABLE
+    // where the backup recorded values.
+    let checked = match req.content_check {
+        true => content_check::physical(&server.root_options(), recorded.as_ref(), req.jobs, false)
+            .map(Some),
+        false => Ok(None),
+    };
+    let result = checked.and_then(|checked| {
+        let replayed = replay::run(
+            req.engine,
+            &server.root_options(),
+            plan.replay_files(),
+            stop,
+            &plan.end_set,
+            progress,
+        )?;
+        Ok((checked, replayed))
+    });
     let run_dir = server.config().rundir.clone();
     let log = server.config().error_log();
     // A clean shutdown, so the directory starts without crash recovery.
@@ -94,7 +115,7 @@ pub fn run(
         .shutdown()
         .map_err(|e| Error::Internal(e.to_string()))?;
     // On failure the temporary server's log is kept: it says why the replay stopped.
-    let replay = result
+    let (content_check, replay) = result
         .map_err(|e| e.with_note(&format!("the temporary server's log is {}", log.display())))?;
     let _ = std::fs::remove_dir_all(run_dir);
     if !req.keep_uuid {
@@ -108,5 +129,6 @@ pub fn run(
         plan: Some(plan),
         archive_check,
         replay: Some(replay),
+        content_check,
     })
 }

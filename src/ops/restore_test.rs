@@ -1,7 +1,8 @@
 //! `myvault verify --restore-test`: restores a snapshot on a temporary server of myvault's
 //! own and checks that what comes back is what the manifest promises: the server starts on it,
-//! every table reads to the end, the GTID set is the snapshot's, and (logical snapshots) the
-//! row count is the one dumped. A backup is only as good as its last restore.
+//! every table reads to the end, the GTID set is the snapshot's, (logical snapshots) the
+//! row count is the one dumped, and every table's content equals what the backup read (see
+//! `restore::content_check`). A backup is only as good as its last restore.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::mysql::session::{Session, quote_ident};
 use crate::repo::Repo;
 use crate::repo::lock::{LockGuard, LockKind};
 use crate::repo::manifest::SnapshotManifest;
+use crate::restore::content_check::{self, ContentCheckReport};
 use crate::restore::datadir;
 use crate::restore::logical::{LoadOptions, LoadProgress};
 use crate::server::{Mysqld, RunningServer, ServerConfig};
@@ -33,6 +35,9 @@ pub struct RestoreTestReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_dumped: Option<u64>,
     pub gtid_executed: String,
+    /// Every table against the snapshot's checksums; absent with `--no-content-check`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_check: Option<ContentCheckReport>,
 }
 
 pub struct RestoreTestRequest<'a> {
@@ -40,6 +45,8 @@ pub struct RestoreTestRequest<'a> {
     pub mysqld: &'a Path,
     /// Where the temporary data directory goes (default: the system's temporary directory).
     pub scratch: Option<&'a Path>,
+    /// Compare every table with the checksums the backup recorded.
+    pub content_check: bool,
 }
 
 pub fn run(
@@ -71,8 +78,10 @@ pub fn run(
         snap.id,
         datadir.display()
     ));
-    let server = match restore(repo, &snap, &mysqld, &work, &datadir) {
-        Ok(server) => server,
+    let recorded = content_check::recorded_checksums(&snap)?;
+    let (server, restored) = match restore(repo, &snap, &mysqld, &work, &datadir, req.content_check)
+    {
+        Ok(restored) => restored,
         Err(e) => {
             return Err(e.with_note(&format!("the test's files are kept in {}", work.display())));
         }
@@ -80,11 +89,26 @@ pub fn run(
     let restore_seconds = started.elapsed().as_secs_f64();
     status("reading every table back");
     let checked = Instant::now();
-    let result = check(&server, &snap);
+    let result = (|| {
+        // A logical load compared the rows as it finished; a data directory is compared here.
+        let content = match (restored, req.content_check) {
+            (Restored::Loaded(checked), _) => checked,
+            // Every full row is read (CHECKSUM TABLE) even when no values were recorded.
+            (Restored::Datadir, true) => Some(content_check::physical(
+                &server.root_options(),
+                recorded.as_ref(),
+                CHECK_JOBS,
+                true,
+            )?),
+            (Restored::Datadir, false) => None,
+        };
+        let (tables, rows, gtids) = check(&server, &snap, content.is_none())?;
+        Ok::<_, Error>((tables, rows, gtids, content))
+    })();
     let log = server.config().error_log();
     let run = server.config().rundir.clone();
     let shutdown = server.shutdown();
-    let (tables, rows, gtids) = result.map_err(|e| {
+    let (tables, rows, gtids, content_check) = result.map_err(|e| {
         e.with_note(&format!(
             "the test's files are kept in {}; the server's log is {}",
             work.display(),
@@ -103,7 +127,19 @@ pub fn run(
         rows,
         rows_dumped: rows_dumped(&snap),
         gtid_executed: gtids,
+        content_check,
     })
+}
+
+/// Connections of the restore test's load and content check.
+const CHECK_JOBS: usize = 2;
+
+/// How the snapshot came onto the test server.
+enum Restored {
+    /// A logical load, with its content check when one was asked for.
+    Loaded(Option<ContentCheckReport>),
+    /// A data directory, checked once its server runs.
+    Datadir,
 }
 
 /// The snapshot on a running temporary server.
@@ -113,12 +149,13 @@ fn restore(
     mysqld: &Mysqld,
     work: &Path,
     datadir: &Path,
-) -> Result<RunningServer> {
+    content_check: bool,
+) -> Result<(RunningServer, Restored)> {
     crate::private_fs::create_dir_all(work)
         .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
     if snap.method != "logical" {
         datadir::restore(repo, snap, datadir, None, false)?;
-        return temporary_server(mysqld, datadir, &[]);
+        return Ok((temporary_server(mysqld, datadir, &[])?, Restored::Datadir));
     }
     // A logical snapshot needs an empty server with its privilege system (it creates accounts).
     mysqld
@@ -135,18 +172,27 @@ fn restore(
     cfg.die_with_parent = true;
     let server = RunningServer::start(mysqld, cfg, Duration::from_secs(600))
         .map_err(|e| Error::Internal(format!("starting the test server: {e}")))?;
-    crate::restore::logical::load(
+    let loaded = crate::restore::logical::load(
         repo,
         snap,
         &server.root_options(),
-        &LoadOptions::default(),
+        &LoadOptions {
+            jobs: CHECK_JOBS,
+            content_check,
+            ..LoadOptions::default()
+        },
         &LoadProgress::default(),
     )?;
-    Ok(server)
+    Ok((server, Restored::Loaded(loaded.content_check)))
 }
 
-/// Reads every user table to the end; compares the GTID set and row count with the manifest.
-fn check(server: &RunningServer, snap: &SnapshotManifest) -> Result<(usize, u64, String)> {
+/// Counts every user table's rows, reading each to the end first unless the content check
+/// has (`read_rows`); compares the GTID set and row count with the manifest.
+fn check(
+    server: &RunningServer,
+    snap: &SnapshotManifest,
+    read_rows: bool,
+) -> Result<(usize, u64, String)> {
     let mut s: Session = server.session()?;
     let tables: Vec<(String, String)> = s
         .query(
@@ -163,7 +209,9 @@ fn check(server: &RunningServer, snap: &SnapshotManifest) -> Result<(usize, u64,
         // CHECKSUM TABLE reads every full row (off-page columns too): a damaged page or a
         // missing file fails here. It reports no count; COUNT(*) below reads the smallest
         // index, so a second scan also checks one more index tree.
-        s.query(&format!("CHECKSUM TABLE {name}"))?;
+        if read_rows {
+            s.query(&format!("CHECKSUM TABLE {name}"))?;
+        }
         let count = s
             .query_value(&format!("SELECT COUNT(*) FROM {name}"))?
             .and_then(|v| v.parse::<u64>().ok())

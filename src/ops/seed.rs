@@ -21,6 +21,7 @@ use crate::restore::logical::{LoadOptions, LoadProgress};
 use crate::secret::Secret;
 use crate::seed::checksum::{self, Verified};
 use crate::seed::preflight::{self, SourceState, TargetState};
+use crate::seed::resume::{self, Earlier};
 use crate::seed::{attach, direct_clone};
 
 /// How the target gets its data.
@@ -137,6 +138,8 @@ struct Checked {
     /// With --force, what to undo on a used target before filling it (a logical load or a
     /// clone).
     detach: attach::Detach,
+    /// What an interrupted run of the same seeding left (logical seeding without --force).
+    earlier: Earlier,
 }
 
 /// Everything that would make seeding fail, checked without changing anything.
@@ -151,12 +154,27 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
         Ok((tgt, state))
     };
     let mut detach = attach::Detach::default();
+    let mut earlier = Earlier::Nothing;
     let (method, snapshot, target_id, mut steps) = match &req.fill {
         Fill::Logical => {
             let snap = pick_snapshot(repo(req)?, req.snapshot, false)?;
-            preflight::check_binlogs_kept(&source, &snapshot_gtids(&snap)?)?;
-            let (mut tgt, state) = target_state(req)?;
-            crate::restore::logical::check_target(&mut tgt, &snap.id, req.force)?;
+            let snap_gtids = snapshot_gtids(&snap)?;
+            preflight::check_binlogs_kept(&source, &snap_gtids)?;
+            let mut tgt = Session::connect(req.target)?;
+            let state = preflight::target_state(&mut tgt)?;
+            if !req.force {
+                let attachment = (
+                    req.replica_source.0,
+                    req.replica_source.1,
+                    req.replication.user.as_str(),
+                );
+                earlier = resume::earlier(&mut tgt, &state, &source, &snap_gtids, attachment)?;
+            }
+            let attached = earlier == Earlier::Attached;
+            preflight::check_identity(&source, &state, req.force || attached)?;
+            if earlier == Earlier::Nothing {
+                crate::restore::logical::check_target(&mut tgt, &snap.id, req.force)?;
+            }
             if req.force {
                 detach = attach::Detach {
                     channels: !state.channels.is_empty(),
@@ -165,11 +183,13 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
                 };
             }
             let mut steps = detach.steps();
-            steps.push(format!(
-                "load logical snapshot {} into {} and set GTID_PURGED to its GTID set",
-                snap.id,
-                tgt.address()
-            ));
+            steps.push(earlier.step(&snap.id).unwrap_or_else(|| {
+                format!(
+                    "load logical snapshot {} into {} and set GTID_PURGED to its GTID set",
+                    snap.id,
+                    tgt.address()
+                )
+            }));
             ("logical", Some(snap), Some(state.server_id), steps)
         }
         Fill::Datadir { dir, .. } => {
@@ -237,13 +257,15 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
             ("clone", None, Some(state.server_id), steps)
         }
     };
-    if req.super_read_only {
-        steps.push("SET PERSIST super_read_only = ON".into());
+    if earlier != Earlier::Attached {
+        if req.super_read_only {
+            steps.push("SET PERSIST super_read_only = ON".into());
+        }
+        steps.push(format!(
+            "CHANGE REPLICATION SOURCE TO {}:{} as {} with SOURCE_AUTO_POSITION = 1, then START REPLICA",
+            req.replica_source.0, req.replica_source.1, req.replication.user
+        ));
     }
-    steps.push(format!(
-        "CHANGE REPLICATION SOURCE TO {}:{} as {} with SOURCE_AUTO_POSITION = 1, then START REPLICA",
-        req.replica_source.0, req.replica_source.1, req.replication.user
-    ));
     if let Some(w) = req.wait {
         steps.push(format!(
             "wait up to {} s until it has caught up",
@@ -278,6 +300,7 @@ fn check(req: &SeedRequest<'_>) -> Result<Checked> {
         source,
         snapshot,
         detach,
+        earlier,
     })
 }
 
@@ -317,6 +340,10 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
         checked.detach.run(&mut Session::connect(req.target)?)?;
     }
     match &req.fill {
+        Fill::Logical if checked.earlier != Earlier::Nothing => {
+            status("continuing an earlier seeding of this target");
+            warnings.extend(checked.earlier.warning());
+        }
         Fill::Logical => {
             let snap = checked
                 .snapshot
@@ -356,6 +383,9 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
                 keep_uuid: false,
                 engine: crate::restore::pitr::replay::Engine::Applier { listen: None },
                 pitr: None,
+                // Without a replay no server is started here to check on.
+                content_check: false,
+                jobs: 1,
             };
             crate::ops::restore_datadir::run(repo(req)?, &request, &|_, _, _| {})?;
             match req.start_command {
@@ -392,6 +422,7 @@ pub fn run(req: &SeedRequest<'_>, status: &dyn Fn(&str)) -> Result<SeedReport> {
         }
     }
     let fill_seconds = started.elapsed().as_secs_f64();
+    crate::failpoint::hit("seed-after-load");
     let result = attach_and_follow(req, checked, fill_seconds, status);
     put_back_variables_on(req.target, &kept_settings, &mut warnings);
     let mut report = result?;
@@ -409,20 +440,24 @@ fn attach_and_follow(
 ) -> Result<SeedReport> {
     let mut tgt = Session::connect(req.target)?;
     let state = preflight::target_state(&mut tgt)?;
+    let attached = checked.earlier == Earlier::Attached;
     // A physical copy brings the source's state along; this is where a copied identity shows.
-    preflight::check_identity(&checked.source, &state, req.force)?;
-    status("attaching the replica");
-    attach::attach(
-        &mut tgt,
-        &attach::Attachment {
-            host: req.replica_source.0,
-            port: req.replica_source.1,
-            user: &req.replication.user,
-            password: &req.replication.password,
-            tls: Session::connect(req.replication)?.is_tls(),
-            super_read_only: req.super_read_only,
-        },
-    )?;
+    preflight::check_identity(&checked.source, &state, req.force || attached)?;
+    if !attached {
+        status("attaching the replica");
+        attach::attach(
+            &mut tgt,
+            &attach::Attachment {
+                host: req.replica_source.0,
+                port: req.replica_source.1,
+                user: &req.replication.user,
+                password: &req.replication.password,
+                tls: Session::connect(req.replication)?.is_tls(),
+                super_read_only: req.super_read_only,
+            },
+        )?;
+        crate::failpoint::hit("seed-after-attach");
+    }
     let mut report = SeedReport {
         plan: checked.plan,
         fill_seconds,

@@ -2,6 +2,8 @@
 
 use crate::binlog::coverage::{self, ArchiveHole, HoleKind};
 use crate::error::Result;
+use crate::ops::restore_test::RestoreTestReport;
+use crate::ops::status::verifications::{self, VerificationRecord};
 use crate::repo::Repo;
 use crate::repo::lock::{LockGuard, LockKind};
 use crate::repo::verify::Problem;
@@ -16,6 +18,46 @@ pub fn run(
     let mut report = crate::repo::verify::verify(repo, read_data, progress)?;
     report.problems.extend(archive_holes(repo)?);
     Ok(report)
+}
+
+/// What one verify run found, recorded in the repository it checked for `status`.
+pub struct Outcome<'a> {
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub read_data: bool,
+    /// The integrity report, or the error that stopped the check.
+    pub integrity: std::result::Result<&'a VerifyReport, String>,
+    /// The restore test, when one ran: its report, or the error it failed with.
+    pub restore_test: Option<std::result::Result<&'a RestoreTestReport, String>>,
+}
+
+pub fn record(repo: &Repo, outcome: &Outcome<'_>) -> Result<()> {
+    let (problems, first_problem) = match &outcome.integrity {
+        Ok(r) => (
+            r.problems.len(),
+            r.problems
+                .first()
+                .map(|p| format!("{}: {}", p.object, p.detail)),
+        ),
+        Err(e) => (0, Some(e.clone())),
+    };
+    let (snapshot, test_error) = match &outcome.restore_test {
+        Some(Ok(t)) => (Some(t.snapshot.clone()), None),
+        Some(Err(e)) => (None, Some(e.clone())),
+        None => (None, None),
+    };
+    let record = VerificationRecord {
+        time: chrono::Utc::now(),
+        started: outcome.started,
+        host: crate::repo::lock::this_host(),
+        read_data: outcome.read_data,
+        restore_test: outcome.restore_test.is_some(),
+        snapshot,
+        ok: outcome.integrity.is_ok() && problems == 0 && test_error.is_none(),
+        problems,
+        detail: first_problem.or(test_error),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    Ok(verifications::write(repo, &record)?)
 }
 
 /// Every hole in every source's binlog archive, as a problem: intact objects, but a restore

@@ -23,6 +23,16 @@ pub struct BlobLocation {
     pub stored_len: u32,
 }
 
+/// What the index holds of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexed {
+    Absent,
+    /// Stored whole, or as a delta whose base is indexed whole.
+    Readable,
+    /// A delta whose base no index names (or whose pack is gone): it cannot be read.
+    Unreadable,
+}
+
 /// All known blobs. Pack ids are stored once and referred to by number, which keeps the
 /// per-blob cost near 50 bytes.
 #[derive(Debug, Default)]
@@ -76,20 +86,26 @@ impl Index {
         })
     }
 
-    /// Adds a pack's entries. A blob already known elsewhere keeps its first location.
+    /// Adds a pack's entries. A blob already known elsewhere keeps its first location, unless
+    /// that one is a delta and this one is whole: a whole blob needs no other blob to be read,
+    /// and it is how a writer replaces a delta whose base is gone.
     pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
         let number = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             (self.packs.len() - 1) as u32
         });
         for e in entries {
-            self.blobs.entry(e.id).or_insert(Slot {
+            let slot = Slot {
                 pack: number,
                 codec: e.codec,
                 offset: e.offset,
                 raw_len: e.raw_len,
                 stored_len: e.stored_len,
-            });
+            };
+            let known = self.blobs.entry(e.id).or_insert(slot);
+            if known.codec == Codec::Delta && e.codec != Codec::Delta {
+                *known = slot;
+            }
         }
     }
 
@@ -216,6 +232,26 @@ mod tests {
             decode_file(&body)
         });
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_whole_location_wins_over_a_delta_whatever_the_order() {
+        let delta = PackEntry {
+            codec: Codec::Delta,
+            ..entry("a", 8)
+        };
+        let (p1, p2) = (Id::sha256(b"p1"), Id::sha256(b"p2"));
+        for order in [
+            [(p1, delta), (p2, entry("a", 48))],
+            [(p2, entry("a", 48)), (p1, delta)],
+        ] {
+            let mut idx = Index::new();
+            for (pack, e) in order {
+                idx.add_pack(pack, &[e]);
+            }
+            let loc = idx.get(&Id::sha256(b"a")).unwrap();
+            assert_eq!((loc.pack, loc.codec), (p2, Codec::Zstd));
+        }
     }
 
     #[test]

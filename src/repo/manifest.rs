@@ -90,6 +90,12 @@ impl ContentDigest {
         }
     }
 
+    /// The CRC-64/NVME, when this digest is one (logical dumps fold their files' CRCs into
+    /// per-table checksums).
+    pub fn crc64(&self) -> Option<u64> {
+        self.crc64.map(|c| c.0)
+    }
+
     /// A new check of the same kind, to run over content that should match this digest;
     /// `None` when there is nothing to check.
     pub fn checker(&self) -> Option<ContentCheck> {

@@ -38,7 +38,8 @@ mod upload;
 pub mod verify;
 pub mod writer;
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 pub use error::{RepoError, Result};
 pub use id::{HashAlg, Id};
@@ -55,6 +56,21 @@ pub const CONFIG_KEY: &str = "config";
 /// Rewritten by every prune before it deletes anything: a writer that loaded the index
 /// before a prune must load it again, or it could deduplicate against a deleted blob.
 pub const PRUNED_KEY: &str = "pruned";
+/// How a `pruned` mark starts when the index names no blob it cannot give back: written by
+/// `init` and at the end of every prune of this myvault. Prunes of older versions (which left
+/// deltas indexed after deleting their bases) and a prune still under way write marks
+/// without it; while there is such a mark, writers check each delta they would reuse.
+const SOUND_MARK: &str = "sound-";
+
+/// A new `pruned` mark: `sound` when the index is known to name only readable blobs.
+pub(crate) fn pruned_mark(sound: bool) -> String {
+    let random = config::random_hex(16);
+    if sound {
+        format!("{SOUND_MARK}{random}")
+    } else {
+        random
+    }
+}
 
 /// Repositories written in one pass share one manifest, so they must name content with the
 /// same hash; the message says how to make them agree.
@@ -101,6 +117,12 @@ pub struct Repo {
     /// `None` until first needed; writers add the packs they upload, so a long-running
     /// writer keeps deduplicating against its own earlier uploads.
     index: RwLock<Option<Index>>,
+    /// The base of each delta blob read so far (its first 32 stored bytes), so a writer that
+    /// checks a delta before reusing it reads them once. Forgotten with the index.
+    delta_bases: Mutex<HashMap<Id, Id>>,
+    /// Whether the `pruned` mark says the index is sound (`None`: not read yet). Read with
+    /// the index, forgotten with it.
+    sound_index: Mutex<Option<bool>>,
 }
 
 /// The store as the repository sees it: encrypted below when there is a key. The config
@@ -123,6 +145,16 @@ fn is_myvault_config(data: &[u8]) -> bool {
 }
 
 impl Repo {
+    fn with_store(storage: Arc<dyn Storage>, config: RepoConfig) -> Repo {
+        Repo {
+            storage,
+            config,
+            index: RwLock::new(None),
+            delta_bases: Mutex::new(HashMap::new()),
+            sound_index: Mutex::new(None),
+        }
+    }
+
     /// Creates a repository in an empty store.
     pub fn init(storage: Arc<dyn Storage>, config: RepoConfig) -> Result<Repo> {
         Repo::init_with_key(storage, config, None)
@@ -146,11 +178,10 @@ impl Repo {
                 _ => RepoError::AlreadyInitialized { store },
             });
         }
-        Ok(Repo {
-            storage: encrypted_view(storage, key),
-            config,
-            index: RwLock::new(None),
-        })
+        let repo = Repo::with_store(encrypted_view(storage, key), config);
+        // An empty index is sound.
+        repo.storage.put(PRUNED_KEY, pruned_mark(true).as_bytes())?;
+        Ok(repo)
     }
 
     pub fn open(storage: Arc<dyn Storage>) -> Result<Repo> {
@@ -190,11 +221,7 @@ impl Repo {
             }
             (Some(_), key) => key,
         };
-        Ok(Repo {
-            storage: encrypted_view(storage, key),
-            config,
-            index: RwLock::new(None),
-        })
+        Ok(Repo::with_store(encrypted_view(storage, key), config))
     }
 
     /// Whether objects are encrypted.
@@ -278,6 +305,24 @@ impl Repo {
     /// Forgets the loaded index, so the next use reads the index files again.
     pub fn reload_index(&self) {
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.delta_bases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.sound_index.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether the last prune (or `init`) left an index that names only readable blobs.
+    pub(crate) fn index_is_sound(&self) -> Result<bool> {
+        let mut known = self.sound_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sound) = *known {
+            return Ok(sound);
+        }
+        let sound = self
+            .pruned_mark()?
+            .is_some_and(|m| m.starts_with(SOUND_MARK));
+        *known = Some(sound);
+        Ok(sound)
     }
 
     fn load_index(&self) -> Result<Index> {
@@ -325,23 +370,30 @@ impl Repo {
             .map_err(|d| RepoError::integrity(self.name(), format!("snapshot {id}"), d))
     }
 
-    /// Resolves `latest`, a full id or a unique prefix of one.
+    /// Resolves `latest`, a full id or a unique prefix of one. An id is matched against the
+    /// manifests' names, so a damaged manifest of another snapshot does not stand in the way.
     pub fn find_snapshot(&self, wanted: &str) -> Result<SnapshotManifest> {
-        let all = self.snapshots()?;
         let not_found = || RepoError::NotFound {
             store: self.name().to_string(),
             what: format!("snapshot {wanted}"),
         };
         if wanted == "latest" {
-            return all.into_iter().next_back().ok_or_else(not_found);
+            return self
+                .snapshots()?
+                .into_iter()
+                .next_back()
+                .ok_or_else(not_found);
         }
-        let mut matches: Vec<SnapshotManifest> = all
+        let matches: Vec<String> = self
+            .storage
+            .list("snapshots/")?
             .into_iter()
-            .filter(|s| s.id.starts_with(wanted))
+            .filter_map(|o| o.key.strip_prefix("snapshots/").map(str::to_string))
+            .filter(|id| id.starts_with(wanted))
             .collect();
         match matches.len() {
             0 => Err(not_found()),
-            1 => Ok(matches.remove(0)),
+            1 => self.snapshot(&matches[0]),
             n => Err(RepoError::Invalid(format!(
                 "snapshot id prefix {wanted} matches {n} snapshots; give more of it"
             ))),

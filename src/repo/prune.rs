@@ -4,7 +4,10 @@
 //! no writer can be relying on a blob it deletes.
 //!
 //! A pack is deleted only when none of its blobs is needed; partly used packs stay whole (no
-//! repacking), so their unused bytes are reported, not reclaimed.
+//! repacking), so their unused bytes are reported, not reclaimed. Their unneeded delta blobs
+//! leave the index, though: a delta's base may be in a pack that goes, and the index must
+//! never name a blob it cannot give back (a writer would reuse it). That also heals an index
+//! an older myvault's prune left naming deltas whose bases it had deleted.
 //!
 //! The temporary files of writers that died (a backup killed while it wrote a pack) are
 //! removed too, once untouched for [`LEFTOVER_AGE`]: under the exclusive lock no writer is
@@ -44,11 +47,17 @@ pub struct GcPlan {
     /// Kept packs that also hold blobs nothing needs, and those blobs' stored bytes.
     pub partly_used_packs: usize,
     pub unused_bytes_kept: u64,
+    /// Delta blobs nothing needs, left out of the new index (their bytes stay in kept packs):
+    /// their bases may be going, and an index entry that cannot be read must never be reused.
+    pub dropped_deltas: usize,
     /// Temporary files left by writers that died (see [`LEFTOVER_AGE`]).
     pub leftovers: Vec<String>,
     pub leftover_bytes: u64,
     #[serde(skip)]
     kept_index: Vec<(Id, Vec<PackEntry>)>,
+    /// Whether the `pruned` mark already says the index is sound.
+    #[serde(skip)]
+    sound_mark: bool,
 }
 
 impl GcPlan {
@@ -57,6 +66,12 @@ impl GcPlan {
             && self.packs.is_empty()
             && self.orphan_packs.is_empty()
             && self.leftovers.is_empty()
+            && self.dropped_deltas == 0
+    }
+
+    /// Whether the index must be rewritten: a pack goes, or an entry does.
+    fn rewrites_index(&self) -> bool {
+        !self.packs.is_empty() || !self.orphan_packs.is_empty() || self.dropped_deltas > 0
     }
 }
 
@@ -100,7 +115,8 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
         }
     }
     for base in bases {
-        if !repo.has_blob(&base)? {
+        let whole = repo.blob(&base)?.is_some_and(|l| l.codec != Codec::Delta);
+        if !whole {
             return Err(RepoError::integrity(
                 repo.name(),
                 format!("chunk {}", base.short()),
@@ -112,6 +128,7 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
 
     let mut plan = GcPlan {
         manifests: forget.manifests.clone(),
+        sound_mark: repo.index_is_sound()?,
         ..Default::default()
     };
     let by_pack = repo.with_index(|idx| idx.entries_by_pack())?;
@@ -133,7 +150,13 @@ pub fn plan(repo: &Repo, forget: &Forget) -> Result<GcPlan> {
                 plan.partly_used_packs += 1;
                 plan.unused_bytes_kept += unused;
             }
-            plan.kept_index.push((pack, entries));
+            // Every delta kept in the index is needed, so its base is needed and kept too:
+            // the new index names no blob it cannot give back.
+            let (indexed, dropped): (Vec<PackEntry>, Vec<PackEntry>) = entries
+                .into_iter()
+                .partition(|e| e.codec != Codec::Delta || needed.contains(&e.id));
+            plan.dropped_deltas += dropped.len();
+            plan.kept_index.push((pack, indexed));
         } else {
             let key = pack_key(&pack);
             plan.pack_bytes += stored.get(&key).copied().unwrap_or(0);
@@ -159,15 +182,20 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     let storage = repo.storage();
     // Only temporary files: nothing a writer relies on changes.
     storage.remove_leftovers(&plan.leftovers)?;
-    if plan.manifests.is_empty() && plan.packs.is_empty() && plan.orphan_packs.is_empty() {
+    let deletes = !plan.manifests.is_empty() || plan.rewrites_index();
+    if !deletes && plan.sound_mark {
         return Ok(());
     }
-    // First of all, so that even a prune that dies halfway makes writers reload the index.
-    storage.put(super::PRUNED_KEY, super::config::random_hex(16).as_bytes())?;
+    if deletes {
+        // First of all, so that even a prune that dies halfway makes writers reload the index.
+        // Not yet "sound": a prune that dies before its index is rewritten may leave entries
+        // (of an older myvault's prune) that it was to drop.
+        storage.put(super::PRUNED_KEY, super::pruned_mark(false).as_bytes())?;
+    }
     for key in &plan.manifests {
         storage.delete(key)?;
     }
-    if !plan.packs.is_empty() || !plan.orphan_packs.is_empty() {
+    if plan.rewrites_index() {
         // One index file for what stays, written before the old ones go: at every moment
         // each kept pack is indexed.
         let file = index::encode_file(&plan.kept_index);
@@ -183,6 +211,8 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
             storage.delete(key)?;
         }
     }
+    // Every index entry is now readable: the plan kept no delta without its base.
+    storage.put(super::PRUNED_KEY, super::pruned_mark(true).as_bytes())?;
     repo.reload_index();
     Ok(())
 }

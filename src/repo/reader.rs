@@ -12,11 +12,12 @@ use std::io::{self, Read, Write};
 use super::codec::{self, Codec};
 use super::delta;
 use super::error::{RepoError, Result};
-use super::id::Id;
+use super::id::{HashAlg, Id};
 
-use super::index::BlobLocation;
+use super::index::{BlobLocation, Indexed};
 use super::manifest::{ChunkRefs, ContentCheck, ContentDigest, FileEntry};
 use super::{Repo, pack_key};
+use crate::storage::StorageError;
 
 /// Largest single ranged read when coalescing neighbouring chunks.
 const MAX_RANGE: u64 = 16 * 1024 * 1024;
@@ -40,27 +41,9 @@ impl Repo {
         loc: &BlobLocation,
         stored: &[u8],
     ) -> Result<Vec<u8>> {
-        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
-        let raw_len = loc.raw_len as usize;
-        let data = match loc.codec {
-            Codec::Delta => {
-                let base_id = delta::base_of(stored).ok_or_else(|| {
-                    RepoError::integrity(self.name(), what(), "delta blob shorter than its base id")
-                })?;
-                let base = self.read_delta_base(&base_id)?;
-                delta::decode(stored, &base, raw_len)
-            }
-            plain => codec::decode(plain, stored, raw_len),
-        }
-        .map_err(|d| RepoError::integrity(self.name(), what(), d))?;
-        if self.hash().id(&data) != *id {
-            return Err(RepoError::integrity(
-                self.name(),
-                what(),
-                "content does not match its id",
-            ));
-        }
-        Ok(data)
+        decode_blob(self.name(), self.hash(), id, loc, stored, |base| {
+            self.read_delta_base(base)
+        })
     }
 
     /// One blob's plaintext, verified.
@@ -89,26 +72,80 @@ impl Repo {
         if loc.codec != Codec::Delta {
             return Ok(None);
         }
-        let head = self.storage().get_range(
-            &pack_key(&loc.pack),
-            u64::from(loc.offset),
-            Id::LEN as u64,
-        )?;
-        delta::base_of(&head).map(Some).ok_or_else(|| {
+        let cached = self
+            .delta_bases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied();
+        if let Some(base) = cached {
+            return Ok(Some(base));
+        }
+        let head = self
+            .storage()
+            .get_range(&pack_key(&loc.pack), u64::from(loc.offset), Id::LEN as u64)
+            .map_err(|e| self.pack_error(&loc.pack, e))?;
+        let base = delta::base_of(&head).ok_or_else(|| {
             RepoError::integrity(
                 self.name(),
                 format!("chunk {}", id.short()),
                 "delta blob shorter than its base id",
             )
+        })?;
+        self.delta_bases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*id, base);
+        Ok(Some(base))
+    }
+
+    /// Whether the index can give blob `id` back: a delta only when its base is indexed whole.
+    /// Writers reuse a blob only when it is [`Indexed::Readable`]; one left unreadable (by a
+    /// prune of an older myvault that deleted a delta's base) is stored again. Checking a
+    /// delta reads its first bytes, so it is done only while the `pruned` mark does not say
+    /// the index is sound (see `Repo::index_is_sound`).
+    pub fn indexed(&self, id: &Id) -> Result<Indexed> {
+        let Some(loc) = self.blob(id)? else {
+            return Ok(Indexed::Absent);
+        };
+        if loc.codec != Codec::Delta || self.index_is_sound()? {
+            return Ok(Indexed::Readable);
+        }
+        let base = match self.delta_base(id) {
+            Ok(base) => base,
+            // The delta's own pack is gone: as unreadable as a missing base.
+            Err(RepoError::Integrity { .. }) => return Ok(Indexed::Unreadable),
+            Err(e) => return Err(e),
+        };
+        let whole = |b: &Id| {
+            self.blob(b)
+                .map(|l| l.is_some_and(|l| l.codec != Codec::Delta))
+        };
+        Ok(match base {
+            Some(b) if !whole(&b)? => Indexed::Unreadable,
+            _ => Indexed::Readable,
         })
     }
 
+    /// A storage error reading pack `pack`, which the index names: a pack that is not there is
+    /// damage (exit 8, as `verify` says), not a storage failure.
+    fn pack_error(&self, pack: &Id, e: StorageError) -> RepoError {
+        if e.is_not_found() {
+            RepoError::integrity(self.name(), pack_key(pack), "missing (named by the index)")
+        } else {
+            e.into()
+        }
+    }
+
     fn read_located(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let stored = self.storage().get_range(
-            &pack_key(&loc.pack),
-            u64::from(loc.offset),
-            u64::from(loc.stored_len),
-        )?;
+        let stored = self
+            .storage()
+            .get_range(
+                &pack_key(&loc.pack),
+                u64::from(loc.offset),
+                u64::from(loc.stored_len),
+            )
+            .map_err(|e| self.pack_error(&loc.pack, e))?;
         if stored.len() != loc.stored_len as usize {
             return Err(RepoError::integrity(
                 self.name(),
@@ -170,6 +207,39 @@ impl Repo {
         }
         Ok(total)
     }
+}
+
+/// Decodes blob `id` from its `stored` bytes and checks it against its id; a delta's base
+/// comes from `read_base` (whole blobs only: see [`Repo::delta_base`]).
+pub(crate) fn decode_blob(
+    store: &str,
+    hash: HashAlg,
+    id: &Id,
+    loc: &BlobLocation,
+    stored: &[u8],
+    read_base: impl FnOnce(&Id) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+    let raw_len = loc.raw_len as usize;
+    let data = match loc.codec {
+        Codec::Delta => {
+            let base_id = delta::base_of(stored).ok_or_else(|| {
+                RepoError::integrity(store, what(), "delta blob shorter than its base id")
+            })?;
+            let base = read_base(&base_id)?;
+            delta::decode(stored, &base, raw_len)
+        }
+        plain => codec::decode(plain, stored, raw_len),
+    }
+    .map_err(|d| RepoError::integrity(store, what(), d))?;
+    if hash.id(&data) != *id {
+        return Err(RepoError::integrity(
+            store,
+            what(),
+            "content does not match its id",
+        ));
+    }
+    Ok(data)
 }
 
 /// Reads a file chunk by chunk. Errors are [`RepoError`]s through [`FileReader::next_chunk`],
@@ -283,7 +353,8 @@ impl FileReader<'_> {
         let data = self
             .repo
             .storage()
-            .get_range(&pack_key(&first.pack), start, end - start)?;
+            .get_range(&pack_key(&first.pack), start, end - start)
+            .map_err(|e| self.repo.pack_error(&first.pack, e))?;
         if (data.len() as u64) < end - start {
             return Err(RepoError::integrity(
                 self.repo.name(),

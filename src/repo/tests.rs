@@ -12,6 +12,11 @@ use super::{Repo, RepoError, copy, verify};
 use crate::storage::Storage;
 use crate::storage::memory::MemoryStorage;
 
+mod delta_bases;
+mod orphan_deltas;
+mod torture;
+mod verify_all;
+
 fn small_config() -> RepoConfig {
     RepoConfig {
         chunker: ChunkerConfig::cdc(16 * 1024),
@@ -42,13 +47,17 @@ fn data(n: usize, seed: u32) -> Vec<u8> {
 }
 
 fn template() -> SnapshotManifest {
-    let now = Utc::now();
+    template_at(Utc::now())
+}
+
+/// A snapshot manifest of plain files taken at `time`, without files yet.
+fn template_at(time: chrono::DateTime<Utc>) -> SnapshotManifest {
     SnapshotManifest {
-        id: new_snapshot_id(now),
+        id: new_snapshot_id(time),
         method: "files".into(),
-        time: now,
-        started: now,
-        finished: now,
+        time,
+        started: time,
+        finished: time,
         host: "test".into(),
         source: None,
         binlog_file: None,

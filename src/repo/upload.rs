@@ -11,13 +11,14 @@
 //! one pack must arrive in order), so the upload thread never takes `filling`; what it
 //! reports goes to `done`. Where both are held, `filling` is taken first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::codec::Codec;
 use super::id::{Hasher, Id};
+use super::index::Indexed;
 use super::pack::{self, PackBuilder, PackBytes, PackEntry};
 use super::writer::TargetOutcome;
 use super::{Repo, index, index_key, pack_key};
@@ -46,8 +47,9 @@ struct Filling {
     pack: PackBuilder,
     /// Numbers packs, so the upload thread tells their parts apart.
     pack_no: u64,
-    /// Blobs added by this writer (in packs stored, on their way, or being filled).
-    added: HashSet<Id>,
+    /// Blobs claimed by this writer, with their codec once added (in packs stored, on their
+    /// way, or being filled).
+    added: HashMap<Id, Option<Codec>>,
     new_chunks: u64,
 }
 
@@ -60,6 +62,18 @@ struct Done {
     unindexed: bool,
     failed: Option<String>,
     new_bytes: u64,
+}
+
+/// What a writer must do about a blob in one repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Stored already (readably), or on its way.
+    Held,
+    /// Not there: store it.
+    New,
+    /// Indexed as a delta that cannot be read (its base is gone): store it again, whole, which
+    /// the index then prefers.
+    Replace,
 }
 
 pub(super) struct Target {
@@ -105,7 +119,7 @@ impl Target {
             filling: Mutex::new(Filling {
                 pack: PackBuilder::new(capacity),
                 pack_no: 0,
-                added: HashSet::new(),
+                added: HashMap::new(),
                 new_chunks: 0,
             }),
             repo,
@@ -131,28 +145,41 @@ impl Target {
         fail(&self.done, why);
     }
 
-    /// Whether blob `id` is in this repository or on its way there.
-    pub(super) fn holds(&self, id: &Id) -> bool {
-        lock(&self.filling).added.contains(id) || self.repo.has_blob(id).unwrap_or(false)
+    /// Whether blob `id` is in this repository or on its way there, stored whole: only such a
+    /// blob may be a delta's base here (a base is never a delta, and the same chunk may be a
+    /// delta in one repository and whole in another).
+    pub(super) fn holds_whole(&self, id: &Id) -> bool {
+        if let Some(codec) = lock(&self.filling).added.get(id) {
+            // Claimed but not added yet: its codec is not known.
+            return codec.is_some_and(|c| c != Codec::Delta);
+        }
+        self.repo
+            .blob(id)
+            .is_ok_and(|l| l.is_some_and(|l| l.codec != Codec::Delta))
     }
 
     /// Whether this repository still needs blob `id`; if so, marks it as on its way.
-    pub(super) fn claim(&self, id: &Id) -> bool {
-        let mut f = lock(&self.filling);
-        if self.failed() || f.added.contains(id) {
-            return false;
+    pub(super) fn claim(&self, id: &Id) -> Claim {
+        if self.failed() || lock(&self.filling).added.contains_key(id) {
+            return Claim::Held;
         }
-        match self.repo.has_blob(id) {
-            Ok(true) => false,
-            Ok(false) => {
-                f.added.insert(*id);
-                true
-            }
+        // Outside the lock: checking a delta may read its base's id from storage.
+        let indexed = self.repo.indexed(id);
+        let mut f = lock(&self.filling);
+        if f.added.contains_key(id) {
+            return Claim::Held;
+        }
+        let claim = match indexed {
+            Ok(Indexed::Readable) => return Claim::Held,
+            Ok(Indexed::Absent) => Claim::New,
+            Ok(Indexed::Unreadable) => Claim::Replace,
             Err(e) => {
                 self.fail(e.to_string());
-                false
+                return Claim::Held;
             }
-        }
+        };
+        f.added.insert(*id, None);
+        claim
     }
 
     /// Adds a blob to the pack being filled; sends what is ready to the upload thread.
@@ -163,6 +190,7 @@ impl Target {
                 return;
             }
             f.pack.add(id, codec, raw_len, stored);
+            f.added.insert(id, Some(codec));
             f.new_chunks += 1;
             if f.pack.len() >= self.pack_size {
                 let no = f.pack_no;

@@ -24,7 +24,7 @@ use super::manifest::{
     self, ChunkRefs, ContentCheck, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS,
     SnapshotManifest,
 };
-use super::upload::Target;
+use super::upload::{Claim, Target};
 use super::{Repo, snapshot_key};
 use crate::first_error::FirstError;
 
@@ -64,6 +64,17 @@ impl MultiWriter {
     /// the data is cut and compressed once. They must name content with the same hash, as
     /// one manifest describes the files in all of them.
     pub fn new(repos: Vec<Arc<Repo>>) -> Result<MultiWriter> {
+        MultiWriter::build(repos, None)
+    }
+
+    /// [`MultiWriter::new`], closing packs at `pack_size` bytes rather than at the configured
+    /// size (at least 1 MiB): tests make many packs out of little data.
+    #[cfg(test)]
+    pub(crate) fn with_pack_size(repos: Vec<Arc<Repo>>, pack_size: usize) -> Result<MultiWriter> {
+        MultiWriter::build(repos, Some(pack_size))
+    }
+
+    fn build(repos: Vec<Arc<Repo>>, pack_size: Option<usize>) -> Result<MultiWriter> {
         let first = repos
             .first()
             .ok_or_else(|| RepoError::Invalid("no repository to write to".into()))?;
@@ -77,7 +88,7 @@ impl MultiWriter {
             hash: cfg.hash,
             chunker: cfg.chunker,
             level: cfg.compression_level,
-            pack_size: cfg.pack_size as usize,
+            pack_size: pack_size.unwrap_or(cfg.pack_size as usize),
             targets: Vec::new(),
             files: Mutex::new(Vec::new()),
             parent: None,
@@ -132,7 +143,7 @@ impl MultiWriter {
             let why: Vec<String> = self
                 .targets
                 .iter()
-                .map(|t| format!("{}: {}", t.repo.name(), t.failure().unwrap_or_default()))
+                .map(|t| named(t.repo.name(), &t.failure().unwrap_or_default()))
                 .collect();
             return Err(RepoError::WriteFailed(why.join("; ")));
         }
@@ -160,10 +171,12 @@ impl MultiWriter {
         let mut whole = Whole::new(data, codec);
         let delta = older.and_then(|(older, offset)| older.delta(data, offset, &mut whole));
         let raw_len = data.len() as u32;
-        for i in needed {
+        for (i, claim) in needed {
             let t = &self.targets[i];
             match &delta {
-                Some((base, stored)) if t.holds(base) => t.add(id, Codec::Delta, raw_len, stored),
+                Some((base, stored)) if claim == Claim::New && t.holds_whole(base) => {
+                    t.add(id, Codec::Delta, raw_len, stored)
+                }
                 _ => {
                     let (codec, stored) = whole.get();
                     t.add(id, *codec, raw_len, stored)
@@ -173,10 +186,11 @@ impl MultiWriter {
         Ok(id)
     }
 
-    /// The targets that still need blob `id`; marks it as added in each.
-    fn missing_in(&self, id: &Id) -> Vec<usize> {
+    /// The targets that still need blob `id`, and how; marks it as on its way in each.
+    fn missing_in(&self, id: &Id) -> Vec<(usize, Claim)> {
         (0..self.targets.len())
-            .filter(|&i| self.targets[i].claim(id))
+            .map(|i| (i, self.targets[i].claim(id)))
+            .filter(|(_, c)| *c != Claim::Held)
             .collect()
     }
 
@@ -423,7 +437,7 @@ impl MultiWriter {
         if outcomes.iter().all(|o| o.error.is_some()) {
             let why: Vec<String> = outcomes
                 .iter()
-                .map(|o| format!("{}: {}", o.repo, o.error.clone().unwrap_or_default()))
+                .map(|o| named(&o.repo, o.error.as_deref().unwrap_or_default()))
                 .collect();
             return Err(RepoError::WriteFailed(why.join("; ")));
         }
@@ -593,6 +607,15 @@ impl Drop for MultiWriter {
         for t in &self.targets {
             t.close();
         }
+    }
+}
+
+/// `why` a repository failed, naming it once: storage errors start with the store's name.
+fn named(repo: &str, why: &str) -> String {
+    if why.starts_with(repo) {
+        why.to_string()
+    } else {
+        format!("{repo}: {why}")
     }
 }
 

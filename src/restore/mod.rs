@@ -1,5 +1,6 @@
 //! Restore engines: from the repository to a target (a directory, a server).
 
+pub mod content_check;
 pub mod datadir;
 pub mod files;
 pub mod logical;

@@ -7,3 +7,4 @@ pub mod attach;
 pub mod checksum;
 pub mod direct_clone;
 pub mod preflight;
+pub mod resume;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::checksums::{self, TableChecksums};
 use super::clone::{
     Donor, PhysicalSnapshot, clone_instance_from, ensure_plugin, in_staging, run_dir, server_now,
     temporary_server,
@@ -48,6 +49,7 @@ pub fn backup(
     writer: &MultiWriter,
     mysqld: &Path,
     staging: Option<&Path>,
+    table_checksums: bool,
 ) -> Result<PhysicalSnapshot> {
     privileges::require(donor_session, NEEDS, "be cloned from another host")?;
     let mysqld = Mysqld::detect(mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
@@ -72,17 +74,16 @@ pub fn backup(
     ensure_plugin(donor_session)?;
     let staging: PathBuf = match staging {
         Some(d) => d.to_path_buf(),
-        None => std::env::temp_dir().join(format!(
-            "myvault-recipient-{}",
-            crate::repo::config::random_hex(4)
-        )),
+        None => {
+            let parent = std::env::temp_dir();
+            crate::staging::sweep(&parent, "myvault-recipient-");
+            parent.join(format!(
+                "myvault-recipient-{}",
+                crate::repo::config::random_hex(4)
+            ))
+        }
     };
-    if staging.exists() {
-        return Err(Error::Usage(format!(
-            "the clone directory {} already exists",
-            staging.display()
-        )));
-    }
+    let _reserved = super::clone::reserve(&staging)?;
     in_staging(&staging, || {
         crate::private_fs::create_dir_all(&staging)
             .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
@@ -113,7 +114,7 @@ pub fn backup(
             &datadir,
             &["--plugin-load-add=mysql_clone.so".into()],
         )?;
-        let status = (|| -> Result<(String, u64, String)> {
+        let status = (|| -> Result<(String, u64, String, Option<TableChecksums>)> {
             let mut s = finished.session()?;
             let rows = s.query(
                 "SELECT STATE, ERROR_MESSAGE, BINLOG_FILE, BINLOG_POSITION, GTID_EXECUTED FROM performance_schema.clone_status",
@@ -128,31 +129,41 @@ pub fn backup(
                     row.text("ERROR_MESSAGE").unwrap_or_default()
                 )));
             }
-            Ok((
+            let (file, position, gtids) = (
                 row.text("BINLOG_FILE").unwrap_or_default(),
                 row.u64("BINLOG_POSITION").unwrap_or(0),
                 row.text("GTID_EXECUTED")
                     .unwrap_or_default()
                     .replace('\n', ""),
-            ))
+            );
+            let sums = match table_checksums {
+                true => Some(checksums::read_all(
+                    &finished.root_options(),
+                    checksums::local_jobs(),
+                )?),
+                false => None,
+            };
+            Ok((file, position, gtids, sums))
         })();
         let run = finished.config().rundir.clone();
         finished
             .shutdown()
             .map_err(|e| Error::Internal(e.to_string()))?;
         let _ = std::fs::remove_dir_all(run);
-        let (binlog_file, binlog_position, gtids) = status?;
+        let (binlog_file, binlog_position, gtids, sums) = status?;
         let gtids =
             GtidSet::parse(&gtids).map_err(|e| Error::Internal(format!("clone GTIDs: {e}")))?;
         // The recipient's identity is not the snapshot's.
         let _ = std::fs::remove_file(datadir.join("auto.cnf"));
-        PhysicalSnapshot::pack(
+        let mut snap = PhysicalSnapshot::pack(
             writer,
             &datadir,
             source,
             (binlog_file, binlog_position),
             &gtids,
             time,
-        )
+        )?;
+        snap.table_checksums = sums;
+        Ok(snap)
     })
 }

@@ -394,6 +394,10 @@ fn map_io(store: &str, key: &str, e: io::Error) -> StorageError {
                 key.into()
             },
         },
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::Failed {
+            store,
+            detail: format!("its disk is full: {what}{e}"),
+        },
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
             StorageError::Denied {
                 store,

@@ -6,8 +6,12 @@
 //! cut into chunks and packs above this layer.
 
 pub mod conformance;
+#[cfg(test)]
+pub mod crashing;
 mod direct_write;
 pub mod encrypted;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 pub mod local;
 pub mod location;
 pub mod memory;
@@ -174,18 +178,27 @@ pub struct OpenOptions {
 
 /// Opens an existing store: a directory, or `s3://bucket/prefix`.
 pub fn open(location: &Location, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
-    match location {
-        Location::Local(dir) => Ok(Arc::new(local::LocalStorage::open(dir)?)),
-        Location::S3(_) => open_s3(location, opts),
-    }
+    let store: Arc<dyn Storage> = match location {
+        Location::Local(dir) => Arc::new(local::LocalStorage::open(dir)?),
+        Location::S3(_) => open_s3(location, opts)?,
+    };
+    Ok(with_failpoints(store))
 }
 
 /// Opens a store for a new repository, creating the directory if needed.
 pub fn create(location: &Location, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {
-    match location {
-        Location::Local(dir) => Ok(Arc::new(local::LocalStorage::create(dir)?)),
-        Location::S3(_) => open_s3(location, opts),
-    }
+    let store: Arc<dyn Storage> = match location {
+        Location::Local(dir) => Arc::new(local::LocalStorage::create(dir)?),
+        Location::S3(_) => open_s3(location, opts)?,
+    };
+    Ok(with_failpoints(store))
+}
+
+/// Test builds kill commands after their writes (see `failpoints`); others use the store as is.
+fn with_failpoints(store: Arc<dyn Storage>) -> Arc<dyn Storage> {
+    #[cfg(feature = "failpoints")]
+    let store = failpoints::wrap(store);
+    store
 }
 
 fn open_s3(location: &Location, opts: &OpenOptions) -> Result<Arc<dyn Storage>> {

@@ -251,6 +251,7 @@ impl S3Storage {
                             .send(),
                     )
                     .map_err(|e| self.error(e, key))?;
+                crate::failpoint::hit("store-s3-after-part");
                 parts.push(
                     CompletedPart::builder()
                         .part_number(n)

@@ -73,15 +73,14 @@ impl Writers {
     }
 }
 
-/// The binlog file the server writes now, from its index.
-fn newest_binlog(datadir: &Path) -> PathBuf {
-    let index = std::fs::read_to_string(datadir.join("binlog.index")).expect("binlog.index");
-    let last = index
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap();
-    datadir.join(Path::new(last).file_name().unwrap())
+/// The binlog file the server writes now, from its index; `None` while a rotation has the
+/// index or the new file half made (the server replaces `binlog.index` through a rename, and a
+/// SIGSTOP can land between the two steps).
+fn newest_binlog(datadir: &Path) -> Option<PathBuf> {
+    let index = std::fs::read_to_string(datadir.join("binlog.index")).ok()?;
+    let last = index.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let file = datadir.join(Path::new(last).file_name()?);
+    file.exists().then_some(file)
 }
 
 /// Where the event the bytes end inside starts, or `None` when they end on an event boundary.
@@ -140,11 +139,12 @@ fn kill_inside_a_binlog_write(src: &mut TestServer) -> (PathBuf, u64) {
         while !all_stopped(pid as u32) {
             std::thread::sleep(Duration::from_micros(200));
         }
-        let file = newest_binlog(&datadir);
-        let bytes = std::fs::read(&file).unwrap();
-        if let Some(at) = incomplete_event_at(&bytes) {
-            src.server.kill();
-            return (file, at);
+        if let Some(file) = newest_binlog(&datadir) {
+            let bytes = std::fs::read(&file).unwrap();
+            if let Some(at) = incomplete_event_at(&bytes) {
+                src.server.kill();
+                return (file, at);
+            }
         }
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGCONT) };

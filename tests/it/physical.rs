@@ -42,8 +42,9 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
         let mut args = vec!["backup", "--method", "clone", "--repo", &repo];
         let (url, mysqld) = (src.url(), mysqld());
         args.extend(["--source", &url, "--mysqld", &mysqld, "--json"]);
+        // The remote clone records its tables' checksums; the local one does not.
         if mode == "remote" {
-            args.push("--remote");
+            args.extend(["--remote", "--table-checksums"]);
         }
         let backup = myvault(&args);
         backup.expect_code(0);
@@ -122,6 +123,19 @@ fn clone_under_load_then_pitr_applies_exactly_the_transactions_after_it() {
             })
             .start();
         let report = report.borrow_mut().take().unwrap();
+        // Before the replay, CHECK TABLE found every restored table sound, and (remote) they
+        // equalled the clone's recorded checksums.
+        let check = &report["content_check"];
+        let (outcome, compared) = match mode {
+            "remote" => ("match", "tables"),
+            _ => ("no_checksums_recorded", "not_recorded"),
+        };
+        assert_eq!(check["outcome"], outcome, "{mode}: {check}");
+        assert_eq!(
+            check[compared].as_array().unwrap().len(),
+            4,
+            "{mode}: {check}"
+        );
         assert_eq!(restored.gtid_executed(), goal, "{mode}: restored GTIDs");
         // Exactly the transactions after the clone were replayed: no more, no fewer.
         assert_eq!(

@@ -35,7 +35,7 @@ fn assert_seeded(run: &Run, what: &str) {
 }
 
 /// Waits until the replica has everything the (now idle) source has.
-fn converge(src: &TestServer, replica: &TestServer, what: &str) {
+pub(crate) fn converge(src: &TestServer, replica: &TestServer, what: &str) {
     let goal = src.gtid_executed();
     let deadline = Instant::now() + Duration::from_secs(180);
     while !goal.is_subset(&replica.gtid_executed()) {

@@ -11,7 +11,7 @@ use crate::support::{Scratch, TestServer, myvault_env};
 
 /// The backend reads credentials from the standard environment; every test server uses the
 /// same ones, so setting them once for the process is safe.
-fn aws_env(s3: &S3Server) -> OpenOptions {
+pub(crate) fn aws_env(s3: &S3Server) -> OpenOptions {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for (k, v) in s3.env() {

@@ -36,7 +36,7 @@ fn archived(repo: &str) -> Archived {
 /// Every archived file equals the server's own (closed files exactly; the open one except
 /// for the in-use flag the server sets in it while writing), and the GTIDs are continuous,
 /// complete and without duplicates.
-fn assert_archive_matches(src: &TestServer, repo: &str, scratch: &Scratch) {
+pub(crate) fn assert_archive_matches(src: &TestServer, repo: &str, scratch: &Scratch) {
     let dest = scratch.join("fetched");
     crate::support::streamer::fetch(repo, &dest, &[]).expect_code(0);
     let arch = archived(repo);

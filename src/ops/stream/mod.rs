@@ -42,8 +42,8 @@ use crate::private_fs;
 use crate::repo::Repo;
 use crate::repo::manifest::BinlogSegment;
 use crate::storage::OpenOptions;
-pub use status::StreamStatus;
 use status::Published;
+pub use status::StreamStatus;
 
 #[derive(Debug, Clone)]
 pub struct StreamOptions {

@@ -72,14 +72,22 @@ impl StreamStatus {
         for r in &mut self.repos {
             r.gaps = self.gaps.get(&r.repo).copied().unwrap_or(0);
         }
-        self.pending_bytes = self.repos.iter().map(|r| r.pending_bytes).max().unwrap_or(0);
+        self.pending_bytes = self
+            .repos
+            .iter()
+            .map(|r| r.pending_bytes)
+            .max()
+            .unwrap_or(0);
         self.lag_seconds = self
             .repos
             .iter()
             .map(|r| r.upload_lag_seconds)
             .fold(self.receive_lag_seconds, f64::max);
-        let failing: Vec<&RepoUploadStatus> =
-            self.repos.iter().filter(|r| r.last_error.is_some()).collect();
+        let failing: Vec<&RepoUploadStatus> = self
+            .repos
+            .iter()
+            .filter(|r| r.last_error.is_some())
+            .collect();
         (self.last_error, self.last_error_time) = match &self.stream_error {
             Some((e, t)) => (Some(e.clone()), Some(*t)),
             None if failing.is_empty() => (None, None),

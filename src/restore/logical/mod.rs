@@ -48,6 +48,8 @@ pub struct LoadOptions {
     pub force: bool,
     /// Create the snapshot's accounts (those the target lacks).
     pub users: bool,
+    /// Read every table back once loaded and compare it with what the dump read.
+    pub content_check: bool,
 }
 
 /// With MySQL's default redo log of 100 MiB, loading a 370 MiB dump spent a sixth of its time
@@ -64,6 +66,7 @@ impl Default for LoadOptions {
             keep_load_settings: false,
             force: false,
             users: true,
+            content_check: true,
         }
     }
 }
@@ -91,6 +94,9 @@ pub struct LoadReport {
     /// Accounts that already existed on the target and were left as they are.
     pub accounts_skipped: Vec<String>,
     pub warnings: Vec<String>,
+    /// The rows read back against the dump's checksums; absent when it was not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_check: Option<crate::restore::content_check::ContentCheckReport>,
 }
 
 /// Session settings for loading: nothing to the binlog, no checks that a consistent dump does
@@ -186,6 +192,26 @@ pub fn check_target(s: &mut Session, snapshot: &str, force: bool) -> Result<Stat
     Ok(state)
 }
 
+/// Whether the target holds `snap` already: no restore is in progress on it and its
+/// `gtid_executed` is exactly the snapshot's, which a restore sets last (an earlier run of the
+/// same restore killed after its end). MySQL with GTIDs only: elsewhere nothing says so.
+fn already_restored(s: &mut Session, snap: &SnapshotManifest) -> Result<bool> {
+    let Some(wanted) = snap.gtid_executed.as_deref().filter(|g| !g.is_empty()) else {
+        return Ok(false);
+    };
+    if !s.info().is_mysql() || !matches!(progress::read(s, &snap.id)?, State::Fresh) {
+        return Ok(false);
+    }
+    let have = s.global_var("gtid_executed")?.unwrap_or_default();
+    Ok(parse_gtids(&have, "the target's")? == parse_gtids(wanted, "the snapshot's")?)
+}
+
+/// `set` as a GTID set; `whose` names it in the error.
+fn parse_gtids(set: &str, whose: &str) -> Result<GtidSet> {
+    GtidSet::parse(set)
+        .map_err(|e| Error::Internal(format!("{whose} GTID set `{set}` does not parse: {e}")))
+}
+
 pub fn load(
     repo: &Repo,
     snap: &SnapshotManifest,
@@ -196,6 +222,28 @@ pub fn load(
     let started = Instant::now();
     let meta = read_meta(repo, snap)?;
     let mut coord = connect_loader(target, "utf8mb4")?;
+    if !opts.force && already_restored(&mut coord, snap)? {
+        return Ok(LoadReport {
+            snapshot: snap.id.clone(),
+            target: coord.address().to_string(),
+            tables: meta.databases.iter().map(|d| d.tables.len()).sum(),
+            rows: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            resumed_chunks: 0,
+            gtid_purged: snap.gtid_executed.clone(),
+            redo_log_disabled: false,
+            server_settings: Vec::new(),
+            accounts_skipped: Vec::new(),
+            // The target may have taken writes since that run: nothing here to compare.
+            content_check: None,
+            warnings: vec![format!(
+                "the target already holds snapshot {} (its gtid_executed is the snapshot's: an earlier run \
+                 of this restore loaded it); nothing was loaded. If that run was killed at its very end, \
+                 innodb_redo_log_capacity may still be the load's",
+                snap.id
+            )],
+        });
+    }
     let state = check_target(&mut coord, &snap.id, opts.force)?;
     let done: HashSet<String> = match state {
         State::Fresh => {
@@ -217,6 +265,7 @@ pub fn load(
         server_settings: Vec::new(),
         accounts_skipped: Vec::new(),
         warnings: Vec::new(),
+        content_check: None,
     };
 
     let wanted = settings::Wanted {
@@ -284,6 +333,11 @@ fn load_all(
             .try_for_each(|(db, t)| objects::create_table(s, db, t, done))
     })?;
     rows::load_rows_and_indexes(repo, snap, meta, target, opts, done, progress)?;
+    // Before triggers and events exist, which could change rows meanwhile.
+    if opts.content_check {
+        let check = crate::restore::content_check::logical(target, meta, opts.jobs)?;
+        report.content_check = Some(check);
+    }
     report.rows = meta.rows;
     objects::create_programs(coord, meta, done)?;
     if opts.users {
@@ -361,11 +415,8 @@ fn set_gtid_state(
         .global_var("gtid_executed")?
         .unwrap_or_default()
         .replace('\n', "");
-    let parse = |set: &str, whose: &str| {
-        GtidSet::parse(set)
-            .map_err(|e| Error::Internal(format!("{whose} GTID set `{set}` does not parse: {e}")))
-    };
-    if !executed.is_empty() && parse(&executed, "the target's")? == parse(gtids, "the snapshot's")?
+    if !executed.is_empty()
+        && parse_gtids(&executed, "the target's")? == parse_gtids(gtids, "the snapshot's")?
     {
         return Ok(Some(gtids.to_string()));
     }

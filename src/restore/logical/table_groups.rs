@@ -106,6 +106,7 @@ mod tests {
             columns: Vec::new(),
             chunks: Vec::new(),
             rows: 0,
+            content: None,
             references: references.map(|r| {
                 r.iter()
                     .map(|(d, t)| TableName {

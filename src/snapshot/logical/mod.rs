@@ -2,6 +2,7 @@
 //! the repository writer, with no local copy.
 
 pub mod catalog;
+pub mod checksum;
 pub mod chunks;
 pub mod consistency;
 pub mod format;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use catalog::{Filter, TableInfo};
+use checksum::{PartSum, RowSumReader};
 use chunks::ChunkJob;
 use consistency::ConsistentPoint;
 use format::{Account, Chunk, Column, Database, DumpMeta, FORMAT, META_FILE, Table, TableName};
@@ -89,6 +91,18 @@ pub fn source_info(s: &mut Session) -> Result<SourceInfo> {
     })
 }
 
+/// A session set up to read the catalog as the dump's coordinator does (the check after a
+/// restore reads the restored tables' catalog with it).
+pub fn catalog_session(connect: &ConnectOptions) -> Result<Session> {
+    let mut s = Session::connect(connect)?;
+    if s.info().caches_table_stats() {
+        s.exec(&format!("{COORDINATOR_SETUP}{FRESH_ROW_ESTIMATES}"))?;
+    } else {
+        s.exec(COORDINATOR_SETUP)?;
+    }
+    Ok(s)
+}
+
 pub fn dump(
     connect: &ConnectOptions,
     writer: &MultiWriter,
@@ -102,12 +116,7 @@ pub fn dump(
         let connect = connect.clone();
         std::thread::spawn(move || consistency::connect_workers(&connect, jobs))
     };
-    let mut coord = Session::connect(connect)?;
-    if coord.info().caches_table_stats() {
-        coord.exec(&format!("{COORDINATOR_SETUP}{FRESH_ROW_ESTIMATES}"))?;
-    } else {
-        coord.exec(COORDINATOR_SETUP)?;
-    }
+    let mut coord = catalog_session(connect)?;
     crate::mysql::privileges::require(
         &mut coord,
         crate::mysql::privileges::LOGICAL_BACKUP,
@@ -183,11 +192,18 @@ pub fn dump(
     let mut total_rows = 0;
     for (i, (t, create)) in tables.iter().zip(&creates).enumerate() {
         let (create, deferred) = catalog::defer_indexes(create, t);
-        let chunks: Vec<Chunk> = done
+        let dumped: Vec<&(Chunk, Option<PartSum>)> = done
             .get(&i)
-            .map(|c| c.values().cloned().collect())
+            .map(|c| c.values().collect())
             .unwrap_or_default();
+        let chunks: Vec<Chunk> = dumped.iter().map(|(c, _)| c.clone()).collect();
         let rows = chunks.iter().map(|c| c.rows).sum();
+        // In chunk order, which is key order: see `checksum`.
+        let content = dumped
+            .iter()
+            .map(|(_, sum)| *sum)
+            .collect::<Option<Vec<PartSum>>>()
+            .and_then(|parts| checksum::fold(parts, !t.primary_key.is_empty()));
         total_rows += rows;
         let table = Table {
             name: t.name.clone(),
@@ -204,6 +220,7 @@ pub fn dump(
             chunks,
             rows,
             references: Some(references_of(&objects.foreign_keys, &name_of(t))),
+            content,
         };
         if let Some(db) = objects.databases.iter_mut().find(|d| d.name == t.db) {
             db.tables.push(table);
@@ -299,6 +316,10 @@ fn path_safe(name: &str) -> String {
     out
 }
 
+/// Each dumped chunk by table and chunk number, with its part of the table's checksum (`None`
+/// when the repository gave its file no CRC).
+type Dumped = BTreeMap<usize, BTreeMap<usize, (Chunk, Option<PartSum>)>>;
+
 /// Dumps every chunk with one thread per worker connection. The first error stops all.
 fn dump_chunks(
     workers: &mut [Conn],
@@ -306,9 +327,9 @@ fn dump_chunks(
     plan: Vec<ChunkJob>,
     writer: &MultiWriter,
     progress: &Progress,
-) -> Result<BTreeMap<usize, BTreeMap<usize, Chunk>>> {
+) -> Result<Dumped> {
     let queue = Mutex::new(plan);
-    let done: Mutex<BTreeMap<usize, BTreeMap<usize, Chunk>>> = Mutex::new(BTreeMap::new());
+    let done: Mutex<Dumped> = Mutex::new(BTreeMap::new());
     let first_error: FirstError<Error> = FirstError::new();
     std::thread::scope(|s| {
         for conn in workers.iter_mut() {
@@ -343,28 +364,40 @@ fn dump_one(
     job: &ChunkJob,
     writer: &MultiWriter,
     progress: &Progress,
-) -> Result<Chunk> {
+) -> Result<(Chunk, Option<PartSum>)> {
     let sql = chunks::select_sql(t, job);
     let stream = conn.query_stream(&sql).map_err(|e| table_error(e, t))?;
     let mut reader = tsv::TsvReader::new(stream);
     let path = chunk_path(t, job);
     let chunker = writer.stream_chunker().line_aligned();
-    let result = writer.add_file(&path, 0o600, &mut reader, chunker);
+    // Rows in key order are checked by the file's own CRC; only tables without a key pay a
+    // hash per row (see `checksum`).
+    let (result, row_hashes) = if t.primary_key.is_empty() {
+        let mut summing = RowSumReader::new(&mut reader);
+        let result = writer.add_file(&path, 0o600, &mut summing, chunker);
+        (result, Some(summing.sum()))
+    } else {
+        (writer.add_file(&path, 0o600, &mut reader, chunker), None)
+    };
     let rows = reader.rows();
     progress.rows.fetch_add(rows, Ordering::Relaxed);
     match result {
-        Ok(_) => Ok(Chunk { file: path, rows }),
+        Ok(entry) => {
+            let sum = entry.digest.crc64().map(|crc64| PartSum {
+                bytes: entry.size,
+                crc64,
+                rows,
+                row_hashes,
+            });
+            Ok((Chunk { file: path, rows }, sum))
+        }
         // A server error surfaces through the reader as an io::Error: recover it.
-        Err(crate::repo::RepoError::Io { source, .. }) => match source
-            .into_inner()
-            .map(|i| i.downcast::<crate::mysql::Error>())
-        {
-            Some(Ok(e)) => Err(table_error(*e, t)),
-            Some(Err(other)) => Err(Error::Internal(format!(
+        Err(crate::repo::RepoError::Io { source, .. }) => match tsv::server_error(source) {
+            Ok(e) => Err(table_error(e, t)),
+            Err(other) => Err(Error::Internal(format!(
                 "reading {}: {other}",
                 t.qualified()
             ))),
-            None => Err(Error::Internal(format!("reading {} failed", t.qualified()))),
         },
         Err(e) => Err(e.into()),
     }

@@ -131,6 +131,22 @@ fn line_bound(row: &RawRow<'_>) -> usize {
     2 * row.payload_len() + row.columns() + 1
 }
 
+/// The server's error behind a failed read of a [`TsvReader`] (which can only pass it on as
+/// an I/O error); any other error as it is.
+pub fn server_error(e: io::Error) -> Result<crate::mysql::Error, io::Error> {
+    if !e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<crate::mysql::Error>())
+    {
+        return Err(e);
+    }
+    match e.into_inner().map(|i| i.downcast::<crate::mysql::Error>()) {
+        Some(Ok(server)) => Ok(*server),
+        Some(Err(other)) => Err(io::Error::other(other)),
+        None => Err(io::Error::other("the read failed")),
+    }
+}
+
 /// Reads a running query's rows as a `LOAD DATA` file.
 pub struct TsvReader<'c> {
     rows: RowStream<'c>,
