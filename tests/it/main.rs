@@ -15,6 +15,7 @@ mod faults_storage;
 mod faults_stream;
 mod logical;
 mod mariadb;
+mod metrics;
 mod multi_repo;
 mod physical;
 mod pitr;
