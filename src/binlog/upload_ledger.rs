@@ -309,7 +309,8 @@ mod tests {
 
     /// The defect: each upload of the growing open file added its whole length.
     #[test]
-    fn archived_bytes_count_each_byte_once_across_uploads_of_a_growing_file() {
+    fn archived_bytes_read_many_times_the_real_figure_counting_each_upload_of_the_open_file_whole()
+    {
         let mut l = UploadLedger::new(["local", "s3"]);
         for (len, t) in [(1000, 1), (1500, 2), (4000, 3)] {
             let j = job("binlog.000001", len, Some(t), Some(t));
@@ -338,7 +339,7 @@ mod tests {
 
     /// The defect: during an S3 outage the lag stayed 0.
     #[test]
-    fn lag_and_pending_bytes_grow_for_the_failing_repository_only_and_clear_on_success() {
+    fn lag_stayed_zero_and_last_error_stayed_set_without_its_time_during_an_s3_outage() {
         let mut l = UploadLedger::new(["local", "s3"]);
         let j1 = job("binlog.000001", 1000, Some(10), Some(10));
         l.submitted(&j1);
