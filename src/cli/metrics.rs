@@ -195,3 +195,71 @@ pub fn restore_test(repo: &str, tested: Option<&RestoreTestReport>) -> Vec<Famil
 pub fn gaps(repo: &str, unresolved: u64) -> Vec<Family> {
     vec![crate::ops::stream::metrics::gaps_family().with(&[("repo", repo)], unresolved as f64)]
 }
+
+/// A prune of `repo` that ran (not `--plan`): what it kept, removed and freed.
+pub fn prune(report: &crate::ops::prune::PruneReport, ended: DateTime<Utc>) -> Vec<Family> {
+    if report.planned_only {
+        return Vec::new();
+    }
+    let l: &[(&str, &str)] = &[("repo", &report.repo)];
+    vec![
+        Family::gauge(
+            "myvault_prune_last_success_timestamp_seconds",
+            "When the last prune of the repository ended.",
+        )
+        .with(l, timestamp(ended)),
+        Family::gauge(
+            "myvault_prune_snapshots_kept",
+            "Snapshots the last prune of the repository kept.",
+        )
+        .with(l, report.snapshots_kept.len() as f64),
+        Family::gauge(
+            "myvault_prune_last_removed_snapshots",
+            "Snapshots the last prune of the repository removed.",
+        )
+        .with(l, report.snapshots_removed.len() as f64),
+        Family::gauge(
+            "myvault_prune_last_freed_bytes",
+            "Pack bytes the last prune of the repository deleted.",
+        )
+        .with(l, (report.gc.pack_bytes + report.gc.orphan_bytes) as f64),
+        Family::gauge(
+            "myvault_repo_unused_bytes",
+            "Bytes of kept packs that nothing needs, as the last prune of the repository found them.",
+        )
+        .with(l, report.gc.unused_bytes_kept as f64),
+    ]
+}
+
+/// A copy from one repository into another (`repo` is the destination).
+pub fn copy(report: &crate::repo::copy::CopyReport, ended: DateTime<Utc>) -> Vec<Family> {
+    let l: &[(&str, &str)] = &[("repo", &report.to), ("from", &report.from)];
+    let complete = report.manifests_skipped.is_empty();
+    let mut out = vec![
+        Family::gauge(
+            "myvault_copy_last_bytes",
+            "Pack bytes the last copy into the repository transferred.",
+        )
+        .with(l, report.bytes_copied as f64),
+        Family::gauge(
+            "myvault_copy_last_snapshots",
+            "Snapshots the last copy into the repository added.",
+        )
+        .with(l, report.snapshots_copied as f64),
+        Family::gauge(
+            "myvault_copy_last_skipped_manifests",
+            "Manifests the last copy could not bring over (the origin is damaged: verify it).",
+        )
+        .with(l, report.manifests_skipped.len() as f64),
+    ];
+    if complete {
+        out.push(
+            Family::gauge(
+                "myvault_copy_last_success_timestamp_seconds",
+                "When the last copy that brought everything into the repository ended.",
+            )
+            .with(l, timestamp(ended)),
+        );
+    }
+    out
+}

@@ -48,6 +48,8 @@ pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
         keep_within: a.keep_within,
     };
     let report = ops::prune::run(&repo, policy, a.plan, chrono::Utc::now())?;
+    ctx.metrics
+        .record(super::metrics::prune(&report, chrono::Utc::now()));
     out.report(&report, |r| {
         let verb = if r.planned_only {
             "would remove"

@@ -372,6 +372,8 @@ pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
     let to = ops::repos::open(&a.to, &store.options())?;
     let report = ops::copy::run(&from, &to, |key| out.progress(&format!("copied {key}")))?;
     out.progress_done();
+    ctx.metrics
+        .record(super::metrics::copy(&report, chrono::Utc::now()));
     out.report(&report, |r| {
         outln!(
             "{} -> {}: {} packs ({}), {} index files, {} snapshots, {} binlog segments copied",

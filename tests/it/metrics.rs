@@ -143,7 +143,7 @@ fn repo_entry<'a>(status: &'a Value, repo: &str) -> &'a Value {
 }
 
 #[test]
-fn promtool_accepts_metrics_served_by_the_streamer_and_written_by_backup_and_verify() {
+fn promtool_accepts_metrics_served_by_the_streamer_and_written_by_backup_verify_copy_prune() {
     let src = TestServer::mysql97();
     src.sql("CREATE DATABASE shop;\nCREATE TABLE shop.t (id INT PRIMARY KEY, v TEXT);\nINSERT INTO shop.t VALUES (1, 'a'), (2, 'b')");
     let dir = Scratch::new("metrics");
@@ -206,6 +206,43 @@ fn promtool_accepts_metrics_served_by_the_streamer_and_written_by_backup_and_ver
             l
         ),
         Some(snapshot_time)
+    );
+    // copy and prune add theirs to the same file.
+    let copy = dir.join("copy").to_str().unwrap().to_string();
+    myvault(&["init", "--repo", &copy]).expect_code(0);
+    myvault(&[
+        "copy",
+        "--from",
+        &repo,
+        "--to",
+        &copy,
+        "--metrics-file",
+        prom_arg,
+    ])
+    .expect_code(0);
+    myvault(&[
+        "prune",
+        "--repo",
+        &copy,
+        "--keep-last",
+        "1",
+        "--metrics-file",
+        prom_arg,
+    ])
+    .expect_code(0);
+    let all = std::fs::read_to_string(&prom).unwrap();
+    assert_promtool_accepts(&all, "the textfile of backup, verify, copy and prune");
+    let c: &[(&str, &str)] = &[("repo", &copy), ("from", &repo)];
+    assert_eq!(value(&all, "myvault_copy_last_snapshots", c), Some(1.0));
+    assert!(value(&all, "myvault_copy_last_success_timestamp_seconds", c).is_some());
+    assert_eq!(
+        value(&all, "myvault_prune_snapshots_kept", &[("repo", &copy)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&all, "myvault_verify_last_success", r),
+        Some(1.0),
+        "earlier runs' series are kept"
     );
     // Atomic replacement leaves no temporary file behind.
     let mut names: Vec<String> = std::fs::read_dir(dir.path.as_path())
