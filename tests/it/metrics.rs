@@ -351,6 +351,7 @@ fn an_s3_outage_under_load_turns_metrics_and_status_unhealthy_naming_the_reposit
                 .then_some(lag)
         },
     );
+    let seen_at = chrono::Utc::now();
     eprintln!("metrics unhealthy {took:?} after S3 went down (lag {lag_seen} s)");
     let (st, _) = within(
         Duration::from_secs(60)
@@ -376,8 +377,12 @@ fn an_s3_outage_under_load_turns_metrics_and_status_unhealthy_naming_the_reposit
         outage.elapsed()
     );
     // status.json: the lag grows (not 0), the error has its time, bytes wait for S3 only.
-    sleep_ms(3000);
-    let js = status_json(&spool);
+    // (status.json is rewritten every 10 s: one made after the scrape above.)
+    let (js, _) = within(Duration::from_secs(30), "status.json rewritten", || {
+        let js = status_json(&spool);
+        let updated = chrono::DateTime::parse_from_rfc3339(js["updated_at"].as_str()?).ok()?;
+        (updated > seen_at).then_some(js)
+    });
     let s3_entry = repo_entry(&js, &remote);
     let local_entry = repo_entry(&js, &local);
     assert!(

@@ -700,6 +700,25 @@ fn submit_received(uploader: &Uploader, status: &mut StreamStatus, mut j: Upload
     uploader.submit(j);
 }
 
+/// A file the write just sealed (the server rotated) goes to the uploader whole.
+fn submit_if_sealed(
+    facts: &SourceFacts,
+    uploader: &Uploader,
+    status: &mut StreamStatus,
+    written: Written,
+) {
+    if let Written::Sealed {
+        name,
+        path,
+        len,
+        summary,
+    } = written
+    {
+        let j = job(facts, name, path, len, true, *summary);
+        submit_received(uploader, status, j);
+    }
+}
+
 /// Uploads what the open file holds now (after making it durable). `complete_at`: the
 /// moment the server last said, by a heartbeat, that nothing more was written.
 fn upload_open_file(
@@ -879,16 +898,7 @@ fn receive(
                         if spool::belongs_in_file(&header) {
                             note_received(status, spool, header.timestamp);
                         }
-                        if let Written::Sealed {
-                            name,
-                            path,
-                            len,
-                            summary,
-                        } = written
-                        {
-                            let j = job(facts, name, path, len, true, *summary);
-                            submit_received(uploader, status, j);
-                        }
+                        submit_if_sealed(facts, uploader, status, written);
                         status.position = u64::from(header.log_pos);
                     }
                 }
@@ -904,16 +914,7 @@ fn receive(
                 let written = spool.continue_large_event(piece)?;
                 // The large event's own time is not at hand here: it was received now.
                 note_received(status, spool, Utc::now().timestamp() as u32);
-                if let Written::Sealed {
-                    name,
-                    path,
-                    len,
-                    summary,
-                } = written
-                {
-                    let j = job(facts, name, path, len, true, *summary);
-                    submit_received(uploader, status, j);
-                }
+                submit_if_sealed(facts, uploader, status, written);
             }
         }
         if last_upload.elapsed() >= opts.upload_interval {
