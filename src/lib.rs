@@ -12,6 +12,7 @@ pub mod first_error;
 /// Fuzz targets: compiled for tests and for the coverage-guided harness in `fuzz/`.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod metrics;
 pub mod mysql;
 pub mod ops;
 pub mod private_fs;

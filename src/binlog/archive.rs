@@ -34,6 +34,10 @@ pub struct UploadJob {
     /// When the streamer last knew it had everything the server had written (its clock):
     /// the archive covers up to then, even when the last commit is older.
     pub complete_at: Option<DateTime<Utc>>,
+    /// The oldest commit this job is the first to carry (the stream's clock for what it
+    /// received, the file's first event for what an earlier run left); `None` when it
+    /// carries no commit a previous job did not. Measures upload lag (`upload_ledger`).
+    pub oldest_new_commit: Option<DateTime<Utc>>,
 }
 
 /// Chunks already cut from the front of a file, reused by the next upload of it.
@@ -72,7 +76,8 @@ pub struct Uploaded {
     pub outcomes: Vec<TargetOutcome>,
     /// True when every repository holds the segment.
     pub everywhere: bool,
-    pub bytes: u64,
+    /// Per repository (by name), the length of the file it held before this upload.
+    pub held_before: HashMap<String, u64>,
 }
 
 fn time(secs: Option<u32>) -> Option<DateTime<Utc>> {
@@ -200,14 +205,27 @@ impl Archiver {
         let body = manifest::encode("binlog", &segment);
         let segment_key = binlog_key(&job.server_uuid, &job.file, job.len);
         let prefix = format!("binlog/{}/{}/", job.server_uuid, job.file);
+        let held_before = std::sync::Mutex::new(HashMap::new());
         let outcomes = writer.commit_with(|repo| {
             let storage = repo.storage();
+            // Listed before the new segment is written, so what the repository held of the
+            // file is known (each archived byte is counted once) and the older segments go.
+            let older = storage.list(&prefix).map_err(|e| e.to_string())?;
+            let held = older
+                .iter()
+                .filter_map(|o| o.key.rsplit('/').next()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            held_before
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(repo.name().to_string(), held);
             // The same bytes may be archived again with a newer `complete_at`: replacing the
             // manifest then changes nothing a restore reads, only the coverage it may claim.
             storage
                 .put(&segment_key, &body)
                 .map_err(|e| e.to_string())?;
-            for old in storage.list(&prefix).map_err(|e| e.to_string())? {
+            for old in older {
                 if old.key != segment_key {
                     let _ = storage.delete(&old.key);
                 }
@@ -226,7 +244,7 @@ impl Archiver {
         Ok(Uploaded {
             outcomes,
             everywhere,
-            bytes: job.len,
+            held_before: held_before.into_inner().unwrap_or_else(|e| e.into_inner()),
         })
     }
 }

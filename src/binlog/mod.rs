@@ -12,6 +12,7 @@ pub mod source;
 pub mod spool;
 pub mod statements;
 pub mod transaction;
+pub mod upload_ledger;
 pub mod uploader;
 pub mod walk;
 

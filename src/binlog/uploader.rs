@@ -1,27 +1,44 @@
 //! The upload thread: archives spooled files without ever holding up the receiving of
 //! events. Jobs for the same file coalesce (the newest length wins); a file that is sealed
 //! and stored in every repository is removed from the spool. Failed uploads are retried
-//! with backoff while the spool keeps the data.
+//! with backoff while the spool keeps the data. What each repository holds, and since when
+//! it lacks something, is kept in an [`UploadLedger`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use super::archive::{Archiver, UploadJob};
+use super::upload_ledger::{Receiving, RepoOutcome, RepoUploadStatus, UploadLedger};
 use crate::repo::Repo;
 
 #[derive(Debug, Default, Clone)]
 pub struct UploadStats {
+    /// Binlog bytes archived in every repository by this process, each byte once.
     pub archived_bytes: u64,
     pub segments: u64,
+    /// Upload jobs queued or running (jobs for one file coalesce: see `pending_bytes`).
     pub pending: usize,
-    pub last_error: Option<String>,
-    /// Repositories that missed the last upload.
-    pub failing: Vec<String>,
+    /// Each repository's state.
+    pub repos: Vec<RepoUploadStatus>,
 }
 
-#[derive(Default)]
+impl UploadStats {
+    /// The repositories that fail now, with their errors, for one message.
+    pub fn failing(&self) -> Option<String> {
+        let why: Vec<String> = self
+            .repos
+            .iter()
+            .filter_map(|r| r.last_error.as_deref())
+            .map(String::from)
+            .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
 struct State {
     jobs: BTreeMap<(String, u64, String), UploadJob>,
     /// Per file, the most that was ever queued: its length, and whether sealed.
@@ -29,7 +46,25 @@ struct State {
     retry_at: Option<Instant>,
     stopping: bool,
     busy: bool,
-    stats: UploadStats,
+    segments: u64,
+    ledger: UploadLedger,
+}
+
+/// Reads the upload state; the lock it takes is never held across an upload.
+#[derive(Clone)]
+pub struct UploadObserver(Arc<(Mutex<State>, Condvar)>);
+
+impl UploadObserver {
+    /// The state at `now`; `receiving` is what the stream holds beyond the jobs it gave.
+    pub fn stats_at(&self, now: DateTime<Utc>, receiving: Option<&Receiving>) -> UploadStats {
+        let st = lock(&self.0.0);
+        UploadStats {
+            archived_bytes: st.ledger.archived_everywhere(),
+            segments: st.segments,
+            pending: st.jobs.len() + usize::from(st.busy),
+            repos: st.ledger.view(now, receiving),
+        }
+    }
 }
 
 pub struct Uploader {
@@ -51,7 +86,16 @@ fn job_key(job: &UploadJob) -> (String, u64, String) {
 
 impl Uploader {
     pub fn start(repos: Vec<Arc<Repo>>) -> Uploader {
-        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        let state = State {
+            jobs: BTreeMap::new(),
+            queued: HashMap::new(),
+            retry_at: None,
+            stopping: false,
+            busy: false,
+            segments: 0,
+            ledger: UploadLedger::new(repos.iter().map(|r| r.name())),
+        };
+        let shared = Arc::new((Mutex::new(state), Condvar::new()));
         let thread_shared = shared.clone();
         let handle = std::thread::spawn(move || run(thread_shared, Archiver::new(repos)));
         Uploader {
@@ -70,6 +114,7 @@ impl Uploader {
             .entry((job.server_uuid.clone(), job.file.clone()))
             .or_insert((0, false));
         *most = (most.0.max(job.len), most.1 || job.sealed);
+        st.ledger.submitted(&job);
         match st.jobs.get(&key) {
             Some(old) if old.sealed && !job.sealed => {}
             Some(old) if old.len > job.len && !job.sealed => {}
@@ -89,11 +134,20 @@ impl Uploader {
             .is_some_and(|&(most, most_sealed)| most >= len && (most_sealed || !sealed))
     }
 
+    /// `repo` holds `len` bytes of the file already (an earlier run archived them).
+    pub fn held(&self, repo: &str, server_uuid: &str, file: &str, len: u64) {
+        lock(&self.shared.0)
+            .ledger
+            .held(repo, server_uuid, file, len);
+    }
+
+    /// A handle that reads the upload state from other threads.
+    pub fn observer(&self) -> UploadObserver {
+        UploadObserver(self.shared.clone())
+    }
+
     pub fn stats(&self) -> UploadStats {
-        let st = lock(&self.shared.0);
-        let mut s = st.stats.clone();
-        s.pending = st.jobs.len() + usize::from(st.busy);
-        s
+        self.observer().stats_at(Utc::now(), None)
     }
 
     /// Uploads what is queued (waiting at most `deadline`), then stops the thread.
@@ -150,16 +204,20 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
         let result = archiver.upload(&job);
         let mut st = lock(m);
         st.busy = false;
+        let now = Utc::now();
         match result {
             Ok(done) => {
-                st.stats.archived_bytes += done.bytes;
-                st.stats.segments += 1;
-                st.stats.failing = done
+                st.segments += 1;
+                let outcomes: Vec<RepoOutcome> = done
                     .outcomes
                     .iter()
-                    .filter(|o| o.error.is_some())
-                    .map(|o| o.repo.clone())
+                    .map(|o| RepoOutcome {
+                        repo: &o.repo,
+                        error: o.error.as_deref(),
+                        held_before: done.held_before.get(&o.repo).copied().unwrap_or(0),
+                    })
                     .collect();
+                st.ledger.uploaded(&job, &outcomes, now);
                 if done.everywhere {
                     backoff = Duration::from_secs(1);
                     if job.sealed {
@@ -168,19 +226,14 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
                         let _ = std::fs::remove_file(&job.path);
                         st.queued
                             .remove(&(job.server_uuid.clone(), job.file.clone()));
+                        st.ledger.forget(&job.server_uuid, &job.file);
                     }
                 } else {
-                    let why: Vec<String> = done
-                        .outcomes
-                        .iter()
-                        .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.repo)))
-                        .collect();
-                    st.stats.last_error = Some(why.join("; "));
                     requeue(&mut st, job, &mut backoff);
                 }
             }
             Err(e) => {
-                st.stats.last_error = Some(e.to_string());
+                st.ledger.failed(&e.to_string(), now);
                 requeue(&mut st, job, &mut backoff);
             }
         }

@@ -93,21 +93,46 @@ pub fn default_jobs() -> usize {
 }
 
 pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
+    let repos = config::repos_or(&a.repos, ctx.cfg(), "--repo")?;
+    // What `--metrics-file` calls the source: `host:port`, or the backed-up path.
+    let mut origin = String::new();
+    let taken = take(a, ctx, &repos, &mut origin);
+    let method = if a.path.is_some() { "files" } else { &a.method };
+    ctx.metrics.record(super::metrics::backup(
+        &origin,
+        method,
+        &repos,
+        taken.as_ref().ok(),
+        chrono::Utc::now(),
+    ));
+    let report = taken?;
+    ctx.out.report(&report, print);
+    ops::repos::conclude(&report.repos)
+}
+
+fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Result<BackupReport> {
     let (out, conn, store) = (ctx.out, &ctx.conn, &ctx.store);
     let cfg = ctx.cfg().and_then(|c| c.backup.clone()).unwrap_or_default();
-    let repos = config::repos_or(&a.repos, ctx.cfg(), "--repo")?;
     let source = match (&a.path, a.method.as_str()) {
         (Some(_), _) | (None, "cold") => None,
         _ => Some(config::source_or(a.source.as_ref(), ctx.cfg())?),
     };
-    let report = match (&a.path, &source) {
-        (Some(path), _) => ops::backup::files(&repos, &store.options(), path)?,
+    *origin = match (&a.path, &a.datadir, &source) {
+        (Some(p), _, _) | (None, Some(p), None) => p.display().to_string(),
+        (None, _, Some(url)) => conn
+            .resolve(url, "MYVAULT_PASSWORD")
+            .map(|c| c.address())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Ok(match (&a.path, &source) {
+        (Some(path), _) => ops::backup::files(repos, &store.options(), path)?,
         (None, None) => {
             let datadir = a
                 .datadir
                 .as_ref()
                 .ok_or_else(|| Error::Usage("--method cold needs --datadir DIR".into()))?;
-            ops::backup::cold(&repos, &store.options(), datadir)?
+            ops::backup::cold(repos, &store.options(), datadir)?
         }
         (None, Some(url)) if a.method == "clone" => {
             let source = conn.resolve(url, "MYVAULT_PASSWORD")?;
@@ -124,7 +149,7 @@ pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
             };
             out.with_ticker(
                 || "cloning and packing".to_string(),
-                || ops::backup::clone_local(&repos, &store.options(), &source, &opts),
+                || ops::backup::clone_local(repos, &store.options(), &source, &opts),
             )?
         }
         (None, Some(url)) => {
@@ -162,12 +187,10 @@ pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
                         progress.chunks_total.load(Ordering::Relaxed)
                     )
                 },
-                || ops::backup::logical(&repos, &store.options(), &source, &opts, &progress),
+                || ops::backup::logical(repos, &store.options(), &source, &opts, &progress),
             )?
         }
-    };
-    out.report(&report, print);
-    ops::repos::conclude(&report.repos)
+    })
 }
 
 pub fn print(r: &BackupReport) {

@@ -63,6 +63,10 @@ pub struct StreamArgs {
     /// Exit once everything the source had at start is archived (for cron and tests).
     #[arg(long)]
     pub until_caught_up: bool,
+
+    /// Serve Prometheus metrics on HOST:PORT at /metrics (e.g. 127.0.0.1:9577).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -230,10 +234,12 @@ fn stream(a: &StreamArgs, ctx: &Ctx) -> Result<()> {
             << 20,
         start_file: a.start_file.clone(),
         until_caught_up: a.until_caught_up,
+        metrics_listen: a.metrics_listen.clone().or(cfg.metrics_listen),
     };
     let report = |s: &StreamStatus| {
         if !out.quiet && !out.json {
-            eprintln!(
+            tracing::info!(
+                lag_seconds = s.lag_seconds,
                 "{}: {} at {}:{}  lag {:.1} s  received {}  archived {}  spool {}  pending {}{}",
                 s.source,
                 s.server_uuid,
@@ -243,16 +249,19 @@ fn stream(a: &StreamArgs, ctx: &Ctx) -> Result<()> {
                 output::bytes(s.received_bytes),
                 output::bytes(s.archived_bytes),
                 output::bytes(s.spool_bytes),
-                s.pending_uploads,
+                output::bytes(s.pending_bytes),
                 s.last_error
                     .as_deref()
                     .map(|e| format!("  last error: {e}"))
                     .unwrap_or_default()
             );
         }
+        // Replaced whole (written aside, then renamed), so a reader never sees half of it.
         let path = opts.spool_dir.join("status.json");
+        let tmp = opts.spool_dir.join(".status.json.tmp");
         if let Ok(json) = serde_json::to_vec_pretty(s) {
-            let _ = crate::private_fs::write_file(&path, &json);
+            let _ = crate::private_fs::write_file(&tmp, &json)
+                .and_then(|()| std::fs::rename(&tmp, &path));
         }
     };
     let status = ops::stream::run(&opts, &report)?;

@@ -118,6 +118,8 @@ pub struct StreamSection {
     pub upload_interval: Option<u64>,
     pub heartbeat: Option<u64>,
     pub max_spool_size: Option<u64>,
+    /// `--metrics-listen`: serve Prometheus metrics on HOST:PORT.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -82,19 +82,19 @@ impl LogArgs {
 
 /// Which targets log at `level`: myvault's own at that level; other crates (the S3 client,
 /// rustls) only from debug on, so that their chatter is there when asked for and never else.
-fn filter(level: Level) -> EnvFilter {
+fn directives(level: Level) -> String {
     let others = if level >= Level::Debug {
         level
     } else {
         Level::Warn.min(level)
     };
-    EnvFilter::new(format!("{others},myvault={level}"))
+    format!("{others},myvault={level}")
 }
 
 /// Installs the subscriber. Called once, before any work.
 pub fn init(args: &LogArgs, level: Level) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(level))
+        .with_env_filter(EnvFilter::new(directives(level)))
         .with_writer(std::io::stderr)
         .with_timer(tracing_subscriber::fmt::time::ChronoUtc::rfc_3339())
         .with_ansi(false);
@@ -177,8 +177,8 @@ mod tests {
 
     #[test]
     fn other_crates_speak_from_debug_on_only() {
-        assert_eq!(filter(Level::Info).to_string(), "warn,myvault=info");
-        assert_eq!(filter(Level::Error).to_string(), "error,myvault=error");
-        assert_eq!(filter(Level::Debug).to_string(), "debug,myvault=debug");
+        assert_eq!(directives(Level::Info), "warn,myvault=info");
+        assert_eq!(directives(Level::Error), "error,myvault=error");
+        assert_eq!(directives(Level::Debug), "debug,myvault=debug");
     }
 }

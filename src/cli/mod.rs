@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod each_repo;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod prune;
 pub mod repo_cmds;
@@ -78,6 +79,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", global = true, env = "MYVAULT_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Write this run's Prometheus metrics to FILE (node_exporter textfile format; replaced
+    /// atomically, earlier runs' series kept).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub metrics_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub conn: connection::ConnArgs,
 
@@ -131,6 +137,8 @@ pub struct Ctx {
     pub conn: connection::ConnArgs,
     pub store: store::StoreArgs,
     pub cfg: Option<config::Config>,
+    /// Series for `--metrics-file`, added by the command as it runs.
+    pub metrics: metrics::Recorder,
 }
 
 impl Ctx {
@@ -160,31 +168,60 @@ fn dispatch(cli: &Cli) -> Result<()> {
         conn.merge(c.source.as_ref());
         store.merge(c);
     }
+    // Checked before the work: a wrong path is a usage error now, not a
+    // warning after an hour's backup.
+    let textfile = cli
+        .metrics_file
+        .as_deref()
+        .map(crate::metrics::textfile::Textfile::open)
+        .transpose()
+        .map_err(|e| crate::error::Error::Usage(e.to_string()))?;
     let ctx = Ctx {
         out,
         conn,
         store,
         cfg,
+        metrics: metrics::Recorder::default(),
     };
+    let clock = std::time::Instant::now();
+    let result = run_command(cli, &ctx);
+    if let Some(file) = textfile {
+        let mut families = ctx.metrics.take();
+        families.extend(metrics::run_families(
+            cli.command.name(),
+            chrono::Utc::now(),
+            clock.elapsed().as_secs_f64(),
+            result.is_ok(),
+        ));
+        // The command's own outcome decides the exit; a metrics file that cannot be
+        // written is said, and shows as stale to whatever watches it.
+        if let Err(e) = file.write(&families) {
+            tracing::warn!("{e}");
+        }
+    }
+    result
+}
+
+fn run_command(cli: &Cli, ctx: &Ctx) -> Result<()> {
     match &cli.command {
-        Command::Check(args) => check::run(args, &ctx),
-        Command::Binlog(cmd) => binlog::run(cmd, &ctx),
-        Command::Backup(args) => backup::run(args, &ctx),
-        Command::Restore(args) => restore::run(args, &ctx),
-        Command::List(args) => repo_cmds::list(args, &ctx),
-        Command::Verify(args) => repo_cmds::verify(args, &ctx),
-        Command::Init(args) => repo_cmds::init(args, &ctx),
-        Command::Copy(args) => repo_cmds::copy(args, &ctx),
-        Command::Unlock(args) => repo_cmds::unlock(args, &ctx),
-        Command::Prune(args) => prune::run(args, &ctx),
-        Command::SeedReplica(args) => seed::run(args, &ctx),
-        Command::Status(args) => status::run(args, &ctx),
-        Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), &ctx),
+        Command::Check(args) => check::run(args, ctx),
+        Command::Binlog(cmd) => binlog::run(cmd, ctx),
+        Command::Backup(args) => backup::run(args, ctx),
+        Command::Restore(args) => restore::run(args, ctx),
+        Command::List(args) => repo_cmds::list(args, ctx),
+        Command::Verify(args) => repo_cmds::verify(args, ctx),
+        Command::Init(args) => repo_cmds::init(args, ctx),
+        Command::Copy(args) => repo_cmds::copy(args, ctx),
+        Command::Unlock(args) => repo_cmds::unlock(args, ctx),
+        Command::Prune(args) => prune::run(args, ctx),
+        Command::SeedReplica(args) => seed::run(args, ctx),
+        Command::Status(args) => status::run(args, ctx),
+        Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), ctx),
     }
 }
 
 impl Command {
-    /// The command as typed, for log lines.
+    /// The command as typed, for log lines and `myvault_last_run_*{command}`.
     fn name(&self) -> &'static str {
         match self {
             Command::Backup(_) => "backup",

@@ -147,6 +147,10 @@ pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
             let policy = next.next().copied().unwrap_or_default();
             let pruned = ops::repos::open(&t.location, &opts)
                 .and_then(|repo| ops::prune::run(&repo, &policy, a.plan, now));
+            if let Ok(report) = &pruned {
+                ctx.metrics
+                    .record(super::metrics::prune(report, chrono::Utc::now()));
+            }
             pruned.into()
         },
         print,

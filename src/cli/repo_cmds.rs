@@ -199,9 +199,24 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
     each_repo::run(
         ctx.out,
         &targets,
-        |t| match ops::repos::open(&t.location, &ctx.store.options()) {
-            Ok(repo) => verify_one(a, ctx.out, &repo, mysqld.as_deref()),
-            Err(e) => Err(e).into(),
+        |t| {
+            let clock = std::time::Instant::now();
+            let done = match ops::repos::open(&t.location, &ctx.store.options()) {
+                Ok(repo) => {
+                    if let Ok(n) = ops::stream::unresolved_gaps(&repo) {
+                        ctx.metrics.record(super::metrics::gaps(&t.location, n));
+                    }
+                    verify_one(a, ctx, &t.location, &repo, mysqld.as_deref())
+                }
+                Err(e) => Err(e).into(),
+            };
+            ctx.metrics.record(super::metrics::verify(
+                &t.location,
+                done.error.is_none(),
+                clock.elapsed().as_secs_f64(),
+                chrono::Utc::now(),
+            ));
+            done
         },
         print_verify,
     )
@@ -210,10 +225,12 @@ pub fn verify(a: &VerifyArgs, ctx: &super::Ctx) -> Result<()> {
 /// Verifies one repository (and restore-tests it when asked) and records the result in it.
 fn verify_one(
     a: &VerifyArgs,
-    out: output::Output,
+    ctx: &super::Ctx,
+    location: &str,
     repo: &std::sync::Arc<crate::repo::Repo>,
     mysqld: Option<&std::path::Path>,
 ) -> each_repo::Done<VerifyOutput> {
+    let out = ctx.out;
     let started = chrono::Utc::now();
     let checked = ops::verify::run(repo, !a.no_read_data, |done, total| {
         if total > 0 && (done % 16 == 0 || done == total) {
@@ -228,6 +245,10 @@ fn verify_one(
             return Err(e).into();
         }
     };
+    ctx.metrics.record(super::metrics::verify_problems(
+        location,
+        integrity.problems.len(),
+    ));
     let damaged = !integrity.problems.is_empty();
     let mut output = VerifyOutput {
         integrity,
@@ -243,6 +264,8 @@ fn verify_one(
         };
         let tested = ops::restore_test::run(repo, &request, &|s| out.progress(s));
         out.progress_done();
+        ctx.metrics
+            .record(super::metrics::restore_test(location, tested.as_ref().ok()));
         match tested {
             Ok(t) => output.restore_test = Some(t),
             Err(e) => test_error = Some(e),
@@ -377,6 +400,8 @@ pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
     let to = ops::repos::open(&a.to, &store.options())?;
     let report = ops::copy::run(&from, &to, |key| out.progress(&format!("copied {key}")))?;
     out.progress_done();
+    ctx.metrics
+        .record(super::metrics::copy(&report, chrono::Utc::now()));
     out.report(&report, |r| {
         outln!(
             "{} -> {}: {} packs ({}), {} index files, {} snapshots, {} binlog segments copied",

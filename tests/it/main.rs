@@ -17,6 +17,7 @@ mod faults_stream;
 mod logging;
 mod logical;
 mod mariadb;
+mod metrics;
 mod multi_repo;
 mod physical;
 mod pitr;

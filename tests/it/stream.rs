@@ -25,8 +25,8 @@ struct Archived {
     files: Vec<serde_json::Value>,
 }
 
-fn archived(repo: &str) -> Archived {
-    let run = myvault(&["binlog", "list", "--repo", repo, "--json"]);
+fn archived(repo: &str, env: &[(&str, &str)]) -> Archived {
+    let run = crate::support::myvault_env(&["binlog", "list", "--repo", repo, "--json"], env);
     run.expect_code(0);
     Archived {
         files: run.json()["files"].as_array().unwrap().clone(),
@@ -37,9 +37,19 @@ fn archived(repo: &str) -> Archived {
 /// for the in-use flag the server sets in it while writing), and the GTIDs are continuous,
 /// complete and without duplicates.
 pub(crate) fn assert_archive_matches(src: &TestServer, repo: &str, scratch: &Scratch) {
+    assert_archive_matches_with_env(src, repo, scratch, &[]);
+}
+
+/// [`assert_archive_matches`] for a repository that needs `env` (S3).
+pub(crate) fn assert_archive_matches_with_env(
+    src: &TestServer,
+    repo: &str,
+    scratch: &Scratch,
+    env: &[(&str, &str)],
+) {
     let dest = scratch.join("fetched");
-    crate::support::streamer::fetch(repo, &dest, &[]).expect_code(0);
-    let arch = archived(repo);
+    crate::support::streamer::fetch(repo, &dest, env).expect_code(0);
+    let arch = archived(repo, env);
     let current = src.current_binlog();
     assert!(!arch.files.is_empty());
     let mut union = GtidSet::new();
@@ -428,7 +438,7 @@ fn wait_spooled(src: &TestServer, spool: &std::path::Path, streamer: &Streamer) 
 
 /// Whether the repository's binlog archive holds every GTID of `gtids`.
 fn is_archived(repo: &str, gtids: &GtidSet) -> bool {
-    let all = archived(repo)
+    let all = archived(repo, &[])
         .files
         .iter()
         .map(|f| GtidSet::parse(f["gtids"].as_str().unwrap()).unwrap())

@@ -99,6 +99,8 @@ pub enum ProblemCode {
     NeverVerified,
     StreamerDown,
     StreamerError,
+    /// The running streamer's uploads to a repository fail (its `status.json`).
+    UploadFailing,
 }
 
 #[derive(Debug, Clone, Serialize)]

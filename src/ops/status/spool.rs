@@ -3,7 +3,8 @@
 //!
 //! Of `status.json` only these are relied on: that the streamer rewrites it at least every
 //! 10 seconds while it runs (so its modification time says whether one runs), and its
-//! `source`, `server_uuid`, `lag_seconds` and `last_error` fields, each optional. The bytes
+//! `source`, `server_uuid`, `lag_seconds`, `last_error` and `repos` (each repository's upload
+//! state) fields, each optional. The bytes
 //! waiting for a repository are measured from the spool's files and the repository's
 //! segments, not taken from the file.
 
@@ -32,6 +33,8 @@ pub struct StreamerStatus {
     pub server_uuid: Option<String>,
     pub lag_seconds: Option<f64>,
     pub last_error: Option<String>,
+    /// From `status.json`: the streamer's upload state of each repository it writes.
+    pub repos: Vec<StreamerRepo>,
     /// Bytes of binlog files in the spool.
     pub spool_bytes: u64,
     /// Why the spool's files could not be listed (permissions, say).
@@ -41,6 +44,21 @@ pub struct StreamerStatus {
     files: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// One repository's entry in `status.json`'s `repos`: the fields `status` judges by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamerRepo {
+    pub repo: String,
+    /// Seconds since the oldest commit the streamer received that this repository lacks.
+    #[serde(default)]
+    pub upload_lag_seconds: f64,
+    #[serde(default)]
+    pub pending_bytes: u64,
+    /// Why uploads to it fail now (null once one succeeds), and since when.
+    pub last_error: Option<String>,
+    pub last_error_time: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
 /// The fields of `status.json` used here; the file has more, and may gain others.
 #[derive(Debug, Default, Deserialize)]
 struct StatusFile {
@@ -48,6 +66,8 @@ struct StatusFile {
     server_uuid: Option<String>,
     lag_seconds: Option<f64>,
     last_error: Option<String>,
+    #[serde(default)]
+    repos: Vec<StreamerRepo>,
 }
 
 /// Reads the spool at `dir`. A directory that does not exist is a usage error: the operator
@@ -80,6 +100,7 @@ pub fn read(dir: &Path, now: DateTime<Utc>) -> Result<StreamerStatus> {
         server_uuid: file.server_uuid.filter(|u| !u.is_empty()),
         lag_seconds: file.lag_seconds,
         last_error: file.last_error,
+        repos: file.repos,
         spool_bytes: files.values().flat_map(|f| f.values()).sum(),
         error,
         files,

@@ -382,3 +382,50 @@ fn ages_read_as_people_say_them() {
     assert_eq!(human_age(26 * 3600 + 120), "1 d 2 h");
     assert_eq!(human_age(-5), "0 s");
 }
+
+/// The issue's defect: a streamer whose uploads to one repository failed looked healthy
+/// (only `last_error`, as a warning, without the repository).
+#[test]
+fn a_running_streamer_failing_to_upload_to_a_repository_is_unhealthy_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = |repos: &str| {
+        std::fs::write(
+            dir.path().join("status.json"),
+            format!(r#"{{"server_uuid": "u1", "lag_seconds": 95.0, "last_error": "s3://b/p: connection refused", "repos": {repos}}}"#),
+        )
+        .expect("write status.json");
+    };
+    status(
+        r#"[{"repo": "/local", "upload_lag_seconds": 0.4, "pending_bytes": 0, "last_error": null},
+            {"repo": "s3://b/p", "upload_lag_seconds": 95.0, "pending_bytes": 31337,
+             "last_error": "s3://b/p: connection refused", "last_error_time": "2026-01-01T00:01:35Z",
+             "failing_since": "2026-01-01T00:00:10Z"}]"#,
+    );
+    let now = Utc::now();
+    let streamer = spool::read(dir.path(), now).expect("read spool");
+    let opts = options(1150);
+    let r = judge(&copies(), Some(streamer), &opts);
+    assert_eq!(r.verdict, Verdict::Unhealthy, "{:#?}", r.problems);
+    assert_eq!(
+        critical(&r),
+        [(ProblemCode::UploadFailing, Some("s3://b/p"))]
+    );
+    let p = &r.problems[0];
+    assert_says(p, "connection refused");
+    assert_says(p, "31337 bytes");
+    // The same error is not said twice as the streamer's own.
+    assert!(
+        !r.problems
+            .iter()
+            .any(|p| p.code == ProblemCode::StreamerError),
+        "{:#?}",
+        r.problems
+    );
+    // Once an upload succeeds the streamer clears the error: healthy again.
+    status(
+        r#"[{"repo": "s3://b/p", "upload_lag_seconds": 0.2, "pending_bytes": 0, "last_error": null}]"#,
+    );
+    let streamer = spool::read(dir.path(), now).expect("read spool");
+    let r = judge(&copies(), Some(streamer), &opts);
+    assert!(critical(&r).is_empty(), "{:#?}", r.problems);
+}

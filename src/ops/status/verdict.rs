@@ -63,7 +63,26 @@ pub(super) fn problems(report: &StatusReport, opts: &StatusOptions) -> Vec<Probl
                 ),
             ));
         }
-        if let Some(e) = st.last_error.as_deref().filter(|_| st.running) {
+        let failing: Vec<_> = st
+            .repos
+            .iter()
+            .filter(|r| st.running && r.last_error.is_some())
+            .collect();
+        for r in &failing {
+            out.push(problem(
+                Severity::Critical,
+                ProblemCode::UploadFailing,
+                Some(&r.repo),
+                st.server_uuid.as_deref(),
+                upload_failing_text(r, opts.now),
+            ));
+        }
+        // The streamer's own error (the source, the spool); repositories' errors are above.
+        if let Some(e) = st
+            .last_error
+            .as_deref()
+            .filter(|_| st.running && failing.is_empty())
+        {
             out.push(problem(
                 Severity::Warning,
                 ProblemCode::StreamerError,
@@ -100,6 +119,23 @@ fn problem(
         source: source.map(str::to_string),
         what,
     }
+}
+
+fn upload_failing_text(
+    r: &super::spool::StreamerRepo,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let since = r
+        .failing_since
+        .map(|t| format!(" for {}", human_age((now - t).num_seconds())))
+        .unwrap_or_default();
+    format!(
+        "the streamer's uploads to {} have failed{since} (its archive is {} behind, {} bytes wait in the spool): {}",
+        r.repo,
+        human_age(r.upload_lag_seconds as i64),
+        r.pending_bytes,
+        r.last_error.as_deref().unwrap_or_default()
+    )
 }
 
 /// `3e11fa47-... (db1:3306)`

@@ -6,6 +6,12 @@
 //! the streamer starts or stops (whatever the spool holds that a repository lacks). The
 //! process resumes where it stopped after any crash or reconnect, and after a failover
 //! continues from whichever `--source` is the primary.
+//!
+//! What it reports (`status.json`, the status line, `/metrics`) is in [`status`] and
+//! [`metrics`].
+
+pub mod metrics;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,8 +30,9 @@ use crate::binlog::event::{self, Header, types};
 use crate::binlog::file_sequence;
 use crate::binlog::index::FileSummary;
 use crate::binlog::source::{self, SourceFacts};
-use crate::binlog::spool::{Spool, SpooledFile, Written};
-use crate::binlog::uploader::{UploadStats, Uploader};
+use crate::binlog::spool::{self, Spool, SpooledFile, Written};
+use crate::binlog::upload_ledger::Receiving;
+use crate::binlog::uploader::{UploadObserver, Uploader};
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::privileges;
@@ -35,6 +42,8 @@ use crate::private_fs;
 use crate::repo::Repo;
 use crate::repo::manifest::BinlogSegment;
 use crate::storage::OpenOptions;
+use status::Published;
+pub use status::StreamStatus;
 
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
@@ -51,24 +60,33 @@ pub struct StreamOptions {
     pub start_file: Option<String>,
     /// Stop once everything the server had when streaming started is archived.
     pub until_caught_up: bool,
+    /// Serve Prometheus metrics on this `host:port` (`/metrics`).
+    pub metrics_listen: Option<String>,
 }
 
-/// What the streamer reports, now and at the end.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StreamStatus {
-    pub source: String,
-    pub server_uuid: String,
-    pub file: String,
-    pub position: u64,
-    /// Seconds between the last event's timestamp and now; 0 when caught up.
-    pub lag_seconds: f64,
-    pub last_event_time: Option<chrono::DateTime<Utc>>,
-    pub received_bytes: u64,
-    pub archived_bytes: u64,
-    pub spool_bytes: u64,
-    pub pending_uploads: usize,
-    pub reconnects: u64,
-    pub last_error: Option<String>,
+/// How often the stream's state is published for `/metrics` (and the spool measured).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often the status line and `status.json` are written.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Where the streaming thread reports to: the published state (read by `/metrics`), the
+/// upload state it is completed with, and the caller's `report` (status line, status.json).
+struct Reporter<'a> {
+    published: Published,
+    uploads: UploadObserver,
+    report: &'a dyn Fn(&StreamStatus),
+}
+
+impl Reporter<'_> {
+    fn publish(&self, status: &StreamStatus) {
+        self.published.publish(status);
+    }
+
+    fn report(&self, status: &mut StreamStatus) {
+        status.complete(&self.uploads, Utc::now());
+        self.published.publish(status);
+        (self.report)(status);
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -160,18 +178,46 @@ pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<Strea
     // prune can run while the streamer does; taking them here only checks that none is held.
     drop(locks);
     for u in &unavailable {
-        eprintln!(
-            "myvault: warning: {} is unavailable ({}); its archive will lag",
+        tracing::warn!(
+            repo = %u.repo,
+            "{} is unavailable ({}); its archive will lag",
             u.repo,
             u.error.clone().unwrap_or_default()
         );
     }
     let server_id = opts.server_id.unwrap_or_else(default_server_id);
+    let names: Vec<String> = repos.iter().map(|r| r.name().to_string()).collect();
+    let sources: Vec<String> = opts.sources.iter().map(|s| s.address()).collect();
+    tracing::info!(
+        sources = %sources.join(","),
+        repositories = %names.join(","),
+        spool = %opts.spool_dir.display(),
+        server_id,
+        "streaming the binlog of {} into {}",
+        sources.join(", "),
+        names.join(", ")
+    );
     let uploader = Uploader::start(repos.clone());
+    let reporter = Reporter {
+        published: Published::default(),
+        uploads: uploader.observer(),
+        report,
+    };
+    let mut status = StreamStatus::default();
+    for repo in &repos {
+        // Best effort: a repository whose gap records cannot be read now shows none.
+        if let Ok(n) = unresolved_gaps(repo) {
+            status.gaps.insert(repo.name().to_string(), n);
+        }
+    }
+    reporter.publish(&status);
+    if let Some(addr) = &opts.metrics_listen {
+        let bound = metrics::serve(addr, reporter.published.clone(), uploader.observer())?;
+        tracing::info!("serving metrics on http://{bound}/metrics");
+    }
     // What a previous run received and could not upload (it was killed, or its source died)
     // goes out now, before any source answers: the source may be gone for good.
     upload_spool(&opts.spool_dir, &repos, &uploader);
-    let mut status = StreamStatus::default();
     let mut backoff = Duration::from_secs(1);
     let mut checked_ids = false;
     let mut source_index = 0;
@@ -189,27 +235,44 @@ pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<Strea
             &uploader,
             &mut status,
             &mut checked_ids,
-            report,
+            &reporter,
         ) {
             Ok(()) => break Ok(()),
             Err(e) if matches!(e, Error::BinlogGap(_)) => {
-                record_gap(&repos, &status.server_uuid, &e.to_string());
+                status.connected = false;
+                status.set_stream_error(e.to_string());
+                for r in record_gap(&repos, &status.server_uuid, &e.to_string()) {
+                    *status.gaps.entry(r).or_insert(0) += 1;
+                }
                 break Err(e);
             }
-            Err(e) if is_fatal(&e) => break Err(e),
+            Err(e) if is_fatal(&e) => {
+                status.connected = false;
+                status.set_stream_error(e.to_string());
+                break Err(e);
+            }
             Err(e) => {
-                status.last_error = Some(e.to_string());
+                status.connected = false;
+                status.set_stream_error(e.to_string());
                 status.reconnects += 1;
-                eprintln!(
-                    "myvault: {}: {e}; reconnecting in {} s",
+                tracing::warn!(
+                    source = %status.source,
+                    "{}: {e}; reconnecting in {} s",
                     status.source,
                     backoff.as_secs()
                 );
-                report(&status);
+                reporter.report(&mut status);
                 source_index += 1;
                 let until = Instant::now() + backoff;
+                let mut reported = Instant::now();
                 while Instant::now() < until && !stopping() {
                     std::thread::sleep(Duration::from_millis(100));
+                    // status.json stays fresh while the source is away: it says the
+                    // streamer is alive, and how far behind the archive falls.
+                    if reported.elapsed() >= REPORT_EVERY {
+                        reporter.report(&mut status);
+                        reported = Instant::now();
+                    }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -219,17 +282,38 @@ pub fn run(opts: &StreamOptions, report: &dyn Fn(&StreamStatus)) -> Result<Strea
     // reconnect; a fatal error), nothing received stays on this host only.
     upload_spool(&opts.spool_dir, &repos, &uploader);
     let stats = uploader.finish(Duration::from_secs(300));
-    apply_upload_stats(&mut status, &stats);
-    report(&status);
+    status.receiving = None;
+    reporter.report(&mut status);
     result?;
     if stats.pending > 0 {
         return Err(Error::PartialSuccess(format!(
             "stopped with {} upload(s) pending ({}); the spool keeps them for the next run",
             stats.pending,
-            stats.last_error.unwrap_or_default()
+            stats.failing().unwrap_or_default()
         )));
     }
     Ok(status)
+}
+
+/// Gap records of `repo` that no later snapshot of their server has made harmless: a
+/// restore across them is impossible, and nothing restorable begins after them yet.
+pub fn unresolved_gaps(repo: &Repo) -> Result<u64> {
+    let gaps = repo.gaps()?;
+    if gaps.is_empty() {
+        return Ok(0);
+    }
+    let snapshots = repo.snapshots()?;
+    Ok(gaps
+        .iter()
+        .filter(|g| {
+            !snapshots.iter().any(|s| {
+                s.time > g.detected_at
+                    && s.source
+                        .as_ref()
+                        .is_some_and(|src| src.server_uuid == g.server_uuid)
+            })
+        })
+        .count() as u64)
 }
 
 /// Errors that reconnecting cannot cure.
@@ -239,14 +323,6 @@ fn is_fatal(e: &Error) -> bool {
         e.kind(),
         K::Usage | K::AccessDenied | K::SourceNotReady | K::RepoLocked | K::Integrity
     )
-}
-
-fn apply_upload_stats(status: &mut StreamStatus, stats: &UploadStats) {
-    status.archived_bytes = stats.archived_bytes;
-    status.pending_uploads = stats.pending;
-    if let Some(e) = &stats.last_error {
-        status.last_error = Some(e.clone());
-    }
 }
 
 /// Queues every spooled file, of every server, that some repository lacks up to its last
@@ -262,7 +338,7 @@ fn upload_spool(spool_root: &Path, repos: &[std::sync::Arc<Repo>], uploader: &Up
             continue;
         }
         if let Err(e) = upload_server_spool(&entry.path(), &server_uuid, repos, uploader) {
-            eprintln!("myvault: warning: the spool of {server_uuid} was not uploaded: {e}");
+            tracing::warn!("the spool of {server_uuid} was not uploaded: {e}");
         }
     }
 }
@@ -280,7 +356,11 @@ fn upload_server_spool(
     // Per repository, how much of each file it holds (and whether sealed).
     let mut held: Vec<BTreeMap<u64, BinlogSegment>> = Vec::new();
     for repo in repos {
-        held.push(archived_files(std::slice::from_ref(repo), server_uuid).unwrap_or_default());
+        let files = archived_files(std::slice::from_ref(repo), server_uuid).unwrap_or_default();
+        for seg in files.values() {
+            uploader.held(repo.name(), server_uuid, &seg.file, seg.size);
+        }
+        held.push(files);
     }
     for f in spooled {
         let (len, sealed) = (f.summary.complete_end, f.summary.sealed);
@@ -300,6 +380,10 @@ fn upload_server_spool(
             path: f.path,
             len,
             sealed,
+            oldest_new_commit: f
+                .summary
+                .first_event_time
+                .and_then(|t| chrono::DateTime::from_timestamp(i64::from(t), 0)),
             summary: f.summary,
             complete_at: None,
         });
@@ -307,8 +391,8 @@ fn upload_server_spool(
     Ok(())
 }
 
-/// Writes a gap marker that `list` shows.
-fn record_gap(repos: &[std::sync::Arc<Repo>], server_uuid: &str, detail: &str) {
+/// Writes a gap marker that `list` shows; returns the repositories that hold it.
+fn record_gap(repos: &[std::sync::Arc<Repo>], server_uuid: &str, detail: &str) -> Vec<String> {
     #[derive(Serialize, serde::Deserialize)]
     struct Gap<'a> {
         server_uuid: &'a str,
@@ -328,9 +412,11 @@ fn record_gap(repos: &[std::sync::Arc<Repo>], server_uuid: &str, detail: &str) {
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         crate::repo::config::random_hex(2)
     );
-    for r in repos {
-        let _ = r.storage().create(&key, &body);
-    }
+    repos
+        .iter()
+        .filter(|r| r.storage().create(&key, &body).is_ok())
+        .map(|r| r.name().to_string())
+        .collect()
 }
 
 /// The newest segment of each archived file of `uuid`, in file order.
@@ -485,7 +571,7 @@ fn stream_from(
     uploader: &Uploader,
     status: &mut StreamStatus,
     checked_ids: &mut bool,
-    report: &dyn Fn(&StreamStatus),
+    reporter: &Reporter,
 ) -> Result<()> {
     let mut s = Session::connect(source)?;
     privileges::require(&mut s, privileges::BINLOG_STREAM, "stream the binlog")?;
@@ -503,14 +589,19 @@ fn stream_from(
         f.summary.sealed
             && !uploader.has_queued(&facts.server_uuid, &f.name, f.summary.complete_end, true)
     }) {
-        uploader.submit(job(
+        let mut j = job(
             &facts,
             f.name.clone(),
             f.path.clone(),
             f.summary.complete_end,
             true,
             f.summary.clone(),
-        ));
+        );
+        j.oldest_new_commit = f
+            .summary
+            .first_event_time
+            .and_then(|t| chrono::DateTime::from_timestamp(i64::from(t), 0));
+        uploader.submit(j);
     }
     let (file, position, summary) =
         resume_point(opts, &mut s, &facts, &mut spool, &spooled, repos)?;
@@ -550,7 +641,9 @@ fn stream_from(
     let mut dump = DumpStream::open(source, &req)?;
     status.file = file;
     status.position = position;
-    status.last_error = None;
+    status.connected = true;
+    status.stream_error = None;
+    reporter.publish(status);
     let received = receive(
         opts,
         &facts,
@@ -559,14 +652,14 @@ fn stream_from(
         uploader,
         status,
         caught_up_at,
-        report,
+        reporter,
     );
     if received.is_err() {
         // The stream broke, most often because the source went away: what it delivered is
         // the newest part of the archive and exists on this host only. Upload it now, not
         // at the next interval, which a dead source may never let come. (The stream's error
         // is the one to report.)
-        let _ = upload_open_file(&facts, &mut spool, uploader, None);
+        let _ = upload_open_file(&facts, &mut spool, uploader, status, None);
         let _ = spool.close_current();
     }
     received
@@ -623,6 +716,35 @@ fn job(
         sealed,
         summary,
         complete_at: None,
+        oldest_new_commit: None,
+    }
+}
+
+/// A job for what the stream received, carrying the oldest commit not handed over before.
+fn submit_received(uploader: &Uploader, status: &mut StreamStatus, mut j: UploadJob) {
+    j.oldest_new_commit = status
+        .receiving
+        .as_mut()
+        .and_then(|r| r.unsubmitted_since.take());
+    uploader.submit(j);
+}
+
+/// A file the write just sealed (the server rotated) goes to the uploader whole.
+fn submit_if_sealed(
+    facts: &SourceFacts,
+    uploader: &Uploader,
+    status: &mut StreamStatus,
+    written: Written,
+) {
+    if let Written::Sealed {
+        name,
+        path,
+        len,
+        summary,
+    } = written
+    {
+        let j = job(facts, name, path, len, true, *summary);
+        submit_received(uploader, status, j);
     }
 }
 
@@ -632,6 +754,7 @@ fn upload_open_file(
     facts: &SourceFacts,
     spool: &mut Spool,
     uploader: &Uploader,
+    status: &mut StreamStatus,
     complete_at: Option<chrono::DateTime<Utc>>,
 ) -> Result<()> {
     spool.sync()?;
@@ -640,9 +763,36 @@ fn upload_open_file(
     {
         let mut j = job(facts, name, path, len, false, summary);
         j.complete_at = complete_at.filter(|_| !spool.in_transaction());
-        uploader.submit(j);
+        submit_received(uploader, status, j);
     }
     Ok(())
+}
+
+/// Notes that the spool holds a new transaction (or event outside one) whole, written at
+/// `event_time`: the stream has received something no repository holds yet.
+fn note_received(status: &mut StreamStatus, spool: &Spool, event_time: u32) {
+    if spool.in_transaction() {
+        return;
+    }
+    let r = status.receiving.get_or_insert_with(Receiving::default);
+    if r.unsubmitted_since.is_none() {
+        // The source's clock; a commit "in the future" (clock skew) counts as now.
+        let now = Utc::now();
+        let t = chrono::DateTime::from_timestamp(i64::from(event_time), 0).unwrap_or(now);
+        r.unsubmitted_since = Some(t.min(now));
+    }
+}
+
+/// The open file as the stream holds it, for the pending bytes no job carries yet.
+fn refresh_receiving(status: &mut StreamStatus, facts: &SourceFacts, spool: &Spool) {
+    let r = status.receiving.get_or_insert_with(Receiving::default);
+    if let (Some(file), Some(len)) = (spool.current_name(), spool.current_len()) {
+        if r.file != file || r.server_uuid != facts.server_uuid {
+            r.server_uuid = facts.server_uuid.clone();
+            r.file = file.to_string();
+        }
+        r.len = len;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -654,11 +804,10 @@ fn receive(
     uploader: &Uploader,
     status: &mut StreamStatus,
     caught_up_at: Option<(String, u64)>,
-    report: &dyn Fn(&StreamStatus),
+    reporter: &Reporter,
 ) -> Result<()> {
     let mut last_data = Instant::now();
     let mut last_upload = Instant::now();
-    let mut last_report = Instant::now();
     let mut stop_requested: Option<Instant> = None;
     let mut caught_up = false;
     // A heartbeat means the server has sent everything it wrote.
@@ -666,31 +815,35 @@ fn receive(
     // Measuring the spool lists its directory: a few times a second, not once per event.
     let mut spool_checked: Option<Instant> = None;
     let mut spool_full = false;
-    // A repository that starts failing is reported at once, not at the next status line.
-    let mut upload_checked = Instant::now();
-    let mut upload_error_shown: Option<String> = None;
+    let mut ticks = Ticks::new();
     loop {
         if stopping() || (caught_up && !spool.in_transaction()) {
             let since = *stop_requested.get_or_insert_with(Instant::now);
             // Finish the transaction in flight, but not forever.
             if !spool.in_transaction() || since.elapsed() > Duration::from_secs(30) {
-                upload_open_file(facts, spool, uploader, complete_at)?;
+                upload_open_file(facts, spool, uploader, status, complete_at)?;
                 spool.close_current()?;
                 dump.abort();
                 return Ok(());
             }
         }
         if spool_checked.is_none_or(|t| spool_full || t.elapsed() >= Duration::from_millis(250)) {
-            spool_full = spool.bytes() > opts.max_spool_bytes;
+            status.spool_bytes = spool.bytes();
+            let was_full = spool_full;
+            spool_full = status.spool_bytes > opts.max_spool_bytes;
             spool_checked = Some(Instant::now());
+            if spool_full && !was_full {
+                status.set_stream_error(format!(
+                    "spool over {} MiB; waiting for uploads",
+                    opts.max_spool_bytes >> 20
+                ));
+            } else if was_full && !spool_full {
+                status.stream_error = None;
+            }
         }
         if spool_full {
             // The repositories cannot keep up: stop reading (the server keeps the binlog) and
             // let the uploads catch up.
-            status.last_error = Some(format!(
-                "spool over {} MiB; waiting for uploads",
-                opts.max_spool_bytes >> 20
-            ));
             spool.sync()?;
             std::thread::sleep(Duration::from_millis(500));
             if last_data.elapsed() > opts.heartbeat * 20 {
@@ -698,6 +851,7 @@ fn receive(
                     "uploads are stalled and the spool is full; reconnecting".into(),
                 ));
             }
+            ticks.tick(facts, spool, uploader, status, reporter);
             continue;
         }
         let incoming = dump.next_packet()?;
@@ -722,7 +876,7 @@ fn receive(
                 status.received_bytes += bytes.len() as u64;
                 match header.type_code {
                     types::HEARTBEAT | types::HEARTBEAT_V2 => {
-                        status.lag_seconds = 0.0;
+                        status.receive_lag_seconds = 0.0;
                         complete_at = Some(Utc::now());
                         if let Some((file, size)) = &caught_up_at
                             && spool.current_name() == Some(file)
@@ -751,7 +905,8 @@ fn receive(
                                 spool.close_current()?;
                                 summary.sealed = true;
                                 let len = summary.complete_end;
-                                uploader.submit(job(facts, old, path, len, true, summary));
+                                let j = job(facts, old, path, len, true, summary);
+                                submit_received(uploader, status, j);
                             }
                             if pos <= 4 {
                                 spool.start_file(&name, None)?;
@@ -766,17 +921,13 @@ fn receive(
                     _ => {
                         status.last_event_time =
                             chrono::DateTime::from_timestamp(i64::from(header.timestamp), 0);
-                        status.lag_seconds =
+                        status.receive_lag_seconds =
                             (Utc::now().timestamp() - i64::from(header.timestamp)).max(0) as f64;
-                        if let Written::Sealed {
-                            name,
-                            path,
-                            len,
-                            summary,
-                        } = spool.write_event(bytes)?
-                        {
-                            uploader.submit(job(facts, name, path, len, true, *summary));
+                        let written = spool.write_event(bytes)?;
+                        if spool::belongs_in_file(&header) {
+                            note_received(status, spool, header.timestamp);
                         }
+                        submit_if_sealed(facts, uploader, status, written);
                         status.position = u64::from(header.log_pos);
                     }
                 }
@@ -789,35 +940,59 @@ fn receive(
             Incoming::LargeMore(piece) => {
                 last_data = now;
                 status.received_bytes += piece.len() as u64;
-                if let Written::Sealed {
-                    name,
-                    path,
-                    len,
-                    summary,
-                } = spool.continue_large_event(piece)?
-                {
-                    uploader.submit(job(facts, name, path, len, true, *summary));
-                }
+                let written = spool.continue_large_event(piece)?;
+                // The large event's own time is not at hand here: it was received now.
+                note_received(status, spool, Utc::now().timestamp() as u32);
+                submit_if_sealed(facts, uploader, status, written);
             }
         }
         if last_upload.elapsed() >= opts.upload_interval {
-            upload_open_file(facts, spool, uploader, complete_at)?;
+            upload_open_file(facts, spool, uploader, status, complete_at)?;
             last_upload = Instant::now();
         }
-        if upload_checked.elapsed() >= Duration::from_secs(1) {
-            upload_checked = Instant::now();
-            let stats = uploader.stats();
-            if stats.last_error.is_some() && stats.last_error != upload_error_shown {
-                upload_error_shown = stats.last_error.clone();
-                apply_upload_stats(status, &stats);
-                report(status);
-            }
+        ticks.tick(facts, spool, uploader, status, reporter);
+    }
+}
+
+/// The streaming thread's periodic duties besides receiving: publishing its state for
+/// `/metrics` every second, reporting (status line, `status.json`) every 10 s, and at once
+/// when a repository starts failing.
+struct Ticks {
+    published: Instant,
+    reported: Instant,
+    failing_shown: Option<String>,
+}
+
+impl Ticks {
+    fn new() -> Ticks {
+        Ticks {
+            published: Instant::now(),
+            reported: Instant::now(),
+            failing_shown: None,
         }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            apply_upload_stats(status, &uploader.stats());
-            status.spool_bytes = spool.bytes();
-            report(status);
-            last_report = Instant::now();
+    }
+
+    fn tick(
+        &mut self,
+        facts: &SourceFacts,
+        spool: &Spool,
+        uploader: &Uploader,
+        status: &mut StreamStatus,
+        reporter: &Reporter,
+    ) {
+        if self.published.elapsed() < PUBLISH_EVERY {
+            return;
+        }
+        self.published = Instant::now();
+        refresh_receiving(status, facts, spool);
+        let failing = uploader.stats().failing();
+        let newly_failing = failing.is_some() && failing != self.failing_shown;
+        self.failing_shown = failing;
+        if newly_failing || self.reported.elapsed() >= REPORT_EVERY {
+            reporter.report(status);
+            self.reported = Instant::now();
+        } else {
+            reporter.publish(status);
         }
     }
 }
