@@ -96,8 +96,22 @@ mod process_title {
     }
 }
 
+/// Under `--json`, a failure is one JSON object on stdout too (the one-line message stays on
+/// stderr), unless the command already printed its report there: stdout holds one document.
+fn json_error(code: u8, kind: &str, message: &str) {
+    if myvault::cli::output::wrote_stdout() {
+        return;
+    }
+    let doc = serde_json::json!({
+        "error": { "exit_code": code, "kind": kind, "message": message }
+    });
+    println!("{doc}");
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    // Known before parsing, so that a usage error under --json is JSON too.
+    let json = std::env::args().skip(1).any(|a| a == "--json");
     let parsed = Cli::try_parse();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     process_title::hide_passwords();
@@ -105,10 +119,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // Usage errors quote the offending argument, which may be a URL with a password.
         Err(e) if e.use_stderr() => {
-            eprint!(
-                "{}",
-                myvault::mysql::url::redact_passwords(&e.render().to_string())
-            );
+            let text = myvault::mysql::url::redact_passwords(&e.render().to_string());
+            eprint!("{text}");
+            if json {
+                let first = text.lines().next().unwrap_or_default();
+                json_error(2, "Usage", first.trim_start_matches("error: "));
+            }
             return ExitCode::from(2);
         }
         // Help and version go to stdout, with success.
@@ -121,7 +137,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("myvault: {e}");
-            ExitCode::from(exit_code(e.kind()))
+            let code = exit_code(e.kind());
+            if json {
+                json_error(code, &format!("{:?}", e.kind()), &e.to_string());
+            }
+            ExitCode::from(code)
         }
     }
 }

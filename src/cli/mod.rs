@@ -75,7 +75,8 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
-    /// Configuration file with defaults for sources and repositories.
+    /// Configuration file with defaults for sources and repositories (default:
+    /// /etc/myvault/myvault.toml when it exists).
     #[arg(long, value_name = "FILE", global = true, env = "MYVAULT_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -161,7 +162,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
         quiet: cli.quiet,
         progress_interval: std::time::Duration::from_secs(cli.log.progress_interval),
     };
-    let cfg = cli.config.as_deref().map(config::load).transpose()?;
+    let config_path = cli.config_path();
+    let cfg = config_path.as_deref().map(config::load).transpose()?;
     let mut conn = cli.conn.clone();
     let mut store = cli.store.clone();
     if let Some(c) = &cfg {
@@ -216,7 +218,21 @@ fn run_command(cli: &Cli, ctx: &Ctx) -> Result<()> {
         Command::Prune(args) => prune::run(args, ctx),
         Command::SeedReplica(args) => seed::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
-        Command::Config(cmd) => config::run(cmd, cli.config.as_deref(), ctx),
+        Command::Config(cmd) => config::run(cmd, cli.config_path().as_deref(), ctx),
+    }
+}
+
+/// Where packages and the examples put the configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/myvault/myvault.toml";
+
+impl Cli {
+    /// `--config` (or `MYVAULT_CONFIG`), else [`DEFAULT_CONFIG`] when that file exists: a
+    /// named file that is missing is an error, the default one that is missing is no config.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            let default = PathBuf::from(DEFAULT_CONFIG);
+            default.exists().then_some(default)
+        })
     }
 }
 

@@ -7,7 +7,16 @@ use serde::Serialize;
 /// Writes one line to stdout. SIGPIPE stays ignored in myvault, because TLS sockets write with
 /// `writev`, where a peer that went away would otherwise kill the process silently; a closed
 /// stdout is handled here instead, by ending quietly like other Unix tools.
+/// Whether this process has written command output to stdout (so that an error under
+/// `--json` is reported as an object only when no report was printed: one JSON document).
+static WROTE_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn wrote_stdout() -> bool {
+    WROTE_STDOUT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn write_line(args: std::fmt::Arguments) {
+    WROTE_STDOUT.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut out = std::io::stdout().lock();
     let written = out
         .write_fmt(args)

@@ -4,6 +4,7 @@ mod support;
 
 mod binlog_trust;
 mod check;
+mod cli;
 mod config;
 mod content;
 mod corpus;
