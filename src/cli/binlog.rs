@@ -28,6 +28,7 @@ pub struct StreamArgs {
     #[arg(long = "source", value_name = "URL")]
     pub sources: Vec<String>,
 
+    /// Repository to archive into; repeat for several (default: every [[repo]] of the config).
     #[arg(long = "repo", value_name = "REPO")]
     pub repos: Vec<String>,
 
@@ -71,14 +72,17 @@ pub struct StreamArgs {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Repository whose archive to list (default: the config's first [[repo]]).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
+    /// Repository to fetch from (default: the config's first [[repo]]).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
+    /// Directory to write the binlog files into (created if missing; files are 0600).
     #[arg(long, value_name = "DIR")]
     pub dest: PathBuf,
     /// Only files holding something at or after this TIME, or a transaction outside this

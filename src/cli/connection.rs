@@ -13,6 +13,7 @@ use crate::mysql::wire::{ConnectOptions, SslMode, SslOptions};
 use crate::secret::Secret;
 
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Source connection and TLS")]
 pub struct ConnArgs {
     /// Read the password from this file (first line). Also: MYVAULT_PASSWORD, or the
     /// [client] section of --defaults-file / ~/.my.cnf.
@@ -244,6 +245,7 @@ fn home_my_cnf() -> Option<PathBuf> {
 /// The login options of `restore --target` and `seed-replica --target`: the target's own
 /// password and TLS files, never the source's.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Target login")]
 pub struct TargetConnArgs {
     /// Read the target's password from this file (first line). Also: MYVAULT_TARGET_PASSWORD,
     /// [target] password_file in the config, or the [client] section of --target-defaults-file.

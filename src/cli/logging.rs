@@ -81,12 +81,14 @@ impl LogArgs {
 }
 
 /// Which targets log at `level`: myvault's own at that level; other crates (the S3 client,
-/// rustls) only from debug on, so that their chatter is there when asked for and never else.
+/// rustls) only their errors until debug, so that their chatter ("failed to load region
+/// from IMDS" on every host that is not EC2) is there when asked for and never else: what
+/// they report that matters reaches the operator as myvault's own error.
 fn directives(level: Level) -> String {
     let others = if level >= Level::Debug {
         level
     } else {
-        Level::Warn.min(level)
+        Level::Error
     };
     format!("{others},myvault={level}")
 }
@@ -177,7 +179,8 @@ mod tests {
 
     #[test]
     fn other_crates_speak_from_debug_on_only() {
-        assert_eq!(directives(Level::Info), "warn,myvault=info");
+        assert_eq!(directives(Level::Info), "error,myvault=info");
+        assert_eq!(directives(Level::Warn), "error,myvault=warn");
         assert_eq!(directives(Level::Error), "error,myvault=error");
         assert_eq!(directives(Level::Debug), "debug,myvault=debug");
     }

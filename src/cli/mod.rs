@@ -17,6 +17,7 @@ pub mod binlog;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod docs;
 pub mod each_repo;
 pub mod logging;
 pub mod metrics;
@@ -68,16 +69,22 @@ use output::Output;
 )]
 pub struct Cli {
     /// Print one JSON object instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
 
     /// Print nothing but errors.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Output")]
     pub quiet: bool,
 
     /// Configuration file with defaults for sources and repositories (default:
     /// /etc/myvault/myvault.toml when it exists).
-    #[arg(long, value_name = "FILE", global = true, env = "MYVAULT_CONFIG")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "MYVAULT_CONFIG",
+        help_heading = "Output"
+    )]
     pub config: Option<PathBuf>,
 
     /// Write this run's Prometheus metrics to FILE (node_exporter textfile format; replaced
@@ -129,6 +136,10 @@ pub enum Command {
     /// Check the configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(docs::CompletionsArgs),
+    /// Write the manual pages (myvault.1 and one per command) into a directory.
+    Man(docs::ManArgs),
 }
 
 /// What every command gets: output settings, connection and store flags merged with the
@@ -219,6 +230,8 @@ fn run_command(cli: &Cli, ctx: &Ctx) -> Result<()> {
         Command::SeedReplica(args) => seed::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Config(cmd) => config::run(cmd, cli.config_path().as_deref(), ctx),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man_pages(args, ctx.out),
     }
 }
 
@@ -255,6 +268,8 @@ impl Command {
             Command::SeedReplica(_) => "seed-replica",
             Command::Status(_) => "status",
             Command::Config(_) => "config check",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 

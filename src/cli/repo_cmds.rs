@@ -19,6 +19,7 @@ pub struct InitArgs {
     /// zstd level, 1 (fast, the default) to 19.
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
+    /// Target size of pack files in bytes, 1 MiB to 512 MiB (default 16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub pack_size: Option<u32>,
     /// How content is named: blake3 (the default, fastest) or sha256 (to write beside a
@@ -50,6 +51,7 @@ pub fn init(a: &InitArgs, ctx: &super::Ctx) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Repository to list (default: every [[repo]] of the config).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
 }
@@ -143,6 +145,7 @@ fn print_list(r: &ops::list::ListReport) {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// Repository to verify (default: every [[repo]] of the config).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
     /// Check structure and references only, without reading the packs.
@@ -388,8 +391,10 @@ fn print_verify(v: &VerifyOutput) {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
+    /// Repository to copy from; it is only read.
     #[arg(long, value_name = "REPO")]
     pub from: String,
+    /// Repository to bring up to date with --from (created beforehand with `init`).
     #[arg(long, value_name = "REPO")]
     pub to: String,
 }
@@ -443,6 +448,7 @@ pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct UnlockArgs {
+    /// Repository whose stale locks to remove (default: the config's first [[repo]]).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
     /// Remove every lock, also those of running processes.

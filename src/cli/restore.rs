@@ -16,6 +16,7 @@ use crate::restore::pitr::replay::Engine;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
+    /// Repository to restore from (default: the config's first [[repo]]).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
 

@@ -61,6 +61,8 @@ pub struct SeedArgs {
     #[arg(long, value_name = "USER")]
     pub replication_user: Option<String>,
 
+    /// File holding the replication user's password (first line); also
+    /// MYVAULT_REPLICATION_PASSWORD.
     #[arg(long, value_name = "FILE")]
     pub replication_password_file: Option<PathBuf>,
 

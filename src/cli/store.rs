@@ -6,6 +6,7 @@ use clap::Args;
 use crate::storage::OpenOptions;
 
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Repository storage: S3 and encryption")]
 pub struct StoreArgs {
     /// S3 endpoint URL for S3-compatible stores (also AWS_ENDPOINT_URL).
     #[arg(long, value_name = "URL", global = true)]

@@ -222,18 +222,21 @@ pub(crate) fn killed_at(
 }
 
 /// Runs `args` and kills it with SIGKILL after `delay`; a run that ends first is started
-/// again with half the delay (a few times), so the kill lands while it works.
+/// again with half the delay, so the kill lands while it works. Ten halvings: a command of
+/// tens of milliseconds (a small prune) on a loaded machine can outrun the first few.
 pub(crate) fn killed_after(
     args: &[&str],
     env: &[(String, String)],
     mut delay: Duration,
     case: &str,
 ) {
-    for _ in 0..4 {
+    for _ in 0..10 {
         let mut run = crate::support::Background::start(args, &env_with(env, &[]));
         let deadline = Instant::now() + delay;
+        // Short naps: a 10 ms one made every kill land after the run of a quick command
+        // (a prune with nothing left to do) had ended, whatever the delay.
         while Instant::now() < deadline && run.running() {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_micros(500));
         }
         if run.running() {
             // SAFETY: signalling our own child.
