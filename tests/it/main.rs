@@ -1,6 +1,7 @@
 //! Integration tests against real servers started by the tests themselves.
 
 mod support;
+mod units;
 
 mod binlog_trust;
 mod check;
