@@ -372,6 +372,10 @@ fn status_judges_two_repositories_written_by_backup_and_the_streamer() {
         u32::from_be_bytes(shot[20..24].try_into().unwrap()),
     );
     assert_eq!((w, h), (1200, 700));
+    // `MYVAULT_STATUS_SCREENSHOT=docs/status.png` keeps the picture for the docs.
+    if let Some(keep) = std::env::var_os("MYVAULT_STATUS_SCREENSHOT") {
+        std::fs::copy(&png, keep).unwrap();
+    }
 
     std::fs::rename(&aside, &segment_dir).unwrap();
     bed.status(&[]).expect_code(0);
