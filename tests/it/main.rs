@@ -21,6 +21,7 @@ mod logical;
 mod mariadb;
 mod metrics;
 mod multi_repo;
+mod package;
 mod physical;
 mod pitr;
 mod pitr_trust;

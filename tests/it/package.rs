@@ -1,0 +1,113 @@
+//! The Debian package (issue 19 item 9): built by `scripts/package` from the binary under
+//! test, installed with dpkg into a clean Debian bookworm root, and run there.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{Scratch, testbed};
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn in_root(root: &Path, args: &[&str]) -> String {
+    run(Command::new("chroot").arg(root).args(args))
+}
+
+#[test]
+fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
+    let scratch = Scratch::new("package");
+    let out = scratch.join("deb");
+    let deb = run(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package"))
+            .args(["--binary", env!("CARGO_BIN_EXE_myvault"), "--out"])
+            .arg(&out),
+    );
+    let deb = Path::new(deb.trim());
+    assert!(deb.is_file(), "{}", deb.display());
+
+    // A copy of the clean root, so that every run starts from a machine that never saw myvault.
+    let root = scratch.join("root");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(testbed().path("MYVAULT_CLEAN_ROOT"))
+        .arg(&root));
+    std::fs::copy(deb, root.join("tmp/myvault.deb")).unwrap();
+    in_root(&root, &["dpkg", "-i", "/tmp/myvault.deb"]);
+
+    let version = in_root(&root, &["/usr/bin/myvault", "--version"]);
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    let user = in_root(&root, &["getent", "passwd", "myvault"]);
+    assert!(user.contains("/var/lib/myvault"), "{user}");
+    for file in [
+        "lib/systemd/system/myvault-backup.service",
+        "lib/systemd/system/myvault-backup.timer",
+        "lib/systemd/system/myvault-binlog-stream.service",
+        "etc/myvault/myvault.toml",
+        "usr/share/bash-completion/completions/myvault",
+        "usr/share/man/man1/myvault.1.gz",
+        "usr/share/man/man1/myvault-restore.1.gz",
+        "usr/share/doc/myvault/examples/prometheus/alerts.yml",
+    ] {
+        assert!(root.join(file).is_file(), "{file} is not installed");
+    }
+    let unit =
+        std::fs::read_to_string(root.join("lib/systemd/system/myvault-backup.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/myvault backup"), "{unit}");
+    in_root(
+        &root,
+        &[
+            "bash",
+            "-n",
+            "/usr/share/bash-completion/completions/myvault",
+        ],
+    );
+    // The config is the package's conffile, readable by the service user's group only.
+    let conffiles = in_root(&root, &["cat", "/var/lib/dpkg/info/myvault.conffiles"]);
+    assert!(
+        conffiles.contains("/etc/myvault/myvault.toml"),
+        "{conffiles}"
+    );
+
+    // The service user can create and use a repository where the units write.
+    in_root(
+        &root,
+        &[
+            "setpriv",
+            "--reuid=myvault",
+            "--regid=myvault",
+            "--clear-groups",
+            "/usr/bin/myvault",
+            "init",
+            "--repo",
+            "/var/backups/myvault/r",
+        ],
+    );
+    let listed = in_root(
+        &root,
+        &[
+            "setpriv",
+            "--reuid=myvault",
+            "--regid=myvault",
+            "--clear-groups",
+            "/usr/bin/myvault",
+            "list",
+            "--repo",
+            "/var/backups/myvault/r",
+            "--json",
+        ],
+    );
+    assert!(listed.contains("\"snapshots\""), "{listed}");
+
+    // And the package goes away cleanly, keeping the configuration.
+    in_root(&root, &["dpkg", "-r", "myvault"]);
+    assert!(!root.join("usr/bin/myvault").exists());
+    assert!(root.join("etc/myvault/myvault.toml").exists());
+}
