@@ -457,6 +457,9 @@ fn attach_and_follow(
             },
         )?;
         crate::failpoint::hit("seed-after-attach");
+    } else {
+        status("starting replication on the replica an earlier run attached");
+        attach::restart(&mut tgt)?;
     }
     let mut report = SeedReport {
         plan: checked.plan,

@@ -92,6 +92,15 @@ pub fn attach(tgt: &mut Session, a: &Attachment<'_>) -> Result<()> {
         quote_str(a.password.expose()),
         u8::from(a.tls)
     ))?;
+    crate::failpoint::hit("seed-attach-before-start");
+    tgt.exec(tgt.info().start_replica_sql())?;
+    Ok(())
+}
+
+/// Starts the channel an earlier run attached: one killed between `CHANGE REPLICATION
+/// SOURCE` and `START REPLICA` left it configured and stopped, and waiting on it would only
+/// find its threads off. Starting threads that run already is a no-op (a warning).
+pub fn restart(tgt: &mut Session) -> Result<()> {
     tgt.exec(tgt.info().start_replica_sql())?;
     Ok(())
 }

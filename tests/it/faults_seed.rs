@@ -11,6 +11,9 @@ const SEED: &[Row] = &[
     row("load", "restore-chunk-loaded", true),
     row("load settings", "restore-before-put-back", false),
     row("loaded", "seed-after-load", true),
+    // Fixed: a rerun found the channel configured, took it as running, and failed on its
+    // stopped threads (the random kill found it).
+    row("attached, not started", "seed-attach-before-start", true),
     row("attached", "seed-after-attach", true),
 ];
 
