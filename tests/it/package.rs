@@ -21,6 +21,19 @@ fn in_root(root: &Path, args: &[&str]) -> String {
     run(Command::new("chroot").arg(root).args(args))
 }
 
+/// `myvault ARGS` in `root` as the package's service user.
+fn as_service_user(root: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "setpriv",
+        "--reuid=myvault",
+        "--regid=myvault",
+        "--clear-groups",
+        "/usr/bin/myvault",
+    ];
+    all.extend_from_slice(args);
+    in_root(root, &all)
+}
+
 #[test]
 fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     let scratch = Scratch::new("package");
@@ -77,32 +90,10 @@ fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     );
 
     // The service user can create and use a repository where the units write.
-    in_root(
+    as_service_user(&root, &["init", "--repo", "/var/backups/myvault/r"]);
+    let listed = as_service_user(
         &root,
-        &[
-            "setpriv",
-            "--reuid=myvault",
-            "--regid=myvault",
-            "--clear-groups",
-            "/usr/bin/myvault",
-            "init",
-            "--repo",
-            "/var/backups/myvault/r",
-        ],
-    );
-    let listed = in_root(
-        &root,
-        &[
-            "setpriv",
-            "--reuid=myvault",
-            "--regid=myvault",
-            "--clear-groups",
-            "/usr/bin/myvault",
-            "list",
-            "--repo",
-            "/var/backups/myvault/r",
-            "--json",
-        ],
+        &["list", "--repo", "/var/backups/myvault/r", "--json"],
     );
     assert!(listed.contains("\"snapshots\""), "{listed}");
 
