@@ -263,8 +263,8 @@ fn stream(a: &StreamArgs, ctx: &Ctx) -> Result<()> {
         // Replaced whole (written aside, then renamed), so a reader never sees half of it.
         let path = opts.spool_dir.join("status.json");
         let tmp = opts.spool_dir.join(".status.json.tmp");
-        if let Ok(json) = serde_json::to_vec_pretty(s) {
-            let _ = crate::private_fs::write_file(&tmp, &json)
+        if let Ok(json) = output::to_json(s) {
+            let _ = crate::private_fs::write_file(&tmp, json.as_bytes())
                 .and_then(|()| std::fs::rename(&tmp, &path));
         }
     };

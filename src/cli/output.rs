@@ -45,7 +45,7 @@ impl Output {
     /// Prints `value` as one JSON object (with `--json`) or calls `human` to print text.
     pub fn report<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) {
         if self.json {
-            match serde_json::to_string_pretty(value) {
+            match to_json(value) {
                 Ok(s) => outln!("{s}"),
                 Err(e) => tracing::error!("cannot encode JSON output: {e}"),
             }
@@ -59,6 +59,46 @@ impl Output {
         if !self.quiet && !self.json {
             eprintln!("{}", line.as_ref());
         }
+    }
+}
+
+/// Field names that predate the naming scheme (operator guide, "JSON output"): instants are
+/// `time` or end in `_time`. Each older name stays, for scripts written against it, and its
+/// canonical twin is written beside it with the same value.
+const INSTANT_ALIASES: [(&str, &str); 11] = [
+    ("created", "created_time"),
+    ("started", "started_time"),
+    ("latest_restorable", "latest_restorable_time"),
+    ("checked_at", "checked_time"),
+    ("evaluated_at", "evaluated_time"),
+    ("updated_at", "updated_time"),
+    ("status_written_at", "status_written_time"),
+    ("last_commit", "last_commit_time"),
+    ("complete_until", "complete_until_time"),
+    ("last_upload", "last_upload_time"),
+    ("failing_since", "failing_since_time"),
+];
+
+/// `value` as pretty JSON in the documented naming scheme: every command's `--json` and the
+/// streamer's `status.json` go through here, so the scheme is applied in one place.
+pub fn to_json<T: Serialize>(value: &T) -> serde_json::Result<String> {
+    let mut doc = serde_json::to_value(value)?;
+    add_canonical_names(&mut doc);
+    serde_json::to_string_pretty(&doc)
+}
+
+fn add_canonical_names(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (old, new) in INSTANT_ALIASES {
+                if let Some(value) = map.get(old).cloned() {
+                    map.entry(new).or_insert(value);
+                }
+            }
+            map.values_mut().for_each(add_canonical_names);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(add_canonical_names),
+        _ => {}
     }
 }
 

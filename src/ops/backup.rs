@@ -24,12 +24,17 @@ use crate::storage::OpenOptions;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
+    /// The new snapshot's id, as `list` names it (`id`).
     pub snapshot: String,
+    /// The same as `snapshot`: the fields `list` shows of a snapshot have the same names here.
+    pub id: String,
     pub method: String,
     pub time: DateTime<Utc>,
     pub size: u64,
     pub files: usize,
     pub seconds: f64,
+    /// The same as `seconds`, under `list`'s name.
+    pub duration_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lock_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,13 +140,16 @@ fn run(
     drop(locks);
     let mut outcomes = committed.outcomes;
     outcomes.extend(unavailable);
+    let seconds = clock.elapsed().as_secs_f64();
     Ok(BackupReport {
-        snapshot: id,
+        snapshot: id.clone(),
+        id,
         method: t.method.into(),
         time: t.time,
         size: committed.size,
         files: committed.files,
-        seconds: clock.elapsed().as_secs_f64(),
+        seconds,
+        duration_seconds: seconds,
         lock_seconds: t.lock_seconds,
         gtid_executed: t.gtid_executed,
         binlog_file,
