@@ -178,13 +178,16 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
                 chunk_bytes: a.chunk_size.max(1) * 1024 * 1024,
             };
             let progress = Progress::default();
+            let pace = output::Pace::start();
             out.with_ticker(
                 || {
+                    let rows = progress.rows.load(Ordering::Relaxed);
+                    let done = progress.chunks_done.load(Ordering::Relaxed);
+                    let total = progress.chunks_total.load(Ordering::Relaxed);
                     format!(
-                        "dumping: {} rows, chunk {}/{}",
-                        progress.rows.load(Ordering::Relaxed),
-                        progress.chunks_done.load(Ordering::Relaxed),
-                        progress.chunks_total.load(Ordering::Relaxed)
+                        "dumping: {rows} rows ({}), chunk {done}/{total} {}",
+                        pace.rate(rows, " rows"),
+                        pace.left(done, total)
                     )
                 },
                 || ops::backup::logical(repos, &store.options(), &source, &opts, &progress),

@@ -102,6 +102,50 @@ fn add_canonical_names(v: &mut serde_json::Value) {
     }
 }
 
+/// How fast long work goes and when it will end, for progress lines (on a terminal and in
+/// the periodic log records alike): `45.1k rows/s`, `3m 10s left`.
+pub struct Pace {
+    started: std::time::Instant,
+}
+
+impl Pace {
+    pub fn start() -> Pace {
+        Pace {
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// `count` units since the start, per second.
+    pub fn rate(&self, count: u64, unit: &str) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        format!("{}{unit}/s", si(count as f64 / secs))
+    }
+
+    /// The time left if the rest of `total` goes as fast as the `done` part did; empty until
+    /// some of it is done (nothing to judge by), and when all is.
+    pub fn left(&self, done: u64, total: u64) -> String {
+        if done == 0 || done >= total {
+            return String::new();
+        }
+        let spent = self.started.elapsed().as_secs_f64();
+        let rest = (spent * (total - done) as f64 / done as f64).round() as u64;
+        match (rest / 3600, rest / 60 % 60, rest % 60) {
+            (0, 0, s) => format!("{s}s left"),
+            (0, m, s) => format!("{m}m {s:02}s left"),
+            (h, m, _) => format!("{h}h {m:02}m left"),
+        }
+    }
+}
+
+/// `950`, `45.1k`, `1.2M`: a rate at a glance.
+fn si(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{:.1}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
 /// `1.5 GiB`, `312.0 MiB`, `17 B`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -185,5 +229,35 @@ impl Output {
         });
         self.progress_done();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_says_nothing_of_time_left_until_it_has_something_to_judge_by() {
+        let pace = Pace::start();
+        assert_eq!(pace.left(0, 10), "");
+        assert_eq!(pace.left(10, 10), "");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A tenth done in ~20 ms: nine tenths are left, well under a minute.
+        let left = pace.left(1, 10);
+        assert!(left.ends_with("s left") && !left.contains('m'), "{left}");
+        assert!(pace.rate(5_000_000, " rows").ends_with("M rows/s"));
+    }
+
+    #[test]
+    fn canonical_twins_are_added_beside_older_names_at_every_depth() {
+        let mut doc = serde_json::json!({
+            "checked_at": "t1",
+            "repos": [{"last_commit": "t2", "last_commit_time": "kept"}],
+        });
+        add_canonical_names(&mut doc);
+        assert_eq!(doc["checked_time"], "t1");
+        assert_eq!(doc["checked_at"], "t1");
+        // A field already carrying the canonical name is never overwritten.
+        assert_eq!(doc["repos"][0]["last_commit_time"], "kept");
     }
 }

@@ -235,9 +235,14 @@ fn verify_one(
 ) -> each_repo::Done<VerifyOutput> {
     let out = ctx.out;
     let started = chrono::Utc::now();
+    let pace = output::Pace::start();
     let checked = ops::verify::run(repo, !a.no_read_data, |done, total| {
         if total > 0 && (done % 16 == 0 || done == total) {
-            out.progress(&format!("verifying packs {done}/{total}"));
+            out.progress(&format!(
+                "verifying packs {done}/{total} ({}) {}",
+                pace.rate(done as u64, " packs"),
+                pace.left(done as u64, total as u64)
+            ));
         }
     });
     out.progress_done();

@@ -307,11 +307,9 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
                 .and_then(|c| c.restore.as_ref())
                 .and_then(|r| r.mysqld.clone())
         });
+        let check_pace = output::Pace::start();
         let check_progress = |done: usize, total: usize, bytes: u64| {
-            out.progress(&format!(
-                "checking the archive: {done}/{total} binlog files, {} read",
-                output::bytes(bytes)
-            ))
+            out.progress(&archive_check_line(&check_pace, done, total, bytes))
         };
         let pitr_with = match (&pitr, &mysqld) {
             (Some(t), Some(m)) => Some(ops::restore_datadir::DatadirPitr {
@@ -374,6 +372,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
         let opts = a.load_options(jobs);
         let load_progress = LoadProgress::default();
         let started = std::time::Instant::now();
+        let check_pace = output::Pace::start();
         let req = ops::pitr::PitrRequest {
             target: &target,
             snapshot: a.pitr_snapshot(),
@@ -384,10 +383,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
         };
         let progress = ops::pitr::PitrProgress {
             check: &|done, total, bytes| {
-                out.progress(&format!(
-                    "checking the archive: {done}/{total} binlog files, {} read",
-                    output::bytes(bytes)
-                ))
+                out.progress(&archive_check_line(&check_pace, done, total, bytes))
             },
             load: &load_progress,
             replay: &|applied, bytes, served| {
@@ -413,13 +409,16 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
         let target = a.target_login.resolve(url, ctx)?;
         let opts = a.load_options(jobs);
         let progress = LoadProgress::default();
+        let pace = output::Pace::start();
         let report = out.with_ticker(
             || {
+                let rows = progress.rows.load(Ordering::Relaxed);
+                let done = progress.chunks_done.load(Ordering::Relaxed);
+                let total = progress.chunks_total.load(Ordering::Relaxed);
                 format!(
-                    "loading: {} rows, chunk {}/{}",
-                    progress.rows.load(Ordering::Relaxed),
-                    progress.chunks_done.load(Ordering::Relaxed),
-                    progress.chunks_total.load(Ordering::Relaxed)
+                    "loading: {rows} rows ({}), chunk {done}/{total} {}",
+                    pace.rate(rows, " rows"),
+                    pace.left(done, total)
                 )
             },
             || ops::restore_logical::run(&repo, &a.snapshot, &target, &opts, &progress),
@@ -481,4 +480,13 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
         )
     });
     Ok(())
+}
+
+fn archive_check_line(pace: &output::Pace, done: usize, total: usize, bytes: u64) -> String {
+    format!(
+        "checking the archive: {done}/{total} binlog files, {} read ({}) {}",
+        output::bytes(bytes),
+        pace.rate(bytes / (1024 * 1024), " MiB"),
+        pace.left(done as u64, total as u64)
+    )
 }
