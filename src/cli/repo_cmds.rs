@@ -453,7 +453,7 @@ pub fn copy(a: &CopyArgs, ctx: &super::Ctx) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct UnlockArgs {
-    /// Repository whose stale locks to remove (default: the config's first [[repo]]).
+    /// Repository whose stale locks to remove (default: every [[repo]] of the config).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
     /// Remove every lock, also those of running processes.
@@ -461,37 +461,56 @@ pub struct UnlockArgs {
     pub all: bool,
 }
 
+#[derive(serde::Serialize)]
+struct UnlockReport {
+    repo: String,
+    removed: Vec<crate::repo::lock::LockInfo>,
+    remaining: Vec<crate::repo::lock::LockInfo>,
+}
+
+/// Removes stale locks from each repository; a lock still held (by a live process, without
+/// `--all`) is the repository's failure, exit 7, so that a script sees it is not free.
 pub fn unlock(a: &UnlockArgs, ctx: &super::Ctx) -> Result<()> {
-    let (store, out) = (&ctx.store, ctx.out);
-    let repo = ops::repos::open(
-        &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
-        &store.options(),
-    )?;
-    let removed = ops::unlock::run(&repo, a.all)?;
-    let remaining = ops::unlock::held(&repo)?;
-    #[derive(serde::Serialize)]
-    struct Report {
-        removed: Vec<crate::repo::lock::LockInfo>,
-        remaining: Vec<crate::repo::lock::LockInfo>,
-    }
-    let report = Report { removed, remaining };
-    out.report(&report, |r| {
-        for l in &r.removed {
-            outln!("removed {}", l.describe());
-        }
-        for l in &r.remaining {
-            outln!("still held: {} (not stale; --all removes it)", l.describe());
-        }
-        if r.removed.is_empty() && r.remaining.is_empty() {
-            outln!("no locks");
-        }
-    });
-    if report.remaining.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Repo(RepoError::Locked {
-            store: repo.name().into(),
-            holder: report.remaining[0].describe(),
-        }))
-    }
+    let targets = each_repo::targets(a.repo.as_ref(), ctx.cfg())?;
+    let store_opts = ctx.store.options();
+    each_repo::run(
+        ctx.out,
+        &targets,
+        |t| {
+            let unlocked = ops::repos::open(&t.location, &store_opts).and_then(|repo| {
+                let removed = ops::unlock::run(&repo, a.all)?;
+                let remaining = ops::unlock::held(&repo)?;
+                Ok((repo.name().to_string(), removed, remaining))
+            });
+            let (name, removed, remaining) = match unlocked {
+                Ok(u) => u,
+                Err(e) => return Err(e).into(),
+            };
+            let error = remaining.first().map(|l| {
+                Error::Repo(RepoError::Locked {
+                    store: name,
+                    holder: l.describe(),
+                })
+            });
+            each_repo::Done {
+                report: Some(UnlockReport {
+                    repo: t.location.clone(),
+                    removed,
+                    remaining,
+                }),
+                error,
+            }
+        },
+        |r| {
+            for l in &r.removed {
+                outln!("removed {}", l.describe());
+            }
+            for l in &r.remaining {
+                outln!("still held: {} (not stale; --all removes it)", l.describe());
+            }
+            if r.removed.is_empty() && r.remaining.is_empty() {
+                outln!("no locks");
+            }
+        },
+    )
 }
