@@ -130,8 +130,20 @@ pub struct RestoreSection {
 }
 
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Usage(format!("cannot read --config {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        // The default file is read without being asked for: say why it was, and the ways out.
+        // Refusing beats ignoring it, since the command would then run with other repositories
+        // and credentials than the host's configuration names.
+        if path == Path::new(super::DEFAULT_CONFIG) {
+            Error::Usage(format!(
+                "cannot read the default configuration {}: {e}; run as root or a member of the \
+                 myvault group (the package installs it 0640 root:myvault), or give --config FILE",
+                path.display()
+            ))
+        } else {
+            Error::Usage(format!("cannot read --config {}: {e}", path.display()))
+        }
+    })?;
     parse(&text, path)
 }
 

@@ -97,6 +97,27 @@ fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     );
     assert!(listed.contains("\"snapshots\""), "{listed}");
 
+    // Another user cannot read the default configuration (0640 root:myvault): exit 2, saying
+    // which file and the ways out, rather than running with other repositories than it names.
+    let other = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ])
+        .args(["/usr/bin/myvault", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the default configuration /etc/myvault/myvault.toml")
+            && stderr.contains("--config FILE"),
+        "{stderr}"
+    );
+
     // And the package goes away cleanly, keeping the configuration.
     in_root(&root, &["dpkg", "-r", "myvault"]);
     assert!(!root.join("usr/bin/myvault").exists());
