@@ -337,6 +337,24 @@ impl TestServer {
     }
 }
 
+/// Polls `check` every 500 ms until it returns `Some`, for at most `limit`; what it returned
+/// and how long that took.
+#[track_caller]
+pub fn within<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(t) = check() {
+            return (t, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The result of running the myvault binary.
 #[derive(Debug)]
 pub struct Run {
