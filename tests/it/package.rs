@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{Scratch, testbed};
+use crate::support::{Scratch, deb, testbed};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -37,13 +37,7 @@ fn as_service_user(root: &Path, args: &[&str]) -> String {
 #[test]
 fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     let scratch = Scratch::new("package");
-    let out = scratch.join("deb");
-    let deb = run(
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package"))
-            .args(["--binary", env!("CARGO_BIN_EXE_myvault"), "--out"])
-            .arg(&out),
-    );
-    let deb = Path::new(deb.trim());
+    let deb = deb();
     assert!(deb.is_file(), "{}", deb.display());
 
     // A copy of the clean root, so that every run starts from a machine that never saw myvault.

@@ -16,13 +16,13 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
-use crate::support::{Scratch, TestServer, testbed, within};
+use crate::support::{Scratch, TestServer, deb, testbed, within};
 
 const UNHEALTHY: i32 = 14;
 /// Where the shipped stream unit serves /metrics (its ExecStart= says so).
@@ -252,20 +252,6 @@ fn critical_about(st: &Value, repo: &str) -> bool {
     st["problems"].as_array().is_some_and(|ps| {
         ps.iter()
             .any(|p| p["severity"] == "critical" && p["repo"] == repo)
-    })
-}
-
-/// The package of the binary under test, built once per test process.
-fn deb() -> &'static Path {
-    static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd-deb");
-        let deb = ok(
-            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package"))
-                .args(["--binary", env!("CARGO_BIN_EXE_myvault"), "--out"])
-                .arg(out),
-        );
-        PathBuf::from(deb.trim())
     })
 }
 
