@@ -96,3 +96,18 @@ fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     assert!(!root.join("usr/bin/myvault").exists());
     assert!(root.join("etc/myvault/myvault.toml").exists());
 }
+
+/// Regression: the package did not ask for CA certificates, so on a minimal Debian without
+/// ca-certificates no S3 repository over HTTPS could be reached (and the AWS SDK's debug
+/// build panicked opening any S3 repository: "no valid root certificates").
+#[test]
+fn the_package_recommends_ca_certificates_for_s3_over_https() {
+    let recommends = run(Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(deb())
+        .arg("Recommends"));
+    assert!(
+        recommends.split(',').any(|r| r.trim() == "ca-certificates"),
+        "Recommends: {recommends}"
+    );
+}
