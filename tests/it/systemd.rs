@@ -76,7 +76,19 @@ impl Container {
             ))
             .arg(&root));
         let log = std::fs::File::create(dir.join("boot.log")).unwrap();
-        let nspawn = Command::new("systemd-nspawn")
+        let mut nspawn = Command::new("systemd-nspawn");
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl only, between fork and exec. Should this test process die, nspawn
+            // gets SIGTERM and powers the container off (SIGKILL would leave it running).
+            unsafe {
+                nspawn.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        let nspawn = nspawn
             .args([
                 "--register=no",
                 "--keep-unit",
@@ -215,6 +227,7 @@ impl Drop for Container {
     fn drop(&mut self) {
         // Killing the init ends every process of the container's PID namespace.
         if self.init != 0 {
+            // SAFETY: a signal to the pid of the container init this value started.
             unsafe { libc::kill(self.init as i32, libc::SIGKILL) };
         }
         let _ = self.nspawn.kill();
