@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -127,6 +127,9 @@ fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
         .write(true)
         .mode(MODE)
         .open(path)?;
+    // The process umask masks the mode given to open (a systemd unit's UMask=0077 made the
+    // file 0600, which node_exporter, another user, cannot read); a chmod is not masked.
+    f.set_permissions(std::fs::Permissions::from_mode(MODE))?;
     f.write_all(data)?;
     f.sync_all()
 }

@@ -32,4 +32,5 @@ mod seed;
 mod status;
 mod storage_s3;
 mod stream;
+mod systemd;
 mod verify;

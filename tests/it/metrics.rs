@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::support::load::{self, Load};
 use crate::support::s3::S3Server;
 use crate::support::streamer::Streamer;
-use crate::support::{Scratch, TestServer, myvault, myvault_env, testbed};
+use crate::support::{Scratch, TestServer, myvault, myvault_env, testbed, within};
 
 const UNHEALTHY: i32 = 14;
 
@@ -113,18 +113,6 @@ fn metrics_addr(streamer: &mut Streamer) -> SocketAddr {
             "the streamer does not serve metrics:\n{log}"
         );
         sleep_ms(100);
-    }
-}
-
-/// Polls `check` every 500 ms until it returns `Some`, for at most `limit`.
-fn within<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = check() {
-            return (t, start.elapsed());
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        sleep_ms(500);
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{Scratch, testbed};
+use crate::support::{Scratch, deb, testbed};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -37,13 +37,7 @@ fn as_service_user(root: &Path, args: &[&str]) -> String {
 #[test]
 fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     let scratch = Scratch::new("package");
-    let out = scratch.join("deb");
-    let deb = run(
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package"))
-            .args(["--binary", env!("CARGO_BIN_EXE_myvault"), "--out"])
-            .arg(&out),
-    );
-    let deb = Path::new(deb.trim());
+    let deb = deb();
     assert!(deb.is_file(), "{}", deb.display());
 
     // A copy of the clean root, so that every run starts from a machine that never saw myvault.
@@ -122,4 +116,19 @@ fn the_deb_installs_into_a_clean_debian_root_and_runs_there() {
     in_root(&root, &["dpkg", "-r", "myvault"]);
     assert!(!root.join("usr/bin/myvault").exists());
     assert!(root.join("etc/myvault/myvault.toml").exists());
+}
+
+/// Regression: the package did not ask for CA certificates, so on a minimal Debian without
+/// ca-certificates no S3 repository over HTTPS could be reached (and the AWS SDK's debug
+/// build panicked opening any S3 repository: "no valid root certificates").
+#[test]
+fn the_package_recommends_ca_certificates_for_s3_over_https() {
+    let recommends = run(Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(deb())
+        .arg("Recommends"));
+    assert!(
+        recommends.split(',').any(|r| r.trim() == "ca-certificates"),
+        "Recommends: {recommends}"
+    );
 }

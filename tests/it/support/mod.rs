@@ -337,6 +337,43 @@ impl TestServer {
     }
 }
 
+/// The Debian package of the binary under test (`scripts/package --binary`), built once per
+/// test process: the package and systemd tests share it.
+pub fn deb() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package"))
+            .args(["--binary", env!("CARGO_BIN_EXE_myvault"), "--out"])
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb"))
+            .output()
+            .expect("run scripts/package");
+        assert!(
+            out.status.success(),
+            "scripts/package failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// Polls `check` every 500 ms until it returns `Some`, for at most `limit`; what it returned
+/// and how long that took.
+#[track_caller]
+pub fn within<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(t) = check() {
+            return (t, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The result of running the myvault binary.
 #[derive(Debug)]
 pub struct Run {
