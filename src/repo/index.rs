@@ -56,6 +56,21 @@ impl Index {
         Index::default()
     }
 
+    /// An index with room for `entries` blobs. Loading millions of entries into a map that
+    /// grows by doubling holds the old and the new table at once: half again the memory the
+    /// index needs at its peak (1.33 GiB instead of 0.89 GiB at 10 M entries).
+    pub fn with_capacity(entries: usize) -> Index {
+        Index {
+            blobs: HashMap::with_capacity(entries),
+            ..Index::default()
+        }
+    }
+
+    /// How many blobs the index holds before its map must grow.
+    pub fn capacity(&self) -> usize {
+        self.blobs.capacity()
+    }
+
     pub fn len(&self) -> usize {
         self.blobs.len()
     }
@@ -130,6 +145,11 @@ impl Index {
             })
             .collect()
     }
+}
+
+/// The most entries index files of `file_bytes` bytes in all can hold.
+pub fn entries_at_most(file_bytes: u64) -> usize {
+    usize::try_from(file_bytes / ENTRY_LEN as u64).unwrap_or(usize::MAX)
 }
 
 /// Encodes the entries of some packs as one index file.

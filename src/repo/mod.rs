@@ -327,8 +327,12 @@ impl Repo {
     }
 
     fn load_index(&self) -> Result<Index> {
-        let mut idx = Index::new();
-        for obj in self.storage.list("index/")? {
+        let files = self.storage.list("index/")?;
+        // Sized once, for as many entries as the files' bytes can hold (a few percent more
+        // than they do): see `Index::with_capacity`.
+        let mut idx =
+            Index::with_capacity(index::entries_at_most(files.iter().map(|o| o.size).sum()));
+        for obj in files {
             let data = match self.storage.get(&obj.key) {
                 Ok(d) => d,
                 // Merged away by a concurrent writer: its entries are in the merged file.

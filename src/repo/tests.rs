@@ -779,3 +779,50 @@ fn a_damaged_file_digest_is_caught_on_restore() {
     with_digest(ContentDigest::new(blake3, blake3.id(&content)));
     assert_eq!(restore(&repo, &id, "f").unwrap(), content);
 }
+
+/// Loading the index grew its map by doubling, so at its peak the old and the new table were
+/// both alive: 175 bytes per entry at 1 M entries instead of about 110 (examples/index_scale).
+/// Here one entry per pack makes the files' bytes promise more entries than a doubling map
+/// would have room for: the load must have sized the map for them before the first insert.
+#[test]
+fn loading_the_index_sizes_its_map_once_instead_of_regrowing_it() {
+    use super::codec::Codec;
+    use super::id::Id;
+    use super::index;
+    use super::pack::PackEntry;
+    let (store, repo) = new_repo();
+    let mut file_bytes = 0u64;
+    let mut entries = 0usize;
+    for file in 0..4u32 {
+        let packs: Vec<(Id, Vec<PackEntry>)> = (0..5_000u32)
+            .map(|i| {
+                let n = file * 5_000 + i;
+                let blob = PackEntry {
+                    id: Id::sha256(&n.to_le_bytes()),
+                    codec: Codec::Zstd,
+                    offset: 0,
+                    raw_len: 10,
+                    stored_len: 10,
+                };
+                (Id::sha256(format!("pack {n}").as_bytes()), vec![blob])
+            })
+            .collect();
+        entries += packs.len();
+        let data = index::encode_file(&packs);
+        file_bytes += data.len() as u64;
+        store
+            .put(&super::index_key(&Id::sha256(&data)), &data)
+            .unwrap();
+    }
+    let (len, capacity) = repo.with_index(|idx| (idx.len(), idx.capacity())).unwrap();
+    assert_eq!(len, entries);
+    let promised = index::entries_at_most(file_bytes);
+    assert!(
+        promised > entries * 3 / 2,
+        "the test needs files that promise more: {promised}"
+    );
+    assert!(
+        capacity >= promised,
+        "the map was grown entry by entry (capacity {capacity}), not sized for the {promised} entries the files can hold"
+    );
+}
