@@ -45,6 +45,9 @@ struct State {
     queued: HashMap<(String, String), (u64, bool)>,
     retry_at: Option<Instant>,
     stopping: bool,
+    /// `finish` gave up waiting: the thread ends after the upload in hand, keeping nothing
+    /// queued (the spool holds what was not archived, for the next run).
+    abandoned: bool,
     busy: bool,
     segments: u64,
     ledger: UploadLedger,
@@ -91,6 +94,7 @@ impl Uploader {
             queued: HashMap::new(),
             retry_at: None,
             stopping: false,
+            abandoned: false,
             busy: false,
             segments: 0,
             ledger: UploadLedger::new(repos.iter().map(|r| r.name())),
@@ -171,7 +175,10 @@ impl Uploader {
         let stats = self.stats();
         if let Some(h) = self.handle.take() {
             let (m, cv) = &*self.shared;
-            lock(m).jobs.clear();
+            let mut st = lock(m);
+            st.jobs.clear();
+            st.abandoned = true;
+            drop(st);
             cv.notify_all();
             let _ = h.join();
         }
@@ -191,7 +198,7 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
                     st.busy = true;
                     break st.jobs.remove(&key);
                 }
-                if st.stopping && st.jobs.is_empty() {
+                if st.stopping && (st.jobs.is_empty() || st.abandoned) {
                     return;
                 }
                 st = cv
@@ -205,6 +212,12 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
         let mut st = lock(m);
         st.busy = false;
         let now = Utc::now();
+        if let Err(e) = &result
+            && st.stopping
+        {
+            // At the end nobody reads status.json any more: the log says why the spool keeps it.
+            tracing::warn!("stopping: upload of {} failed: {e}", job.file);
+        }
         match result {
             Ok(done) => {
                 st.segments += 1;
@@ -242,9 +255,68 @@ fn run(shared: Arc<(Mutex<State>, Condvar)>, mut archiver: Archiver) {
 }
 
 fn requeue(st: &mut State, job: UploadJob, backoff: &mut Duration) {
+    // Once `finish` has given up, a job put back would be taken again forever (a repository
+    // that keeps failing), and `finish` would never return: the streamer hung after SIGTERM.
+    if st.abandoned {
+        return;
+    }
     let key = job_key(&job);
     // A newer job for the file may have arrived meanwhile; it covers this one.
     st.jobs.entry(key).or_insert(job);
     st.retry_at = Some(Instant::now() + *backoff);
     *backoff = (*backoff * 2).min(Duration::from_secs(60));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::binlog::index::FileSummary;
+    use crate::repo::config::RepoConfig;
+    use crate::storage::crashing::{Clock, CrashingStorage};
+    use crate::storage::memory::MemoryStorage;
+
+    /// The streamer did not exit after SIGTERM: `finish` gave up waiting and cleared the
+    /// queue, but the upload in hand failed and was put back, so the thread took it again and
+    /// again and `finish` waited on it forever. Seen in the bench (`--scale`, 10,000 files).
+    #[test]
+    fn finish_returns_when_the_upload_in_hand_fails_after_it_gave_up() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO holds the upload at its open() until the test has let `finish` give up.
+        let fifo = dir.path().join("binlog.000001");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let clock = Clock::new(7);
+        let store: Arc<dyn crate::storage::Storage> = Arc::new(CrashingStorage::new(
+            Arc::new(MemoryStorage::new()),
+            clock.clone(),
+        ));
+        let repo = Arc::new(Repo::init(store, RepoConfig::new()).unwrap());
+        let uploader = Uploader::start(vec![repo]);
+        uploader.submit(UploadJob {
+            server_uuid: "3e11fa47-71ca-11e1-9e33-c80aa9429562".into(),
+            server_id: 1,
+            file: "binlog.000001".into(),
+            path: fifo.clone(),
+            len: 4096,
+            sealed: true,
+            summary: FileSummary::default(),
+            complete_at: None,
+            oldest_new_commit: None,
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(uploader.finish(Duration::from_millis(200)));
+        });
+        // `finish` has given up and cleared the queue; now the upload in hand fails.
+        std::thread::sleep(Duration::from_millis(600));
+        clock.arm(0);
+        std::fs::write(&fifo, vec![7u8; 4096]).unwrap();
+        let stats = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("finish did not return: the failed upload was queued again");
+        assert_eq!(stats.archived_bytes, 0);
+    }
 }
