@@ -17,7 +17,11 @@ pub fn run(
 ) -> Result<VerifyReport> {
     let _lock = LockGuard::acquire(repo.storage().clone(), LockKind::Shared, "verify")?;
     let mut report = crate::repo::verify::verify(repo, read_data, progress)?;
-    report.problems.extend(archive_holes(repo)?);
+    let holes = archive_holes(
+        std::mem::take(&mut report.readable_segments),
+        std::mem::take(&mut report.readable_snapshots),
+    )?;
+    report.problems.extend(holes);
     Ok(report)
 }
 
@@ -62,10 +66,14 @@ pub fn record(repo: &Repo, outcome: &Outcome<'_>) -> Result<()> {
 }
 
 /// Every hole in every source's binlog archive, as a problem: intact objects, but a restore
-/// across the hole cannot be done.
-fn archive_holes(repo: &Repo) -> Result<Vec<Problem>> {
-    let archive = coverage::newest_segments(readable::<BinlogSegment>(repo, "binlog/", "binlog")?)?;
-    let mut snapshots = readable::<SnapshotManifest>(repo, "snapshots/", "snapshot")?;
+/// across the hole cannot be done. Judged on the manifests that read (the others are damage
+/// the integrity check has already reported, each with what it affects), as a restore would
+/// see the archive.
+fn archive_holes(
+    segments: Vec<BinlogSegment>,
+    mut snapshots: Vec<SnapshotManifest>,
+) -> Result<Vec<Problem>> {
+    let archive = coverage::newest_segments(segments)?;
     snapshots.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
     Ok(coverage::coverage(&archive, &snapshots)
         .into_iter()
@@ -76,32 +84,6 @@ fn archive_holes(repo: &Repo) -> Result<Vec<Problem>> {
             detail: h.detail,
         })
         .collect())
-}
-
-/// The manifests (of `kind`) under `prefix` that read and decode. The others are damage the
-/// integrity check has already reported, each with what it affects; the holes are judged on
-/// what is left, as a restore would see the archive.
-fn readable<T: serde::de::DeserializeOwned>(
-    repo: &Repo,
-    prefix: &str,
-    kind: &str,
-) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    for obj in repo
-        .storage()
-        .list(prefix)
-        .map_err(crate::repo::RepoError::from)?
-    {
-        let decoded = repo
-            .storage()
-            .get(&obj.key)
-            .map_err(|e| e.to_string())
-            .and_then(|data| crate::repo::manifest::decode::<T>(kind, &data));
-        if let Ok(m) = decoded {
-            out.push(m);
-        }
-    }
-    Ok(out)
 }
 
 /// The missing part of the archive, named like its objects (`binlog/<server>/<files>`).

@@ -53,6 +53,12 @@ pub struct VerifyReport {
     pub damaged_snapshots: Vec<String>,
     /// Binlog segments that cannot be read back.
     pub damaged_segments: Vec<DamagedSegment>,
+    /// The manifests that read and decode, without their chunk lists (which grow with the
+    /// data): what callers judge the binlog archive's coverage on, without reading them again.
+    #[serde(skip)]
+    pub readable_snapshots: Vec<SnapshotManifest>,
+    #[serde(skip)]
+    pub readable_segments: Vec<BinlogSegment>,
 }
 
 /// An object to blame, and what is wrong with it.
@@ -246,6 +252,10 @@ pub fn verify(
                 damaged_snapshots.insert(m.id.clone());
             }
         }
+        report.readable_snapshots.push(SnapshotManifest {
+            files: Vec::new(),
+            ..m
+        });
     }
     let mut damaged_segments = BTreeSet::new();
     for obj in storage.list("binlog/")? {
@@ -268,6 +278,10 @@ pub fn verify(
                 size: s.size,
             });
         }
+        report.readable_segments.push(BinlogSegment {
+            refs: ChunkRefs::default(),
+            ..s
+        });
     }
 
     report.problems = found
