@@ -11,9 +11,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::mysql::session::Session;
+use crate::mysql::session::{Session, quote_ident};
 use crate::mysql::wire::{Conn, ConnectOptions};
-use crate::restore::logical::{self, connect_loader, tables::rewrite_definition};
+use crate::restore::logical::{self, tables::rewrite_definition};
 use crate::restore::pitr::table_ddl::{Name, qualified};
 use crate::snapshot::logical::catalog::{self, Filter, TableInfo};
 use crate::snapshot::logical::chunks::{ChunkJob, select_sql};
@@ -64,38 +64,18 @@ pub fn copy(
     let tables = table_infos(from, map)?;
     let mut warnings = Vec::new();
     let mut source = Session::connect(from)?;
-    let mut target = connect_loader(to, "utf8mb4")?;
-    let mut local_infile = Vec::new();
-    let changed = logical::settings::apply(
-        &mut target,
-        &Default::default(),
-        logical::settings::Wanted {
-            redo_log_capacity: 0,
-            disable_redo_log: false,
-        },
-        &mut local_infile,
-    )?;
-    let result = (|| -> Result<u64> {
+    let mut definitions = Vec::new();
+    let rows = logical::tables::with_load_session(to, "tables:copy", &mut warnings, |target, _| {
         // Foreign keys among the copied tables point at their destinations: all are created
-        // before any rows arrive (the loader session has foreign_key_checks = 0).
+        // before any rows arrive (the loader sessions have foreign_key_checks = 0).
         for (t, dest) in &tables {
             let create = catalog::show_create_table(&mut source, t)?;
             let src = (t.db.clone(), t.name.clone());
-            let create = rewrite_definition(&src, dest, &create, map, &mut warnings)?;
-            target
-                .exec(&format!(
-                    "CREATE DATABASE IF NOT EXISTS {}",
-                    crate::mysql::session::quote_ident(&dest.0)
-                ))
-                .map_err(|e| {
-                    Error::from(e).during(format!("creating database of {}", qualified(dest)))
-                })?;
-            target
-                .exec(&format!("DROP TABLE IF EXISTS {}", qualified(dest)))
-                .and_then(|_| target.exec(&create))
-                .map_err(|e| {
-                    Error::from(e).during(format!("creating table {}", qualified(dest)))
-                })?;
+            create_destination(
+                target,
+                dest,
+                &rewrite_definition(&src, dest, &create, map, &mut definitions)?,
+            )?;
         }
         let rows = std::sync::atomic::AtomicU64::new(0);
         logical::on_connections(
@@ -116,15 +96,26 @@ pub fn copy(
             },
         )?;
         Ok(rows.into_inner())
-    })();
-    logical::settings::put_back_variables(&mut target, changed.variables(), &mut warnings);
-    warnings.extend(local_infile);
+    });
+    warnings.extend(definitions);
     Ok(CopyReport {
         tables: tables.len(),
-        rows: result?,
+        rows: rows?,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+/// Creates `dest` (its database if missing) from `create`, dropping a table of that name.
+fn create_destination(s: &mut Session, dest: &Name, create: &str) -> Result<()> {
+    s.exec(&format!(
+        "CREATE DATABASE IF NOT EXISTS {}",
+        quote_ident(&dest.0)
+    ))
+    .and_then(|_| s.exec(&format!("DROP TABLE IF EXISTS {}", qualified(dest))))
+    .and_then(|_| s.exec(create))
+    .map_err(|e| Error::from(e).during(format!("creating table {}", qualified(dest))))?;
+    Ok(())
 }
 
 /// Streams `t`'s rows from `from` into `dest` on `s`; returns how many.

@@ -224,10 +224,15 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
         "{warnings}"
     );
 
+    // A production server with LOAD DATA LOCAL off: switched on for the loads, put back.
+    src.sql("SET GLOBAL local_infile = OFF");
+
     // The bad DELETE undone beside the table, from the logical snapshot.
     let orders = |db: &str, extra: &[&str]| restore_into("shop.orders", "--to-time", &t, db, extra);
     orders("shop_restored", &[]).expect_code(0);
     assert_eq!(checksum(&src, "shop_restored.orders"), orders_at_t);
+    // Of the transaction that changed orders and customers, only the orders part came.
+    assert_eq!(load::checksums(&src, "shop_restored").len(), 1);
     // A second run refuses to overwrite it, naming it, with its own exit code.
     let again = orders("shop_restored", &[]);
     again.expect_code(16);
@@ -282,6 +287,10 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     // gtid_executed is what it was, and its replica holds it without any restored database.
     assert_eq!(all_checksums(&src), live);
     assert_eq!(src.gtid_executed(), live_gtids);
+    assert_eq!(
+        src.value("SELECT @@GLOBAL.local_infile").as_deref(),
+        Some("0")
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while replica.gtid_executed() != live_gtids {
         assert!(

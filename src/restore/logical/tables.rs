@@ -10,7 +10,7 @@
 //! database, its constraints get names of the server's choosing (constraint names are unique
 //! per database).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -247,44 +247,57 @@ pub fn load(
     load_progress: &LoadProgress,
 ) -> Result<TablesLoadReport> {
     let started = Instant::now();
-    let mut coord = connect_loader(target, "utf8mb4")?;
-    // The chunks' records need the progress schema; a single-table restore is not resumed
-    // (its replay would have to be too), so the remains of a killed one are dropped.
-    let marker = format!("tables:{}", snap.id);
-    if let progress::State::Resuming(_) = progress::read(&mut coord, &marker)? {
-        progress::drop(&mut coord)?;
-    }
-    progress::create(&mut coord, &marker)
-        .map_err(|e| e.during("recording the restore's progress on the target"))?;
-    let done = Default::default();
     let mut warnings = Vec::new();
-    let wanted = settings::Wanted {
-        redo_log_capacity: 0,
-        disable_redo_log: false,
-    };
-    let changed = settings::apply(&mut coord, &done, wanted, &mut warnings)
-        .map_err(|e| e.during("enabling local_infile on the target for the load"))?;
-    let result = (|| -> Result<Option<ContentCheckReport>> {
-        objects::create_databases(&mut coord, selected, &done)?;
+    let marker = format!("tables:{}", snap.id);
+    let content_check = with_load_session(target, &marker, &mut warnings, |coord, done| {
+        objects::create_databases(coord, selected, done)?;
         for db in &selected.databases {
             for t in &db.tables {
-                objects::create_table(&mut coord, &db.name, t, &done)?;
+                objects::create_table(coord, &db.name, t, done)?;
             }
         }
-        rows::load_rows_and_indexes(repo, snap, selected, target, opts, &done, load_progress)?;
+        rows::load_rows_and_indexes(repo, snap, selected, target, opts, done, load_progress)?;
         opts.content_check
             .then(|| content_check::logical(target, selected, opts.jobs))
             .transpose()
-    })();
-    settings::put_back_variables(&mut coord, changed.variables(), &mut warnings);
-    progress::drop(&mut coord).map_err(|e| e.during("removing the restore's progress schema"))?;
+    })?;
     Ok(TablesLoadReport {
         tables: selected.databases.iter().map(|d| d.tables.len()).sum(),
         rows: selected.rows,
         seconds: started.elapsed().as_secs_f64(),
-        content_check: result?,
+        content_check,
         warnings,
     })
+}
+
+/// Runs `work` on a loader session of `target` set up for loading some tables and nothing
+/// more: the progress schema its steps record themselves in (`marker` names the run; a
+/// single-table restore is not resumed, its replay would have to be too, so the remains of a
+/// killed one are dropped), and `local_infile` on. Both are put back afterwards, whatever
+/// `work` returned; what could not be put back is a warning.
+pub fn with_load_session<T>(
+    target: &ConnectOptions,
+    marker: &str,
+    warnings: &mut Vec<String>,
+    work: impl FnOnce(&mut Session, &HashSet<String>) -> Result<T>,
+) -> Result<T> {
+    let mut coord = connect_loader(target, "utf8mb4")?;
+    if let progress::State::Resuming(_) = progress::read(&mut coord, marker)? {
+        progress::drop(&mut coord)?;
+    }
+    progress::create(&mut coord, marker)
+        .map_err(|e| e.during("recording the restore's progress on the target"))?;
+    let done = HashSet::new();
+    let wanted = settings::Wanted {
+        redo_log_capacity: 0,
+        disable_redo_log: false,
+    };
+    let changed = settings::apply(&mut coord, &done, wanted, warnings)
+        .map_err(|e| e.during("enabling local_infile on the target for the load"))?;
+    let result = work(&mut coord, &done);
+    settings::put_back_variables(&mut coord, changed.variables(), warnings);
+    progress::drop(&mut coord).map_err(|e| e.during("removing the restore's progress schema"))?;
+    result
 }
 
 #[cfg(test)]
