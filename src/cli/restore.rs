@@ -141,6 +141,12 @@ pub struct RestoreArgs {
     /// existing destination is refused with exit code 16).
     #[arg(long)]
     pub replace_existing: bool,
+
+    /// With --tables from a clone or cold snapshot: where the temporary server's data
+    /// directory goes (default: the system's temporary directory; it needs room for the whole
+    /// snapshot).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// `DB.T` as (database, table).
@@ -622,6 +628,7 @@ fn run_tables(
         load: &opts,
         engine: a.engine.as_ref().map(|_| a.engine()).transpose()?,
         mysqld: mysqld.as_deref(),
+        scratch: a.scratch_dir.as_deref(),
         check_archive: !a.skip_archive_check,
     };
     if a.plan {

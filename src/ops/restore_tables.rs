@@ -53,6 +53,9 @@ pub struct TablesRequest<'a> {
     pub engine: Option<Engine<'a>>,
     /// A server of the snapshot's version, for clone and cold snapshots.
     pub mysqld: Option<&'a Path>,
+    /// Where a clone or cold snapshot's temporary data directory goes (default: the system's
+    /// temporary directory).
+    pub scratch: Option<&'a Path>,
     pub check_archive: bool,
 }
 
@@ -337,10 +340,14 @@ fn through_temporary_server(
     let pitr = &plan.pitr;
     let (snap, stop) = snapshot_and_stop(pitr)?;
     let mysqld = Mysqld::detect(mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
-    let work = std::env::temp_dir().join(format!(
-        "myvault-tables-{}",
-        crate::repo::config::random_hex(4)
-    ));
+    let work = req
+        .scratch
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "myvault-tables-{}",
+            crate::repo::config::random_hex(4)
+        ));
     let datadir = work.join("data");
     crate::restore::datadir::restore(repo, &snap, &datadir, None, false)?;
     let server = temporary_server(&mysqld, &datadir, &[])?;

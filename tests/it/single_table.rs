@@ -269,13 +269,25 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     .expect_code(0);
     assert_eq!(checksum(&src, "shop_restored.orders"), orders_at_t);
 
-    // The same from the clone snapshot, through a temporary server.
-    orders(
-        "shop_clone",
-        &["--snapshot", &clone_id, "--mysqld", &mysqld],
-    )
-    .expect_code(0);
+    // The same from the clone snapshot, through a temporary server in the test's scratch.
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = scratch.to_str().unwrap();
+    let clone_args = [
+        "--snapshot",
+        &clone_id,
+        "--mysqld",
+        &mysqld,
+        "--scratch-dir",
+        scratch,
+    ];
+    orders("shop_clone", &clone_args).expect_code(0);
     assert_eq!(checksum(&src, "shop_clone.orders"), orders_at_t);
+    let left: Vec<_> = std::fs::read_dir(scratch).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the temporary server's files stay: {left:?}"
+    );
 
     // Renamed inside the window: followed to its new name, restored under its old one.
     restore_into("shop.notes", "--to-time", &t2, "shop_renamed", &[]).expect_code(0);
