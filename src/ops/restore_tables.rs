@@ -340,14 +340,7 @@ fn through_temporary_server(
     let pitr = &plan.pitr;
     let (snap, stop) = snapshot_and_stop(pitr)?;
     let mysqld = Mysqld::detect(mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
-    let work = req
-        .scratch
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!(
-            "myvault-tables-{}",
-            crate::repo::config::random_hex(4)
-        ));
+    let work = super::restore_test::work_dir(req.scratch, "myvault-tables");
     let datadir = work.join("data");
     crate::restore::datadir::restore(repo, &snap, &datadir, None, false)?;
     let server = temporary_server(&mysqld, &datadir, &[])?;
