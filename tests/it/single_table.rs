@@ -205,7 +205,7 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     };
 
     // The plan: what touches the table, what is left out, the foreign key it cannot keep.
-    let plan = myvault(&[
+    let plan_args = [
         "restore",
         "--repo",
         &repo,
@@ -216,9 +216,20 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
         "--into-database",
         "shop_restored",
         "--plan",
-        "--json",
-    ]);
+    ];
+    let plan = myvault(&[&plan_args[..], &["--json"]].concat());
     plan.expect_code(0);
+    // The same plan for a person: what is created where, what touches it, what is left out.
+    let text = myvault(&plan_args);
+    text.expect_code(0);
+    for line in [
+        "`shop`.`orders` -> `shop_restored`.`orders`",
+        "touch these tables (only their part is applied)",
+        "inside the window: `shop`.`orders` altered",
+        "warning: `shop`.`orders` has a foreign key to `shop`.`customers`",
+    ] {
+        assert!(text.stdout.contains(line), "{line}:\n{}", text.stdout);
+    }
     let p = plan.json();
     assert_eq!(p["engine"], "sql", "{p}");
     assert_eq!(
