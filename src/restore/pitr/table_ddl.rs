@@ -3,9 +3,9 @@
 //! Row changes are selected by table (see `binlog::table_filter`). Statements (DDL) are
 //! text, and a statement applied to the wrong table on a live server would be a disaster, so
 //! this is deliberately conservative:
-//! - `ALTER TABLE t ...`, `TRUNCATE [TABLE] t`, `DROP TABLE [IF EXISTS] ... t ...` and
-//!   `CREATE TABLE t ...` (of a name whose followed table was dropped) on a followed table run
-//!   against its destination, fully qualified;
+//! - `ALTER TABLE t ...`, `TRUNCATE [TABLE] t`, `DROP TABLE [IF EXISTS] ... t ...`,
+//!   `CREATE/DROP INDEX ... ON t` and `CREATE TABLE t ...` (of a name whose followed table was
+//!   dropped) on a followed table run against its destination, fully qualified;
 //! - `RENAME TABLE t TO t2` (and `ALTER TABLE t RENAME TO t2` alone) moves the following to
 //!   the new name; the destination keeps its name; `DROP DATABASE` drops the followed tables
 //!   in it;
@@ -358,6 +358,9 @@ impl Selection {
                 }
             }
         }
+        if let Some(stmt) = self.index_ddl(default_db, sql, &toks)? {
+            return Ok(stmt);
+        }
         if c.keyword("CREATE") {
             if c.keyword("TEMPORARY") || !c.keyword("TABLE") {
                 return self.other(sql, &toks);
@@ -390,6 +393,52 @@ impl Selection {
             )));
         }
         self.other(sql, &toks)
+    }
+
+    /// `CREATE [UNIQUE|FULLTEXT|SPATIAL] INDEX i ON t ...` and `DROP INDEX i ON t ...`: run
+    /// against the destination when `t` is followed, left out when not; `None` for a statement
+    /// of another kind.
+    fn index_ddl(
+        &mut self,
+        default_db: &str,
+        sql: &str,
+        toks: &[(Tok, usize)],
+    ) -> Result<Option<Option<String>>, String> {
+        let mut c = Cursor { toks, at: 0 };
+        let verb = if c.keyword("CREATE") {
+            let _ = c.keyword("UNIQUE") || c.keyword("FULLTEXT") || c.keyword("SPATIAL");
+            "CREATE"
+        } else if c.keyword("DROP") {
+            "DROP"
+        } else {
+            return Ok(None);
+        };
+        if !c.keyword("INDEX") {
+            return Ok(None);
+        }
+        let head_end = c.at;
+        let (Some(_), true) = (c.ident(), c.keyword("ON")) else {
+            return Ok(None);
+        };
+        let head = &sql[..toks[head_end - 1].1];
+        let index = &sql[toks[head_end - 1].1..c.offset()];
+        let Some(name) = c.name(default_db) else {
+            return Ok(None);
+        };
+        let Some(dest) = self.followed.get(&name).cloned() else {
+            return Ok(Some(None));
+        };
+        self.touched_now = true;
+        self.note(format!(
+            "{} {} index",
+            qualified(&name),
+            verb.to_lowercase()
+        ));
+        Ok(Some(Some(format!(
+            "{head}{index} {} {}",
+            qualified(&dest),
+            sql[c.offset()..].trim_start()
+        ))))
     }
 
     /// A statement of another kind: left out unless it names a followed table.
@@ -491,6 +540,31 @@ mod tests {
         assert_eq!(
             s.rows_target("shop", "orders"),
             Some(n("shop_restored", "orders"))
+        );
+    }
+
+    #[test]
+    fn index_ddl_on_the_restored_table_runs_against_its_destination() {
+        let mut s = shop();
+        assert_eq!(
+            s.statement("shop", "CREATE UNIQUE INDEX by_note ON orders (note(10))")
+                .unwrap()
+                .as_deref(),
+            Some("CREATE UNIQUE INDEX by_note ON `shop_restored`.`orders` (note(10))")
+        );
+        assert_eq!(
+            s.statement(
+                "shop",
+                "DROP INDEX `by_note` ON `shop`.`orders` ALGORITHM=INPLACE"
+            )
+            .unwrap()
+            .as_deref(),
+            Some("DROP INDEX `by_note` ON `shop_restored`.`orders` ALGORITHM=INPLACE")
+        );
+        assert_eq!(
+            s.statement("shop", "CREATE INDEX i ON customers (name)")
+                .unwrap(),
+            None
         );
     }
 
