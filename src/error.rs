@@ -37,6 +37,8 @@ pub enum ErrorKind {
     TargetRefused,
     /// Nothing in the repository satisfies the request (no snapshot before TIME, ...).
     NotFound,
+    /// A single-table restore's destination exists and was not to be replaced.
+    TableExists,
     /// `status` found a critical problem.
     Unhealthy,
     /// Stopped by a signal.
@@ -91,6 +93,10 @@ pub enum Error {
 
     #[error("{0}")]
     NotFound(String),
+
+    /// A single-table restore would overwrite this table; the message names it.
+    #[error("{0}")]
+    TableExists(String),
 
     /// A restored table differs from what the backup read; the message names the tables.
     #[error("{0}")]
@@ -159,6 +165,7 @@ impl Error {
             Error::TargetRefused(_) => ErrorKind::TargetRefused,
             Error::BinlogGap(_) => ErrorKind::BinlogGap,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::TableExists(_) => ErrorKind::TableExists,
             Error::ContentMismatch(_) | Error::DamagedFile(_) => ErrorKind::Integrity,
             Error::Unhealthy(_) => ErrorKind::Unhealthy,
             Error::Interrupted => ErrorKind::Interrupted,

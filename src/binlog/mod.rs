@@ -11,6 +11,7 @@ pub mod replay;
 pub mod source;
 pub mod spool;
 pub mod statements;
+pub mod table_filter;
 pub mod transaction;
 pub mod upload_ledger;
 pub mod uploader;

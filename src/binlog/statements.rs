@@ -14,16 +14,16 @@ use std::io::Read;
 
 use base64::Engine as _;
 
+use std::collections::HashMap;
+
 use super::event::{self, Checksum, GtidInfo, HEADER_LEN, Header, RawEvent, types};
+use super::table_filter::{self, STMT_END_F, TableFilter};
 use super::walk::Sink;
 use crate::mysql::decode::Reader;
 use crate::mysql::session::quote_ident;
 
 /// Runs one statement on the target.
 pub type Exec<'a> = dyn FnMut(&[u8]) -> std::io::Result<()> + 'a;
-
-/// Rows event flag: the last event of a statement.
-const STMT_END_F: u16 = 0x0001;
 
 /// Query event status variables (`Query_event::Query_event_status_vars` in MySQL).
 mod status {
@@ -179,6 +179,19 @@ pub struct SqlSink<'a> {
     /// The file's events carry CRCs (so the FDE sent says so, and unpacked ones need one).
     file_crc: bool,
     in_gtid_tx: bool,
+    /// Replaying some tables only (see [`SqlSink::filtered`]).
+    filtered: Option<Filtered<'a>>,
+}
+
+/// A filtered replay's state: which table ids of the open statement are kept, the kept
+/// events waiting for their statement's end, and the transaction's `BEGIN`, sent only once
+/// something of the transaction is kept (a transaction with nothing kept costs no round trip).
+struct Filtered<'a> {
+    filter: &'a mut dyn TableFilter,
+    kept_ids: HashMap<u64, bool>,
+    pending: Vec<(Header, Vec<u8>)>,
+    begin_pending: bool,
+    begun: bool,
 }
 
 impl<'a> SqlSink<'a> {
@@ -190,6 +203,23 @@ impl<'a> SqlSink<'a> {
             fde_sent: false,
             file_crc: false,
             in_gtid_tx: false,
+            filtered: None,
+        }
+    }
+
+    /// A sink that replays only what `filter` keeps, under the names it gives, and without
+    /// the source's GTIDs: each kept transaction commits as the session's own (`GTID_NEXT`
+    /// stays `AUTOMATIC`), so a live target records nothing of the source's history.
+    pub fn filtered(exec: &'a mut Exec<'a>, filter: &'a mut dyn TableFilter) -> Self {
+        SqlSink {
+            filtered: Some(Filtered {
+                filter,
+                kept_ids: HashMap::new(),
+                pending: Vec::new(),
+                begin_pending: false,
+                begun: false,
+            }),
+            ..SqlSink::new(exec)
         }
     }
 
@@ -219,7 +249,9 @@ impl<'a> SqlSink<'a> {
                     GtidInfo::parse_tagged(body, 0)
                 }
                 .map_err(|e| io_err(e.to_string()))?;
-                if let Some(g) = info.gtid {
+                if let Some(f) = &mut self.filtered {
+                    f.filter.transaction(info.gtid.map(|g| g.to_string()));
+                } else if let Some(g) = info.gtid {
                     self.run(format!("SET @@SESSION.GTID_NEXT = '{g}'").as_bytes())?;
                     self.in_gtid_tx = true;
                 }
@@ -231,34 +263,21 @@ impl<'a> SqlSink<'a> {
             | types::DELETE_ROWS
             | types::PARTIAL_UPDATE_ROWS
             | 23..=25 => {
-                if !self.fde_sent {
-                    let fde = self
-                        .fde
-                        .clone()
-                        .ok_or_else(|| io_err("a row event before any format description"))?;
-                    self.run(fde.as_bytes())?;
-                    self.fde_sent = true;
+                if self.filtered.is_some() {
+                    return self.filtered_rows(&header, body);
                 }
+                self.send_fde()?;
                 // The format description says whether events carry a CRC; one unpacked
                 // from a compressed payload has none, so it gets one.
                 let framed = if checksum == Checksum::None && self.file_crc {
-                    event::build(
-                        header.type_code,
-                        header.server_id,
-                        header.timestamp,
-                        header.log_pos,
-                        header.flags,
-                        body,
-                        Checksum::Crc32,
-                    )
+                    self.frame(&header, body)
                 } else {
                     bytes.to_vec()
                 };
                 self.rows.push_str(&Self::b64(&framed));
                 self.rows.push('\n');
                 let stmt_end = header.type_code != types::TABLE_MAP
-                    && body.len() >= 8
-                    && u16::from_le_bytes([body[6], body[7]]) & STMT_END_F != 0;
+                    && table_filter::rows_flags(body) & STMT_END_F != 0;
                 if stmt_end {
                     let stmt = format!("BINLOG '\n{}'", std::mem::take(&mut self.rows));
                     self.run(stmt.as_bytes())?;
@@ -278,12 +297,134 @@ impl<'a> SqlSink<'a> {
         Ok(())
     }
 
+    fn send_fde(&mut self) -> std::io::Result<()> {
+        if !self.fde_sent {
+            let fde = self
+                .fde
+                .clone()
+                .ok_or_else(|| io_err("a row event before any format description"))?;
+            self.run(fde.as_bytes())?;
+            self.fde_sent = true;
+            // A format description applied leaves GTID_NEXT "not yet determined", as a
+            // replica's would be before the next GTID event; a filtered replay sends none, and
+            // BEGIN would then take ANONYMOUS, which a gtid_mode=ON server refuses.
+            if self.filtered.is_some() {
+                self.run(b"SET @@SESSION.GTID_NEXT = 'AUTOMATIC'")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `body` as a whole event, with a CRC when the file's events carry one.
+    fn frame(&self, header: &Header, body: &[u8]) -> Vec<u8> {
+        event::build(
+            header.type_code,
+            header.server_id,
+            header.timestamp,
+            header.log_pos,
+            header.flags,
+            body,
+            if self.file_crc {
+                Checksum::Crc32
+            } else {
+                Checksum::None
+            },
+        )
+    }
+
+    /// The transaction's `BEGIN`, if it is still owed.
+    fn begin_if_pending(&mut self) -> std::io::Result<()> {
+        let owed = match &mut self.filtered {
+            Some(f) if f.begin_pending => {
+                f.begin_pending = false;
+                f.begun = true;
+                true
+            }
+            _ => false,
+        };
+        if owed {
+            self.run(b"BEGIN")?;
+        }
+        Ok(())
+    }
+
+    /// A table map or rows event of a filtered replay: a table map of a kept table is kept
+    /// renamed; a rows event is kept when its table is. At a statement's end the kept events
+    /// run as one BINLOG statement, the last of them marked as the statement's end (the
+    /// event that ended it may have been dropped).
+    fn filtered_rows(&mut self, header: &Header, body: &[u8]) -> std::io::Result<()> {
+        let Some(f) = &mut self.filtered else {
+            return Ok(());
+        };
+        if header.type_code == types::TABLE_MAP {
+            let map = table_filter::parse_table_map(body)?;
+            let target = f.filter.rows_target(&map.db, &map.table);
+            f.kept_ids.insert(map.table_id, target.is_some());
+            if let Some((db, table)) = target {
+                let renamed = table_filter::rename_table_map(body, &map, &db, &table)?;
+                f.pending.push((*header, renamed));
+            }
+            return Ok(());
+        }
+        let id = table_filter::rows_table_id(body)?;
+        let kept = *f.kept_ids.get(&id).ok_or_else(|| {
+            io_err(format!(
+                "a rows event for table id {id} without its table map"
+            ))
+        })?;
+        if kept {
+            f.pending.push((*header, body.to_vec()));
+        }
+        if table_filter::rows_flags(body) & STMT_END_F == 0 {
+            return Ok(());
+        }
+        let mut events = std::mem::take(&mut f.pending);
+        f.kept_ids.clear();
+        let Some(last) = events
+            .iter_mut()
+            .rev()
+            .find(|(h, _)| h.type_code != types::TABLE_MAP)
+        else {
+            // Only table maps (or nothing) of kept tables: no rows of theirs changed.
+            return Ok(());
+        };
+        table_filter::set_stmt_end(&mut last.1);
+        let mut stmt = String::from("BINLOG '\n");
+        for (h, b) in &events {
+            stmt.push_str(&Self::b64(&self.frame(h, b)));
+            stmt.push('\n');
+        }
+        stmt.push('\'');
+        self.send_fde()?;
+        self.begin_if_pending()?;
+        self.run(stmt.as_bytes())
+    }
+
     fn commit(&mut self) -> std::io::Result<()> {
-        self.run(b"COMMIT")?;
+        self.finish_tx(b"COMMIT")
+    }
+
+    /// Ends the transaction with `word` (COMMIT or ROLLBACK); a filtered replay sends it only
+    /// when it sent the transaction's BEGIN.
+    fn finish_tx(&mut self, word: &[u8]) -> std::io::Result<()> {
+        let send = match &mut self.filtered {
+            Some(f) => std::mem::take(&mut f.begun),
+            None => true,
+        };
+        if send {
+            self.run(word)?;
+        }
         self.end_tx()
     }
 
     fn end_tx(&mut self) -> std::io::Result<()> {
+        if let Some(f) = &mut self.filtered {
+            f.begin_pending = false;
+            f.begun = false;
+            f.pending.clear();
+            f.kept_ids.clear();
+            f.filter.transaction_end();
+        }
         if self.in_gtid_tx {
             self.run(b"SET @@SESSION.GTID_NEXT = 'AUTOMATIC'")?;
             self.in_gtid_tx = false;
@@ -305,25 +446,45 @@ impl<'a> SqlSink<'a> {
         let upper = String::from_utf8_lossy(&sql[..sql.len().min(16)]).to_ascii_uppercase();
         let word = upper.split_whitespace().next().unwrap_or("");
         match word {
-            "BEGIN" => return self.run(b"BEGIN"),
-            "COMMIT" => return self.commit(),
-            "ROLLBACK" => {
-                self.run(b"ROLLBACK")?;
-                return self.end_tx();
+            "BEGIN" => {
+                return match &mut self.filtered {
+                    Some(f) => {
+                        f.begin_pending = true;
+                        Ok(())
+                    }
+                    None => self.run(b"BEGIN"),
+                };
             }
+            "COMMIT" => return self.commit(),
+            "ROLLBACK" => return self.finish_tx(b"ROLLBACK"),
             "XA" => {
                 return Err(io_err("XA transactions need the applier engine"));
             }
             _ => {}
         }
         let settings = session_settings(vars, header.timestamp)?;
+        let dml = matches!(word, "INSERT" | "UPDATE" | "DELETE" | "REPLACE");
+        if let Some(f) = &mut self.filtered {
+            let default_db = String::from_utf8_lossy(&db).into_owned();
+            let sql = String::from_utf8_lossy(sql).into_owned();
+            let replaced = f.filter.statement(&default_db, &sql).map_err(io_err)?;
+            if let Some(stmt) = replaced {
+                self.begin_if_pending()?;
+                self.run(format!("SET {}", settings.join(", ")).as_bytes())?;
+                self.run(stmt.as_bytes())?;
+            }
+            if !dml {
+                self.end_tx()?;
+            }
+            return Ok(());
+        }
         self.run(format!("SET {}", settings.join(", ")).as_bytes())?;
         if !db.is_empty() {
             self.run(format!("USE {}", quote_ident(&String::from_utf8_lossy(&db))).as_bytes())?;
         }
         self.run(sql)?;
         // A DDL statement commits itself (consuming the GTID).
-        if !matches!(word, "INSERT" | "UPDATE" | "DELETE" | "REPLACE") {
+        if !dml {
             self.end_tx()?;
         }
         Ok(())

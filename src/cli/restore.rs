@@ -13,6 +13,8 @@ use crate::ops;
 use crate::restore::logical::{LoadOptions, LoadProgress};
 use crate::restore::pitr::plan::{Kind, PitrPlan, Target};
 use crate::restore::pitr::replay::Engine;
+use crate::restore::pitr::table_ddl::{Name, qualified};
+use std::collections::BTreeMap;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
@@ -106,8 +108,10 @@ pub struct RestoreArgs {
     /// How binlogs are replayed: `applier` (the target's own replication applier, fed by
     /// myvault acting as its source; fastest) or `sql` (statements in one session, as
     /// mysqlbinlog | mysql; for targets that cannot connect back to this host).
-    #[arg(long, value_name = "ENGINE", default_value = "applier")]
-    pub engine: String,
+    /// Default: applier; with --tables, sql for a logical snapshot (the applier would record
+    /// the source's GTIDs on the target) and applier on a clone's temporary server.
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
 
     /// Address the replay source listens on, reachable from the target
     /// (default: this host's address towards the target, free port).
@@ -118,6 +122,41 @@ pub struct RestoreArgs {
     /// (a damaged one is then found during the replay, after the snapshot is loaded).
     #[arg(long)]
     pub skip_archive_check: bool,
+
+    /// Restore only these tables (DB.T, comma-separated, named as they were when the snapshot
+    /// was taken) to the point in time, into a running --target beside its other data:
+    /// nothing else on it changes, nothing reaches its binary log or its gtid_executed.
+    #[arg(long, value_name = "DB.T[,DB.T...]", value_delimiter = ',')]
+    pub tables: Vec<String>,
+
+    /// With --tables: restore them into this database (created if missing), under their names.
+    #[arg(long, value_name = "DB")]
+    pub into_database: Option<String>,
+
+    /// With --tables: restore DB.T as DB2.T2 (repeatable; selects DB.T too).
+    #[arg(long, value_name = "DB.T=DB2.T2")]
+    pub rename: Vec<String>,
+
+    /// With --tables: drop a destination table that exists and restore it (without this, an
+    /// existing destination is refused with exit code 16).
+    #[arg(long)]
+    pub replace_existing: bool,
+
+    /// With --tables from a clone or cold snapshot: where the temporary server's data
+    /// directory goes (default: the system's temporary directory; it needs room for the whole
+    /// snapshot).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// `DB.T` as (database, table).
+fn parse_table(flag: &str, text: &str) -> Result<(String, String)> {
+    match text.trim().split_once('.') {
+        Some((db, t)) if !db.is_empty() && !t.is_empty() && !t.contains('.') => {
+            Ok((db.to_string(), t.to_string()))
+        }
+        _ => Err(Error::Usage(format!("{flag}: `{text}` is not DB.TABLE"))),
+    }
 }
 
 impl RestoreArgs {
@@ -144,6 +183,47 @@ impl RestoreArgs {
             users: !self.no_users,
             content_check: !self.no_content_check,
         }
+    }
+
+    fn engine(&self) -> Result<Engine<'_>> {
+        Engine::parse(
+            self.engine.as_deref().unwrap_or("applier"),
+            self.replay_listen.as_deref(),
+        )
+    }
+
+    /// Source table -> destination, from --tables, --rename and --into-database.
+    fn table_map(&self) -> Result<BTreeMap<Name, Name>> {
+        let mut map = BTreeMap::new();
+        let mut renamed = BTreeMap::new();
+        for r in &self.rename {
+            let (from, to) = r
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--rename: `{r}` is not DB.T=DB2.T2")))?;
+            renamed.insert(parse_table("--rename", from)?, parse_table("--rename", to)?);
+        }
+        for t in &self.tables {
+            let src = parse_table("--tables", t)?;
+            let dest = match (&renamed.get(&src), &self.into_database) {
+                (Some(d), _) => (*d).clone(),
+                (None, Some(db)) => (db.clone(), src.1.clone()),
+                (None, None) => src.clone(),
+            };
+            map.insert(src, dest);
+        }
+        for (src, dest) in renamed {
+            map.insert(src, dest);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for dest in map.values() {
+            if !seen.insert(dest) {
+                return Err(Error::Usage(format!(
+                    "two tables would be restored as {}",
+                    qualified(dest)
+                )));
+            }
+        }
+        Ok(map)
     }
 
     fn pitr_snapshot(&self) -> Option<&str> {
@@ -287,6 +367,14 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
         &super::config::one_repo(a.repo.as_ref(), ctx.cfg())?,
         &store.options(),
     )?;
+    if !a.tables.is_empty() || !a.rename.is_empty() {
+        return run_tables(a, ctx, &repo, jobs);
+    }
+    if a.into_database.is_some() || a.replace_existing {
+        return Err(Error::Usage(
+            "--into-database and --replace-existing go with --tables".into(),
+        ));
+    }
     let owner = a
         .owner
         .as_deref()
@@ -333,7 +421,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             dir,
             owner,
             keep_uuid: a.keep_server_uuid,
-            engine: Engine::parse(&a.engine, a.replay_listen.as_deref())?,
+            engine: a.engine()?,
             pitr: pitr_with,
             content_check: !a.no_content_check,
             jobs,
@@ -378,7 +466,7 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
             snapshot: a.pitr_snapshot(),
             server: &server,
             load: &opts,
-            engine: Engine::parse(&a.engine, a.replay_listen.as_deref())?,
+            engine: a.engine()?,
             check_archive: !a.skip_archive_check,
         };
         let progress = ops::pitr::PitrProgress {
@@ -489,4 +577,128 @@ fn archive_check_line(pace: &output::Pace, done: usize, total: usize, bytes: u64
         pace.rate(bytes / (1024 * 1024), " MiB"),
         pace.left(done as u64, total as u64)
     )
+}
+
+fn print_tables_plan(p: &ops::restore_tables::TablesPlan) {
+    print_plan(&p.pitr);
+    outln!("  tables ({} snapshot, {} engine):", p.method, p.engine);
+    for t in &p.tables {
+        outln!("    {} -> {}", t.source, t.destination);
+    }
+    outln!(
+        "  of the window's transactions, {} touch these tables (only their part is applied), {} are left out",
+        p.transactions_touching,
+        p.transactions_left_out
+    );
+    for d in &p.ddl {
+        outln!(
+            "  inside the window: {}{}",
+            d.note,
+            d.gtid
+                .as_ref()
+                .map(|g| format!(" ({g})"))
+                .unwrap_or_default()
+        );
+    }
+    for w in &p.warnings {
+        outln!("  warning: {w}");
+    }
+}
+
+/// `restore --tables`: plan, or restore beside the live data of --target.
+fn run_tables(
+    a: &RestoreArgs,
+    ctx: &super::Ctx,
+    repo: &std::sync::Arc<crate::repo::Repo>,
+    jobs: usize,
+) -> Result<()> {
+    let out = ctx.out;
+    let boundary = a.pitr_target()?.ok_or_else(|| {
+        Error::Usage("--tables goes with --to-time, --to-gtid or --before-gtid".into())
+    })?;
+    if a.datadir.is_some() || a.dest.is_some() {
+        return Err(Error::Usage(
+            "--tables restores into a running --target, not --datadir/--dest".into(),
+        ));
+    }
+    let map = a.table_map()?;
+    let mysqld = a.mysqld.clone().or_else(|| {
+        ctx.cfg()
+            .and_then(|c| c.restore.as_ref())
+            .and_then(|r| r.mysqld.clone())
+    });
+    let opts = a.load_options(jobs);
+    let req = ops::restore_tables::TablesRequest {
+        boundary: &boundary,
+        snapshot: a.pitr_snapshot(),
+        tables: &map,
+        replace_existing: a.replace_existing,
+        load: &opts,
+        engine: a.engine.as_ref().map(|_| a.engine()).transpose()?,
+        mysqld: mysqld.as_deref(),
+        scratch: a.scratch_dir.as_deref(),
+        check_archive: !a.skip_archive_check,
+    };
+    if a.plan {
+        let (plan, _) = ops::restore_tables::plan(repo, &req)?;
+        out.report(&plan, print_tables_plan);
+        return Ok(());
+    }
+    let Some(url) = &a.target else {
+        return Err(Error::Usage(
+            "--tables needs --target URL (the server to restore them into), or --plan".into(),
+        ));
+    };
+    let server = a.target_login.resolve(url, ctx)?;
+    let load_progress = LoadProgress::default();
+    let report = ops::restore_tables::run(
+        repo,
+        &req,
+        &server,
+        &load_progress,
+        &|done, total, bytes| {
+            out.progress(&format!(
+                "checking the archive: {done}/{total} binlog files, {} read",
+                output::bytes(bytes)
+            ))
+        },
+        &|applied, bytes, _| {
+            out.progress(&format!(
+                "replaying: {applied} transactions read, {}",
+                output::bytes(bytes)
+            ))
+        },
+    )?;
+    out.progress_done();
+    out.report(&report, |r| {
+        print_tables_plan(&r.plan);
+        if let Some(l) = &r.load {
+            outln!(
+                "  loaded {} table(s), {} rows from the snapshot in {:.1} s",
+                l.tables,
+                l.rows,
+                l.seconds
+            );
+            print_content_check(l.content_check.as_ref());
+        }
+        if let Some(c) = &r.copy {
+            outln!(
+                "  copied {} table(s), {} rows from the temporary server in {:.1} s",
+                c.tables,
+                c.rows,
+                c.seconds
+            );
+        }
+        outln!(
+            "done: {} table(s) restored to {} in {:.1} s (replay {:.1} s); nothing else on the target changed",
+            r.plan.tables.len(),
+            r.plan.pitr.boundary(),
+            r.seconds,
+            r.replay_seconds
+        );
+        for w in r.warnings.iter().filter(|w| !r.plan.warnings.contains(w)) {
+            outln!("  warning: {w}");
+        }
+    });
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod repos;
 pub mod restore_datadir;
 pub mod restore_files;
 pub mod restore_logical;
+pub mod restore_tables;
 pub mod restore_test;
 pub mod seed;
 pub mod status;

@@ -63,14 +63,7 @@ pub fn run(
             snap.id
         )));
     }
-    let work = req
-        .scratch
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!(
-            "myvault-restore-test-{}",
-            crate::repo::config::random_hex(4)
-        ));
+    let work = work_dir(req.scratch, "myvault-restore-test");
     let datadir = work.join("data");
     let started = Instant::now();
     status(&format!(
@@ -129,6 +122,15 @@ pub fn run(
         gtid_executed: gtids,
         content_check,
     })
+}
+
+/// A new directory name for a temporary server's files, `PREFIX-<random>` under `scratch` (default:
+/// the system's temporary directory).
+pub(crate) fn work_dir(scratch: Option<&Path>, prefix: &str) -> std::path::PathBuf {
+    scratch
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("{prefix}-{}", crate::repo::config::random_hex(4)))
 }
 
 /// Connections of the restore test's load and content check.

@@ -29,6 +29,7 @@ mod prune;
 mod restore_resume;
 mod retention;
 mod seed;
+mod single_table;
 mod status;
 mod storage_s3;
 mod stream;

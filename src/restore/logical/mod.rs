@@ -12,6 +12,9 @@ pub mod objects;
 pub mod progress;
 mod rows;
 pub mod settings;
+pub mod tables;
+
+pub use rows::load_sql;
 mod table_groups;
 
 use std::collections::HashSet;

@@ -5,3 +5,4 @@ pub mod plan;
 pub mod replay;
 pub mod resume;
 pub mod sql_replay;
+pub mod table_ddl;

@@ -259,6 +259,8 @@ fn format_file(template: &str, seq: u64) -> String {
 pub enum Kind {
     Logical,
     Physical,
+    /// Either (a single-table restore reads both).
+    Any,
 }
 
 impl Kind {
@@ -266,6 +268,7 @@ impl Kind {
         match self {
             Kind::Logical => method == "logical",
             Kind::Physical => method == "clone" || method == "cold",
+            Kind::Any => Kind::Logical.accepts(method) || Kind::Physical.accepts(method),
         }
     }
 }

@@ -67,8 +67,34 @@ pub fn run(
     expected: &GtidSet,
     progress: Progress<'_>,
 ) -> Result<ReplayReport> {
+    run_filtered(engine, target, files, stop, expected, None, progress)
+}
+
+/// [`run`], with the applier's channel given these replication filters
+/// (`REPLICATE_DO_TABLE = (...)`, ...): they apply to myvault's channel only, never to the
+/// server's other channels. The SQL engine takes no filters.
+pub fn run_filtered(
+    engine: Engine<'_>,
+    target: &ConnectOptions,
+    files: Vec<ReplayFile>,
+    stop: StopAt,
+    expected: &GtidSet,
+    channel_filter: Option<&str>,
+    progress: Progress<'_>,
+) -> Result<ReplayReport> {
     match engine {
-        Engine::Applier { listen } => replay(target, files, stop, expected, listen, progress),
+        Engine::Applier { listen } => replay(
+            target,
+            files,
+            stop,
+            expected,
+            listen,
+            channel_filter,
+            progress,
+        ),
+        Engine::Sql if channel_filter.is_some() => Err(Error::Internal(
+            "replication filters go with the applier engine".into(),
+        )),
         Engine::Sql => super::sql_replay::replay(target, files, stop, expected, progress),
     }
 }
@@ -142,6 +168,7 @@ fn replay(
     stop: StopAt,
     expected: &GtidSet,
     listen: Option<&str>,
+    channel_filter: Option<&str>,
     progress: Progress<'_>,
 ) -> Result<ReplayReport> {
     let started = Instant::now();
@@ -197,6 +224,9 @@ fn replay(
             quote_str(replay::USER),
             quote_str(source.password())
         ))?;
+        if let Some(f) = channel_filter {
+            s.exec(&format!("CHANGE REPLICATION FILTER {f} FOR CHANNEL {ch}"))?;
+        }
         s.exec(&format!("START REPLICA FOR CHANNEL {ch}"))?;
         let outcome = (|| -> Result<GtidSet> {
             loop {

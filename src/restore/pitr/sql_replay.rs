@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::replay::{Progress, ReplayReport, check_target, gtid_executed, walk_error};
-use crate::binlog::statements::SqlSink;
+use crate::binlog::statements::{Exec, SqlSink};
+use crate::binlog::table_filter::TableFilter;
 use crate::binlog::walk::{ReplayFile, ReplayProgress, StopAt, Walk, WalkError};
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
@@ -73,6 +74,93 @@ pub fn replay(
         bytes: counters.bytes.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
         final_gtids: final_set.to_string(),
+        server_id_swapped: false,
+    })
+}
+
+/// Walks `files` from the state `have` (a snapshot's GTID set) to `stop`, handing what
+/// `filter` keeps to `exec` as SQL.
+fn walk_tables(
+    files: &[ReplayFile],
+    stop: &StopAt,
+    have: &GtidSet,
+    filter: &mut dyn TableFilter,
+    exec: &mut Exec<'_>,
+    progress: Progress<'_>,
+) -> Result<u64> {
+    let counters = ReplayProgress::default();
+    let cancel = AtomicBool::new(false);
+    let walk = Walk {
+        files,
+        stop_at: stop,
+        cancel: &cancel,
+        progress: &counters,
+    };
+    let mut sink = SqlSink::filtered(exec, filter);
+    let mut walked = 0u64;
+    let result = walk.run(have, &mut sink, &mut |_| {
+        walked += 1;
+        progress(walked, counters.bytes.load(Ordering::Relaxed), walked);
+    });
+    match result {
+        Ok(_) => Ok(counters.bytes.load(Ordering::Relaxed)),
+        Err(e @ WalkError::Archive { .. }) => Err(walk_error(e)),
+        Err(WalkError::Other(e)) => Err(Error::Usage(format!(
+            "the single-table replay cannot go on: {e}"
+        ))),
+    }
+}
+
+/// What a single-table replay would do, without a server: `filter` counts the transactions
+/// that touch its tables and those left out, and notes their DDL; a statement it cannot
+/// replay fails here, before anything is written.
+pub fn dry_run_tables(
+    files: &[ReplayFile],
+    stop: &StopAt,
+    have: &GtidSet,
+    filter: &mut dyn TableFilter,
+) -> Result<()> {
+    let mut nothing = |_: &[u8]| Ok(());
+    walk_tables(files, stop, have, filter, &mut nothing, &|_, _, _| {}).map(drop)
+}
+
+/// Replays into `target` only what `filter` keeps, under the names it gives, in one session
+/// that writes nothing to the binary log and sets no GTID: a live server's `gtid_executed`
+/// and its replicas see nothing of it. Row events apply as `BINLOG` statements.
+pub fn replay_tables(
+    target: &ConnectOptions,
+    files: &[ReplayFile],
+    stop: &StopAt,
+    have: &GtidSet,
+    filter: &mut dyn TableFilter,
+    progress: Progress<'_>,
+) -> Result<ReplayReport> {
+    let started = Instant::now();
+    let mut s = Session::connect(target)?;
+    check_target(&mut s)?;
+    // Each kept transaction commits under GTID_NEXT = AUTOMATIC (see `SqlSink::filtered`),
+    // and with the session's binary log off, under no GTID at all.
+    s.exec("SET SESSION sql_log_bin = 0")?;
+    let bytes = {
+        let conn = s.conn();
+        let mut exec = |sql: &[u8]| {
+            conn.exec_bytes(sql)
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        walk_tables(files, stop, have, filter, &mut exec, progress)
+    }
+    .map_err(|e| match e {
+        Error::Usage(m) => Error::TargetRefused(m),
+        other => other,
+    })?;
+    // Others may write to a live target meanwhile: its set can grow, never by this session.
+    let after = gtid_executed(&mut s)?;
+    Ok(ReplayReport {
+        transactions: 0,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        final_gtids: after.to_string(),
         server_id_swapped: false,
     })
 }

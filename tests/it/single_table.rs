@@ -1,0 +1,361 @@
+//! Single-table point-in-time restore into the live server (issue 21 item 1), against real
+//! MySQL 9.7 under a sysbench write load: one table restored beside itself to just before a
+//! `DELETE` without `WHERE` equals its checksum recorded at that instant, from a logical and
+//! from a clone snapshot; a table dropped, and one renamed, inside the window; a transaction
+//! touching two tables of which one is restored. Nothing else on the live server changes: every
+//! other table's checksum, its gtid_executed, and its replica (which never sees the restore).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::support::load::{self, Load};
+use crate::support::streamer::Streamer;
+use crate::support::{Flavor, Scratch, TestServer, myvault, testbed};
+
+fn now_rfc3339(src: &TestServer) -> String {
+    let us: i64 = src
+        .value("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .unwrap()
+        .parse()
+        .unwrap();
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+fn checksum(src: &TestServer, table: &str) -> String {
+    src.session()
+        .query(&format!("CHECKSUM TABLE {table}"))
+        .unwrap()
+        .first()
+        .and_then(|r| r.text_at(1))
+        .unwrap_or_else(|| panic!("no checksum of {table}"))
+}
+
+/// Every user table's checksum, by `db.table`.
+fn all_checksums(src: &TestServer) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for db in ["sb", "shop"] {
+        for (t, sum) in load::checksums(src, db) {
+            out.insert(format!("{db}.{t}"), sum);
+        }
+    }
+    out
+}
+
+fn databases(srv: &TestServer) -> Vec<String> {
+    srv.session()
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1")
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.text_at(0))
+        .collect()
+}
+
+const SCHEMA: &str = "CREATE DATABASE shop;
+CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(40), balance INT NOT NULL DEFAULT 0);
+CREATE TABLE shop.orders (id INT PRIMARY KEY AUTO_INCREMENT, customer INT, amount DECIMAL(10,2), note JSON,
+  KEY by_customer (customer), CONSTRAINT orders_customer FOREIGN KEY (customer) REFERENCES shop.customers (id));
+CREATE TABLE shop.notes (id INT PRIMARY KEY, body TEXT);
+CREATE TABLE shop.doomed (id INT PRIMARY KEY, v DOUBLE)";
+
+#[test]
+fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
+    let started = std::time::Instant::now();
+    let src = TestServer::builder(Flavor::Mysql97).start();
+    src.add_replication_user();
+    load::prepare(&src, "sb", 2, 2000);
+    src.sql(SCHEMA);
+    let mut s = src.session();
+    for i in 1..=50 {
+        s.exec(&format!(
+            "INSERT INTO shop.customers VALUES ({i}, 'c{i}', {i})"
+        ))
+        .unwrap();
+        s.exec(&format!(
+            "INSERT INTO shop.orders (customer, amount, note) VALUES ({i}, {i}.25, '{{\"n\": {i}}}')"
+        ))
+        .unwrap();
+        s.exec(&format!(
+            "INSERT INTO shop.notes VALUES ({i}, REPEAT('x', {i}))"
+        ))
+        .unwrap();
+    }
+    let replica = TestServer::builder(Flavor::Mysql97).start();
+    replica.replicate_from(&src, "repl", "Repl-1");
+    replica.sql("START REPLICA");
+
+    let dir = Scratch::new("single-table");
+    let repo = dir.join("repo").to_str().unwrap().to_string();
+    let mysqld = testbed()
+        .path("MYVAULT_MYSQLD_97")
+        .to_string_lossy()
+        .into_owned();
+    myvault(&["init", "--repo", &repo]).expect_code(0);
+    let spool = dir.join("spool");
+    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &[]);
+    let load = Load::start(&src, "sb", 2, 2000, 1, 600);
+    myvault(&["backup", "--repo", &repo, "--source", &src.url()]).expect_code(0);
+    let clone = myvault(&[
+        "backup",
+        "--method",
+        "clone",
+        "--repo",
+        &repo,
+        "--source",
+        &src.url(),
+        "--mysqld",
+        &mysqld,
+        "--json",
+    ]);
+    clone.expect_code(0);
+    let clone_id = clone.json()["snapshot"].as_str().unwrap().to_string();
+
+    // Changes inside the window, one transaction touching orders and customers.
+    for i in 1..=20 {
+        s.exec(&format!(
+            "UPDATE shop.orders SET amount = amount + 1 WHERE id = {i}"
+        ))
+        .unwrap();
+    }
+    s.exec("ALTER TABLE shop.orders ADD COLUMN flag INT NOT NULL DEFAULT 7")
+        .unwrap();
+    s.exec("UPDATE shop.orders SET flag = 1 WHERE id <= 5")
+        .unwrap();
+    s.exec("BEGIN").unwrap();
+    s.exec("UPDATE shop.orders SET amount = 999.99 WHERE id = 30")
+        .unwrap();
+    s.exec("UPDATE shop.customers SET balance = balance - 999 WHERE id = 30")
+        .unwrap();
+    s.exec("COMMIT").unwrap();
+    s.exec("INSERT INTO shop.orders (customer, amount) VALUES (7, 7.5)")
+        .unwrap();
+    let orders_at_t = checksum(&src, "shop.orders");
+    let t = now_rfc3339(&src);
+    std::thread::sleep(Duration::from_millis(20));
+    // The bad statement, and more writes to the table and others after it.
+    s.exec("DELETE FROM shop.orders").unwrap();
+    s.exec("INSERT INTO shop.orders (customer, amount) VALUES (1, 1.0), (2, 2.0)")
+        .unwrap();
+    s.exec("UPDATE shop.customers SET balance = 0").unwrap();
+
+    // A table renamed inside the window, written under both names.
+    s.exec("INSERT INTO shop.notes VALUES (100, 'before the rename')")
+        .unwrap();
+    s.exec("RENAME TABLE shop.notes TO shop.notes_old").unwrap();
+    s.exec("UPDATE shop.notes_old SET body = 'after the rename' WHERE id <= 10")
+        .unwrap();
+    let notes_at_t2 = checksum(&src, "shop.notes_old");
+    let t2 = now_rfc3339(&src);
+    std::thread::sleep(Duration::from_millis(20));
+    s.exec("DELETE FROM shop.notes_old WHERE id > 5").unwrap();
+
+    // A table dropped at the end of its window: its last state is before the DROP.
+    for i in 1..=30 {
+        s.exec(&format!("INSERT INTO shop.doomed VALUES ({i}, {i} / 7)"))
+            .unwrap();
+    }
+    s.exec("TRUNCATE TABLE shop.doomed").unwrap();
+    for i in 1..=20 {
+        s.exec(&format!("INSERT INTO shop.doomed VALUES ({i}, {i} / 3)"))
+            .unwrap();
+    }
+    s.exec("UPDATE shop.doomed SET v = -v WHERE id % 3 = 0")
+        .unwrap();
+    let doomed_before_drop = checksum(&src, "shop.doomed");
+    load.stop();
+    load::wait_for_idle(&src, "sb");
+    let before_drop = src.gtid_executed();
+    s.exec("DROP TABLE shop.doomed").unwrap();
+    let drop_gtid = src.gtid_executed().subtract(&before_drop).to_string();
+    s.exec("INSERT INTO shop.customers VALUES (51, 'late', 0)")
+        .unwrap();
+    src.sql("FLUSH BINARY LOGS");
+    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
+    let mut drain = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
+    assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+
+    let live = all_checksums(&src);
+    let live_gtids = src.gtid_executed();
+    let src_url = src.url();
+    // `restore --tables TABLE FLAG BOUNDARY --into-database DB EXTRA...` into the source.
+    let restore_into = |table: &str, flag: &str, boundary: &str, db: &str, extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--repo",
+            &repo,
+            "--target",
+            &src_url,
+            "--json",
+            "--tables",
+            table,
+            flag,
+            boundary,
+            "--into-database",
+            db,
+        ];
+        args.extend_from_slice(extra);
+        myvault(&args)
+    };
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--repo", &repo, "--target", &src_url, "--json"];
+        args.extend_from_slice(extra);
+        myvault(&args)
+    };
+
+    // The plan: what touches the table, what is left out, the foreign key it cannot keep.
+    let plan_args = [
+        "restore",
+        "--repo",
+        &repo,
+        "--tables",
+        "shop.orders",
+        "--to-time",
+        &t,
+        "--into-database",
+        "shop_restored",
+        "--plan",
+    ];
+    let plan = myvault(&[&plan_args[..], &["--json"]].concat());
+    plan.expect_code(0);
+    // The same plan for a person: what is created where, what touches it, what is left out.
+    let text = myvault(&plan_args);
+    text.expect_code(0);
+    for line in [
+        "`shop`.`orders` -> `shop_restored`.`orders`",
+        "touch these tables (only their part is applied)",
+        "inside the window: `shop`.`orders` altered",
+        "warning: `shop`.`orders` has a foreign key to `shop`.`customers`",
+    ] {
+        assert!(text.stdout.contains(line), "{line}:\n{}", text.stdout);
+    }
+    let p = plan.json();
+    assert_eq!(p["engine"], "sql", "{p}");
+    assert_eq!(
+        p["tables"][0]["destination"], "`shop_restored`.`orders`",
+        "{p}"
+    );
+    assert!(p["transactions_touching"].as_u64().unwrap() >= 24, "{p}");
+    assert!(p["transactions_left_out"].as_u64().unwrap() > 0, "{p}");
+    assert!(
+        p["ddl"].to_string().contains("`shop`.`orders` altered"),
+        "{p}"
+    );
+    let warnings = p["warnings"].to_string();
+    assert!(
+        warnings.contains("`shop`.`customers`, which is not restored"),
+        "{warnings}"
+    );
+
+    // A production server with LOAD DATA LOCAL off: switched on for the loads, put back.
+    src.sql("SET GLOBAL local_infile = OFF");
+
+    // The bad DELETE undone beside the table, from the logical snapshot.
+    let orders = |db: &str, extra: &[&str]| restore_into("shop.orders", "--to-time", &t, db, extra);
+    orders("shop_restored", &[]).expect_code(0);
+    assert_eq!(checksum(&src, "shop_restored.orders"), orders_at_t);
+    // Of the transaction that changed orders and customers, only the orders part came.
+    assert_eq!(load::checksums(&src, "shop_restored").len(), 1);
+    // A second run refuses to overwrite it, naming it, with its own exit code.
+    let again = orders("shop_restored", &[]);
+    again.expect_code(16);
+    assert!(
+        again
+            .stderr
+            .contains("`shop_restored`.`orders` already exists")
+            && again.stderr.trim().lines().count() == 1,
+        "{}",
+        again.stderr
+    );
+    restore(&[
+        "--tables",
+        "shop.orders",
+        "--to-time",
+        &t,
+        "--rename",
+        "shop.orders=shop_restored.orders",
+        "--replace-existing",
+    ])
+    .expect_code(0);
+    assert_eq!(checksum(&src, "shop_restored.orders"), orders_at_t);
+
+    // The same from the clone snapshot, through a temporary server in the test's scratch.
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = scratch.to_str().unwrap();
+    let clone_args = [
+        "--snapshot",
+        &clone_id,
+        "--mysqld",
+        &mysqld,
+        "--scratch-dir",
+        scratch,
+    ];
+    orders("shop_clone", &clone_args).expect_code(0);
+    assert_eq!(checksum(&src, "shop_clone.orders"), orders_at_t);
+    let left: Vec<_> = std::fs::read_dir(scratch).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the temporary server's files stay: {left:?}"
+    );
+
+    // Renamed inside the window: followed to its new name, restored under its old one.
+    restore_into("shop.notes", "--to-time", &t2, "shop_renamed", &[]).expect_code(0);
+    assert_eq!(checksum(&src, "shop_renamed.notes"), notes_at_t2);
+
+    // Dropped: up to the DROP it is refused (nothing would be left), just before it restored.
+    let dropped = restore_into("shop.doomed", "--to-gtid", &drop_gtid, "shop_dropped", &[]);
+    dropped.expect_code(2);
+    let hint = format!("--before-gtid {drop_gtid}");
+    assert!(dropped.stderr.contains(&hint), "{}", dropped.stderr);
+    restore_into(
+        "shop.doomed",
+        "--before-gtid",
+        &drop_gtid,
+        "shop_dropped",
+        &[],
+    )
+    .expect_code(0);
+    assert_eq!(checksum(&src, "shop_dropped.doomed"), doomed_before_drop);
+
+    // Nothing else on the live server changed, and nothing reached its binary log: its
+    // gtid_executed is what it was, and its replica holds it without any restored database.
+    assert_eq!(all_checksums(&src), live);
+    assert_eq!(src.gtid_executed(), live_gtids);
+    assert_eq!(
+        src.value("SELECT @@GLOBAL.local_infile").as_deref(),
+        Some("0")
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while replica.gtid_executed() != live_gtids {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let on_replica = databases(&replica);
+    assert!(on_replica.contains(&"shop".to_string()), "{on_replica:?}");
+    for restored in [
+        "shop_restored",
+        "shop_clone",
+        "shop_renamed",
+        "shop_dropped",
+    ] {
+        assert!(
+            !on_replica.contains(&restored.to_string()),
+            "{on_replica:?}"
+        );
+    }
+    assert!(
+        replica
+            .value("SELECT LAST_ERROR_NUMBER FROM performance_schema.replication_applier_status_by_worker LIMIT 1")
+            .is_none_or(|e| e == "0"),
+        "the replica's applier failed"
+    );
+    eprintln!(
+        "single-table test: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
