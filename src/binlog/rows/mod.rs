@@ -12,6 +12,7 @@ pub mod literal;
 pub mod payload;
 pub mod rows_event;
 pub mod table_map;
+pub mod tx_events;
 pub mod value;
 
 #[cfg(test)]

@@ -325,3 +325,38 @@ fn rows_event_of_no_columns_loops_for_ever() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].is_err());
 }
+
+/// Found by flashback_round_trips_every_column_type: a negative TIME with a fraction
+/// (`-00:00:00.5`) came back as `-00:00:00.7053`, its fraction bytes read as signed.
+#[test]
+fn negative_time_with_a_fraction_decodes_to_its_value() {
+    let col = |fsp: u16| Column {
+        type_code: col::TIME2,
+        meta: fsp,
+        nullable: true,
+        unsigned: None,
+        collation: None,
+        name: None,
+    };
+    let half = Value::Time {
+        negative: true,
+        hours: 0,
+        minute: 0,
+        second: 0,
+        micros: 500_000,
+        fsp: 4,
+    };
+    // Integer part one lower (-1 + 0x800000), fraction 0x10000 - 5000.
+    let bytes = [0x7f, 0xff, 0xff, 0xec, 0x78];
+    let mut r = crate::mysql::decode::Reader::new(&bytes);
+    assert_eq!(value::decode(&mut r, &col(4)).unwrap(), half);
+    let bytes = [0x7f, 0xff, 0xff, 0xce];
+    let mut r = crate::mysql::decode::Reader::new(&bytes);
+    let Value::Time {
+        micros, negative, ..
+    } = value::decode(&mut r, &col(2)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((negative, micros), (true, 500_000));
+}

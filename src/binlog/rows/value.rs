@@ -254,14 +254,15 @@ pub fn decode(r: &mut Reader<'_>, c: &Column) -> Result<Value, RowsError> {
 }
 
 /// TIME2 (`my_time_packed_from_binary`): 3 bytes of hours, minutes and seconds offset by
-/// 0x800000, fractional seconds after; negative times store the fraction complemented.
+/// 0x800000, fractional seconds after, read unsigned; a negative time stores its integer
+/// part one lower and the fraction complemented (so the bytes sort), undone here.
 fn time2(r: &mut Reader<'_>, fsp: u8) -> Result<Value, RowsError> {
     const INT_OFS: i64 = 0x80_0000;
     let packed: i64 = match fsp {
         0 => (be_uint(r.take(3)?) as i64 - INT_OFS) << 24,
         1 | 2 => {
             let mut int = be_uint(r.take(3)?) as i64 - INT_OFS;
-            let mut frac = i64::from(r.u8()? as i8);
+            let mut frac = i64::from(r.u8()?);
             if int < 0 && frac != 0 {
                 int += 1;
                 frac -= 0x100;
@@ -270,7 +271,7 @@ fn time2(r: &mut Reader<'_>, fsp: u8) -> Result<Value, RowsError> {
         }
         3 | 4 => {
             let mut int = be_uint(r.take(3)?) as i64 - INT_OFS;
-            let mut frac = i64::from(i16::from_be_bytes(r.array()?));
+            let mut frac = i64::from(u16::from_be_bytes(r.array()?));
             if int < 0 && frac != 0 {
                 int += 1;
                 frac -= 0x10000;
