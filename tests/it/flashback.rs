@@ -74,6 +74,9 @@ fn schema(src: &TestServer) {
 fn flashback_undoes_a_delete_without_where_found_by_binlog_search() {
     let bed = Bed::start("flashback", &[]);
     let src = &bed.src;
+    src.add_replication_user();
+    let replica = TestServer::builder(Flavor::Mysql97).start();
+    replica.replicate_from(src, "repl", "Repl-1");
     schema(src);
     // Writes to both tables, then the bad statement, then more writes elsewhere.
     src.sql("UPDATE fb.t SET c = 'changed' WHERE id % 100 = 0;\nINSERT INTO fb.u (v) VALUES ('d')");
@@ -142,6 +145,13 @@ fn flashback_undoes_a_delete_without_where_found_by_binlog_search() {
     let new = src.gtid_executed().subtract(&before);
     assert_eq!(new.count(), 1, "{new}");
     assert_eq!(done.json()["new_gtids"], new.to_string());
+    // The replica follows: it applies the undoing transaction like any other.
+    replica.replicate_until(&src.gtid_executed().to_string());
+    assert_eq!(
+        checksum(&replica, "fb.t"),
+        before_delete,
+        "the replica's fb.t is back too"
+    );
 }
 
 #[test]
@@ -376,4 +386,43 @@ fn flashback_round_trips_every_column_type() {
         "rows now: {:?}",
         rows(src)
     );
+}
+
+#[test]
+fn flashback_refuses_partial_row_images_and_partial_json() {
+    let bed = Bed::start(
+        "flashback-partial",
+        &["--binlog-row-value-options=PARTIAL_JSON"],
+    );
+    let src = &bed.src;
+    src.sql(
+        "CREATE DATABASE fb;
+         CREATE TABLE fb.j (id INT PRIMARY KEY, n INT, doc JSON);
+         INSERT INTO fb.j VALUES (1, 1, '{\"a\": 1, \"b\": \"long enough to be worth a diff\"}'), (2, 2, '[]');",
+    );
+    let minimal = run_one(
+        src,
+        "SET SESSION binlog_row_image = 'MINIMAL', binlog_row_value_options = '';\nUPDATE fb.j SET n = 10 WHERE id = 1",
+    );
+    let partial = run_one(
+        src,
+        "SET SESSION binlog_row_image = 'MINIMAL';\nUPDATE fb.j SET doc = JSON_SET(doc, '$.a', 2) WHERE id = 1",
+    );
+    bed.archive();
+    let unchanged = checksum(src, "fb.j");
+    let refused = bed.flashback(&["--gtid", &minimal]);
+    refused.expect_code(12);
+    assert!(
+        refused.stderr.contains("binlog_row_image is not FULL"),
+        "{}",
+        refused.stderr
+    );
+    let refused = bed.flashback(&["--gtid", &partial]);
+    refused.expect_code(12);
+    assert!(
+        refused.stderr.contains("PARTIAL_JSON"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(checksum(src, "fb.j"), unchanged);
 }
