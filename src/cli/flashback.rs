@@ -70,6 +70,18 @@ fn gtid_set(s: &str) -> Result<GtidSet> {
     }
 }
 
+/// A window whose end comes before its start selects nothing: a typo, said as such.
+fn ordered(w: Window) -> Result<Window> {
+    match (w.from, w.to) {
+        (Some(f), Some(t)) if f > t => Err(Error::Usage(format!(
+            "the window ends ({}) before it starts ({})",
+            t.to_rfc3339(),
+            f.to_rfc3339()
+        ))),
+        _ => Ok(w),
+    }
+}
+
 impl FlashbackArgs {
     fn selection(&self) -> Result<Selection> {
         if let Some(g) = &self.gtid {
@@ -77,11 +89,11 @@ impl FlashbackArgs {
         }
         match (&self.from_time, &self.to_time) {
             (Some(f), Some(t)) if !self.tables.is_empty() => Ok(Selection::Window {
-                window: Window {
+                window: ordered(Window {
                     from: Some(time("--from-time", f)?),
                     to: Some(time("--to-time", t)?),
                     gtids: None,
-                },
+                })?,
                 tables: self
                     .tables
                     .iter()
@@ -178,11 +190,11 @@ fn found_line(t: &FoundTransaction) -> String {
 
 pub fn search(a: &SearchArgs, ctx: &Ctx) -> Result<()> {
     let table = TableName::parse(&a.table)?;
-    let window = Window {
+    let window = ordered(Window {
         from: a.from.as_deref().map(|s| time("--from", s)).transpose()?,
         to: a.to.as_deref().map(|s| time("--to", s)).transpose()?,
         gtids: a.gtid.as_deref().map(gtid_set).transpose()?,
-    };
+    })?;
     let repo = ops::repos::open(
         &config::one_repo(a.repo.as_ref(), ctx.cfg())?,
         &ctx.store.options(),
