@@ -12,9 +12,6 @@ const WRITE_ROWS_V1: u8 = 23;
 const UPDATE_ROWS_V1: u8 = 24;
 const DELETE_ROWS_V1: u8 = 25;
 
-/// Rows event flag: the last event of a statement.
-pub const STMT_END_F: u16 = 0x0001;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowsKind {
@@ -110,10 +107,6 @@ impl<'a> RowsEvent<'a> {
             present_after,
             rows: r.rest(),
         })
-    }
-
-    pub fn stmt_end(&self) -> bool {
-        self.flags & STMT_END_F != 0
     }
 
     /// Every image holds every column (`binlog_row_image=FULL`).

@@ -130,29 +130,9 @@ fn meta_len(type_code: u8) -> usize {
 }
 
 impl TableMap {
-    /// The qualified name, quoted as SQL: `` `db`.`t` ``.
-    pub fn qualified(&self) -> String {
-        format!(
-            "{}.{}",
-            crate::mysql::session::quote_ident(&self.schema),
-            crate::mysql::session::quote_ident(&self.table)
-        )
-    }
-
     /// `db.t`, for messages and matching `--table`.
     pub fn name(&self) -> String {
         format!("{}.{}", self.schema, self.table)
-    }
-
-    /// Only the table id and the names, without looking at the columns: enough to decide
-    /// whether a table is of interest at all.
-    pub fn parse_names(body: &[u8]) -> Result<(u64, String, String), RowsError> {
-        let mut r = Reader::new(body);
-        let table_id = r.u48()?;
-        r.skip(2)?;
-        let schema = name(&mut r)?;
-        let table = name(&mut r)?;
-        Ok((table_id, schema, table))
     }
 
     /// Parses a TABLE_MAP_EVENT body (without the checksum).
