@@ -41,6 +41,8 @@ pub enum ErrorKind {
     TableExists,
     /// `status` found a critical problem.
     Unhealthy,
+    /// `flashback` found rows changed since the transactions to undo, and changed nothing.
+    Conflict,
     /// Stopped by a signal.
     Interrupted,
     /// A bug, or a failure nothing above describes.
@@ -108,6 +110,10 @@ pub enum Error {
     /// `status` found critical problems; the message counts them and names the first.
     #[error("{0}")]
     Unhealthy(String),
+    /// Rows changed since the transactions `flashback` was asked to undo; the message names
+    /// them.
+    #[error("{0}")]
+    Conflict(String),
 
     #[error("interrupted")]
     Interrupted,
@@ -168,6 +174,7 @@ impl Error {
             Error::TableExists(_) => ErrorKind::TableExists,
             Error::ContentMismatch(_) | Error::DamagedFile(_) => ErrorKind::Integrity,
             Error::Unhealthy(_) => ErrorKind::Unhealthy,
+            Error::Conflict(_) => ErrorKind::Conflict,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
         }

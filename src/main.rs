@@ -23,6 +23,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::TargetRefused => 12,
         ErrorKind::NotFound => 13,
         ErrorKind::Unhealthy => 14,
+        ErrorKind::Conflict => 15,
         ErrorKind::TableExists => 16,
         ErrorKind::Interrupted => 130,
     }

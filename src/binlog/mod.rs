@@ -8,6 +8,7 @@ pub mod event;
 pub mod index;
 pub mod reader;
 pub mod replay;
+pub mod rows;
 pub mod source;
 pub mod spool;
 pub mod statements;

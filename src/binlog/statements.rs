@@ -561,9 +561,7 @@ impl Sink for SqlSink<'_> {
         body_len: usize,
         checksum: Checksum,
     ) -> std::io::Result<()> {
-        let mut bytes = head.to_vec();
-        bytes.resize(HEADER_LEN + body_len, 0);
-        body.read_exact(&mut bytes[HEADER_LEN..])?;
+        let bytes = super::walk::read_whole(head, body, body_len)?;
         self.handle(&bytes, checksum)
     }
 }

@@ -63,6 +63,18 @@ pub trait Sink {
     ) -> std::io::Result<()>;
 }
 
+/// A large event's header and body read into one buffer, for sinks that need it whole.
+pub fn read_whole(
+    head: &[u8; HEADER_LEN],
+    body: &mut dyn Read,
+    body_len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut bytes = head.to_vec();
+    bytes.resize(HEADER_LEN + body_len, 0);
+    body.read_exact(&mut bytes[HEADER_LEN..])?;
+    Ok(bytes)
+}
+
 pub struct Walk<'a> {
     pub files: &'a [ReplayFile],
     pub stop_at: &'a StopAt,

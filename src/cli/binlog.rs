@@ -20,6 +20,27 @@ pub enum BinlogCommand {
     List(ListArgs),
     /// Write archived binlog files back out, byte-identical.
     Fetch(FetchArgs),
+    /// List the archived transactions that touched a table: GTID, commit time, kind, rows.
+    Search(SearchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Repository whose archive to search (default: the config's first [[repo]]).
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// The table, as DB.TABLE.
+    #[arg(long, value_name = "DB.TABLE")]
+    pub table: String,
+    /// Only transactions committed at or after this TIME.
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Only transactions committed at or before this TIME.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only these transactions.
+    #[arg(long, value_name = "GTID_SET")]
+    pub gtid: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +182,7 @@ pub fn run(cmd: &BinlogCommand, ctx: &Ctx) -> Result<()> {
             );
             Ok(())
         }
+        BinlogCommand::Search(a) => super::flashback::search(a, ctx),
         BinlogCommand::Fetch(a) => {
             let repo = ops::repos::open(
                 &config::one_repo(a.repo.as_ref(), ctx.cfg())?,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod docs;
 pub mod each_repo;
+pub mod flashback;
 pub mod logging;
 pub mod metrics;
 pub mod output;
@@ -111,6 +112,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Restore a snapshot.
     Restore(restore::RestoreArgs),
+    /// Undo chosen transactions on a live server by applying their inverse from the archive.
+    Flashback(flashback::FlashbackArgs),
     /// List snapshots and the binlog archive.
     List(repo_cmds::ListArgs),
     /// Check a repository's integrity: every pack, blob and reference.
@@ -221,6 +224,7 @@ fn run_command(cli: &Cli, ctx: &Ctx) -> Result<()> {
         Command::Binlog(cmd) => binlog::run(cmd, ctx),
         Command::Backup(args) => backup::run(args, ctx),
         Command::Restore(args) => restore::run(args, ctx),
+        Command::Flashback(args) => flashback::run(args, ctx),
         Command::List(args) => repo_cmds::list(args, ctx),
         Command::Verify(args) => repo_cmds::verify(args, ctx),
         Command::Init(args) => repo_cmds::init(args, ctx),
@@ -260,6 +264,8 @@ impl Command {
             Command::Binlog(binlog::BinlogCommand::Stream(_)) => "binlog stream",
             Command::Binlog(binlog::BinlogCommand::List(_)) => "binlog list",
             Command::Binlog(binlog::BinlogCommand::Fetch(_)) => "binlog fetch",
+            Command::Binlog(binlog::BinlogCommand::Search(_)) => "binlog search",
+            Command::Flashback(_) => "flashback",
             Command::Check(_) => "check",
             Command::Init(_) => "init",
             Command::Copy(_) => "copy",

@@ -1,6 +1,6 @@
 //! Fuzz targets for every parser of bytes myvault does not control (issue 18, item 15):
 //! binlog files and events (with compressed transaction payloads and the SQL the fallback
-//! replay makes of them), the client protocol (handshake, authentication, result rows) and the
+//! replay makes of them), row events decoded into values and rendered as SQL, the client protocol (handshake, authentication, result rows) and the
 //! replication source's side of it,
 //! GTID sets in text and binary form, repository manifests, index and pack files, blob
 //! codecs, damaged repositories (plain and encrypted), encrypted objects, `mysql://` URLs and
@@ -22,6 +22,7 @@ mod binlog;
 mod gtid;
 pub mod mutate;
 mod repo;
+mod rows;
 mod text;
 pub mod wire;
 
@@ -58,6 +59,7 @@ const MIB: usize = 1 << 20;
 pub static TARGETS: &[Target] = &[
     binlog::FILE,
     binlog::EVENT,
+    rows::ROWS,
     wire::CLIENT,
     wire::REPLICA,
     gtid::TEXT,

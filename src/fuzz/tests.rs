@@ -140,6 +140,11 @@ fn fuzz_binlog_event() {
 }
 
 #[test]
+fn fuzz_binlog_rows() {
+    bounded_run("binlog_rows");
+}
+
+#[test]
 fn fuzz_mysql_client() {
     bounded_run("mysql_client");
 }

@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod binlog_files;
+pub mod binlog_search;
 pub mod check;
 pub mod copy;
+pub mod flashback;
 pub mod init;
 pub mod list;
 pub mod pitr;

@@ -16,6 +16,7 @@ mod faults_repo;
 mod faults_seed;
 mod faults_storage;
 mod faults_stream;
+mod flashback;
 mod logging;
 mod logical;
 mod mariadb;
