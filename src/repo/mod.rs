@@ -34,6 +34,7 @@ pub mod manifest;
 pub mod pack;
 pub mod prune;
 pub mod reader;
+pub mod repack;
 pub mod retention;
 mod upload;
 pub mod verify;
