@@ -1,5 +1,5 @@
-//! Byte sizes as operators write them: `512`, `64K`, `10M`, `2G`, `1T` (powers of 1024; a
-//! trailing `B` or `iB` is allowed).
+//! Byte sizes and rates as operators write them: `512`, `64K`, `10M`, `2G`, `1T` (powers of
+//! 1024; a trailing `B` or `iB` is allowed), rates the same with an optional `/s`.
 
 use crate::repo::repack::MaxUnused;
 
@@ -31,6 +31,18 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
+/// A rate in bytes per second, more than zero.
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    let size = s.trim().strip_suffix("/s").unwrap_or(s);
+    match parse_bytes(size) {
+        Ok(0) => Err(format!("'{s}': a rate must be more than 0 bytes/s")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "'{s}' is not a rate like 500K, 20M or 1G (bytes/s)"
+        )),
+    }
+}
+
 /// `--max-unused`: a percentage below 100 (`5%`), a size (`500M`), or `unlimited`.
 pub(crate) fn parse_max_unused(s: &str) -> Result<MaxUnused, String> {
     let t = s.trim();
@@ -55,7 +67,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_limits_parse_and_bad_ones_are_refused() {
+    fn sizes_rates_and_limits_parse_and_bad_ones_are_refused() {
         assert_eq!(parse_bytes("512"), Ok(512));
         assert_eq!(parse_bytes("64K"), Ok(64 << 10));
         assert_eq!(parse_bytes("10MiB"), Ok(10 << 20));
@@ -64,6 +76,10 @@ mod tests {
         for bad in ["", "K", "1.5M", "-1", "10X", "99999999999999T", "1 M"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_rate("20M/s"), Ok(20 << 20));
+        assert_eq!(parse_rate("500K"), Ok(500 << 10));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
         assert_eq!(parse_max_unused("5%"), Ok(MaxUnused::Percent(5.0)));
         assert_eq!(parse_max_unused("0%"), Ok(MaxUnused::Percent(0.0)));
         assert_eq!(parse_max_unused("unlimited"), Ok(MaxUnused::Unlimited));

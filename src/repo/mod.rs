@@ -36,6 +36,7 @@ pub mod prune;
 pub mod reader;
 pub mod repack;
 pub mod retention;
+pub mod throttle;
 mod upload;
 pub mod verify;
 pub mod writer;

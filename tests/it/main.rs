@@ -19,6 +19,7 @@ mod faults_stream;
 mod logging;
 mod logical;
 mod mariadb;
+mod max_rate;
 mod metrics;
 mod multi_repo;
 mod package;
