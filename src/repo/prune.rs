@@ -149,43 +149,28 @@ pub fn plan(repo: &Repo, forget: &Forget, max_unused: MaxUnused) -> Result<GcPla
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
-    let mut partly_used = Vec::new();
+    let mut candidates = Vec::new();
+    let mut entries_kept: HashMap<Id, Vec<PackEntry>> = HashMap::new();
     for (pack, entries) in by_pack {
         if entries.iter().any(|e| needed.contains(&e.id)) {
             // Every delta kept in the index is needed, so its base is needed and kept too:
             // the new index names no blob it cannot give back.
-            let (indexed, dropped): (Vec<PackEntry>, Vec<PackEntry>) = entries
+            let (kept, dropped): (Vec<PackEntry>, Vec<PackEntry>) = entries
                 .into_iter()
                 .partition(|e| e.codec != Codec::Delta || needed.contains(&e.id));
             plan.dropped_deltas += dropped.len();
-            partly_used.push((
-                Candidate {
-                    pack,
-                    // A pack the index names but the store lacks is never repacked (it
-                    // cannot be read); it counts as fully used.
-                    size: stored.get(&pack_key(&pack)).copied().unwrap_or(0),
-                    needed: indexed
-                        .iter()
-                        .filter(|e| needed.contains(&e.id))
-                        .copied()
-                        .collect(),
-                },
-                indexed,
-            ));
+            // A pack the index names but the store lacks is never repacked (it cannot be
+            // read): its size counts as 0, so it has no unused bytes.
+            let size = stored.get(&pack_key(&pack)).copied().unwrap_or(0);
+            let live = kept.iter().filter(|e| needed.contains(&e.id)).copied();
+            candidates.push(Candidate::new(pack, size, live));
+            entries_kept.insert(pack, kept);
         } else {
             let key = pack_key(&pack);
             plan.pack_bytes += stored.get(&key).copied().unwrap_or(0);
             plan.packs.push(key);
         }
     }
-    let mut indexed_by_pack: HashMap<Id, Vec<PackEntry>> = HashMap::new();
-    let candidates = partly_used
-        .into_iter()
-        .map(|(c, indexed)| {
-            indexed_by_pack.insert(c.pack, indexed);
-            c
-        })
-        .collect();
     let (repack, stay) = repack::choose(candidates, max_unused, repo.config().pack_size as usize);
     for c in stay {
         if c.unused() > 0 {
@@ -194,7 +179,7 @@ pub fn plan(repo: &Repo, forget: &Forget, max_unused: MaxUnused) -> Result<GcPla
         }
         // The pack stays with all its whole blobs indexed, needed or not (a later backup may
         // deduplicate against them).
-        let entries = indexed_by_pack.remove(&c.pack).unwrap_or_default();
+        let entries = entries_kept.remove(&c.pack).unwrap_or_default();
         plan.kept_index.push((c.pack, entries));
     }
     plan.repack = repack;

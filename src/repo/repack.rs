@@ -82,22 +82,38 @@ pub struct Candidate {
     pub pack: Id,
     /// Its size in the store.
     pub size: u64,
-    /// The needed blobs whose index entry names this pack, by offset.
+    /// The stored bytes and the number of its needed blobs (those whose index entry names
+    /// this pack: each needed blob counts in one pack only, so the sum over all packs is the
+    /// same before and after a repack, and a prune run again right after one finds nothing
+    /// more to repack).
+    pub live: u64,
+    pub blobs: usize,
+    /// The needed blobs, by offset; left empty for a pack without unused bytes (it is never
+    /// rewritten), so a plan holds a second copy only of the entries it may move.
     pub needed: Vec<PackEntry>,
 }
 
 impl Candidate {
-    /// The stored bytes of its needed blobs. Each needed blob is counted in one pack only
-    /// (where the index finds it), so their sum is the same before and after a repack, and a
-    /// prune run again right after one finds nothing more to repack.
-    pub fn live(&self) -> u64 {
-        self.needed.iter().map(|e| u64::from(e.stored_len)).sum()
+    /// A candidate of `pack` (`size` bytes) whose needed blobs are `needed`.
+    pub fn new(pack: Id, size: u64, needed: impl Iterator<Item = PackEntry> + Clone) -> Self {
+        let live = needed.clone().map(|e| u64::from(e.stored_len)).sum();
+        let blobs = needed.clone().count();
+        let mut c = Candidate {
+            pack,
+            size,
+            live,
+            blobs,
+            needed: Vec::new(),
+        };
+        if c.unused() > 0 {
+            c.needed = needed.collect();
+        }
+        c
     }
 
     /// Its size less what its needed blobs would take in a pack of their own.
     pub fn unused(&self) -> u64 {
-        self.size
-            .saturating_sub(self.live() + overhead(self.needed.len()))
+        self.size.saturating_sub(self.live + overhead(self.blobs))
     }
 }
 
@@ -137,7 +153,7 @@ pub fn choose(
     max_unused: MaxUnused,
     pack_size: usize,
 ) -> (RepackPlan, Vec<Candidate>) {
-    let live: u64 = candidates.iter().map(Candidate::live).sum();
+    let live: u64 = candidates.iter().map(|c| c.live).sum();
     let limit = max_unused.allowed(live);
     let mut unused: u64 = candidates.iter().map(Candidate::unused).sum();
     let mut order: Vec<Candidate> = candidates;
@@ -256,7 +272,7 @@ mod tests {
 
     fn candidate(name: &str, size: u64, needed: &[u32]) -> Candidate {
         let mut offset = 8;
-        let needed = needed
+        let needed: Vec<PackEntry> = needed
             .iter()
             .enumerate()
             .map(|(i, &len)| {
@@ -271,11 +287,7 @@ mod tests {
                 e
             })
             .collect();
-        Candidate {
-            pack: Id::sha256(name.as_bytes()),
-            size,
-            needed,
-        }
+        Candidate::new(Id::sha256(name.as_bytes()), size, needed.into_iter())
     }
 
     #[test]
