@@ -75,6 +75,11 @@ impl GcPlan {
             && self.repack.is_empty()
     }
 
+    /// Pack bytes the prune gives back: the packs it deletes, less what its repack writes.
+    pub fn freed_bytes(&self) -> u64 {
+        self.pack_bytes + self.orphan_bytes + self.repack.freed_bytes
+    }
+
     /// Whether the index must be rewritten: a pack goes, or an entry does.
     fn rewrites_index(&self) -> bool {
         !self.packs.is_empty()

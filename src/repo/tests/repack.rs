@@ -99,8 +99,9 @@ fn prune_repacks_partly_used_packs_and_frees_exactly_what_it_planned() {
     prune::execute(&repo, &plan).unwrap();
     let after = pack_bytes(mem.as_ref());
     // The run frees what the plan said: the unused packs, orphans, and the repack's gain.
+    assert_eq!(before - after, plan.freed_bytes());
     assert_eq!(
-        before - after,
+        plan.freed_bytes(),
         plan.pack_bytes + plan.orphan_bytes + plan.repack.freed_bytes
     );
     // And beats a prune without repacking by at least the unused bytes that one kept (and
