@@ -81,6 +81,13 @@ pub struct BackupArgs {
     #[arg(long)]
     pub table_checksums: bool,
 
+    /// Read the source at no more than this many bytes per second in all (512K, 20M, 1G; K,
+    /// M, G are powers of 1024): the rows of a logical dump, the files of a clone or a cold
+    /// data directory as they are packed. A remote clone's copy is limited too (in whole
+    /// MiB/s); a local clone's own copy is not (MySQL has no limit for it).
+    #[arg(long, value_name = "BYTES/S", value_parser = super::sizes::parse_rate)]
+    pub max_rate: Option<u64>,
+
     /// --method cold: the data directory of a stopped server.
     #[arg(long, value_name = "DIR")]
     pub datadir: Option<PathBuf>,
@@ -126,13 +133,13 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
         _ => String::new(),
     };
     Ok(match (&a.path, &source) {
-        (Some(path), _) => ops::backup::files(repos, &store.options(), path)?,
+        (Some(path), _) => ops::backup::files(repos, &store.options(), a.max_rate, path)?,
         (None, None) => {
             let datadir = a
                 .datadir
                 .as_ref()
                 .ok_or_else(|| Error::Usage("--method cold needs --datadir DIR".into()))?;
-            ops::backup::cold(repos, &store.options(), datadir)?
+            ops::backup::cold(repos, &store.options(), a.max_rate, datadir)?
         }
         (None, Some(url)) if a.method == "clone" => {
             let source = conn.resolve(url, "MYVAULT_PASSWORD")?;
@@ -146,10 +153,11 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
                 mysqld: mysqld.as_deref(),
                 remote: a.remote,
                 table_checksums: a.table_checksums,
+                max_rate: a.max_rate,
             };
             out.with_ticker(
                 || "cloning and packing".to_string(),
-                || ops::backup::clone_local(repos, &store.options(), &source, &opts),
+                || ops::backup::clone_local(repos, &store.options(), a.max_rate, &source, &opts),
             )?
         }
         (None, Some(url)) => {
@@ -190,7 +198,10 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
                         pace.left(done, total)
                     )
                 },
-                || ops::backup::logical(repos, &store.options(), &source, &opts, &progress),
+                || {
+                    let store = store.options();
+                    ops::backup::logical(repos, &store, a.max_rate, &source, &opts, &progress)
+                },
             )?
         }
     })

@@ -220,9 +220,9 @@ pub fn prune(report: &crate::ops::prune::PruneReport, ended: DateTime<Utc>) -> V
         .with(l, report.snapshots_removed.len() as f64),
         Family::gauge(
             "myvault_prune_last_freed_bytes",
-            "Pack bytes the last prune of the repository deleted.",
+            "Pack bytes the last prune of the repository freed (deleted, less its repack's new packs).",
         )
-        .with(l, (report.gc.pack_bytes + report.gc.orphan_bytes) as f64),
+        .with(l, report.gc.freed_bytes() as f64),
         Family::gauge(
             "myvault_repo_unused_bytes",
             "Bytes of kept packs that nothing needs, as the last prune of the repository found them.",

@@ -27,6 +27,7 @@ pub mod prune;
 pub mod repo_cmds;
 pub mod restore;
 pub mod seed;
+pub(crate) mod sizes;
 pub mod status;
 pub mod store;
 

@@ -9,6 +9,7 @@ use super::output;
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::ops::prune::PruneReport;
+use crate::repo::repack::MaxUnused;
 use crate::repo::retention::{self, RetentionPolicy};
 
 #[derive(Args, Debug)]
@@ -21,6 +22,10 @@ pub struct PruneArgs {
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Repack partly used packs until the bytes nothing needs are at most this much of the
+    /// repository: a percentage (5%), a size (500M) or `unlimited` (never repack).
+    #[arg(long, value_name = "LIMIT", default_value = "5%", value_parser = super::sizes::parse_max_unused)]
+    pub max_unused: MaxUnused,
 }
 
 /// The retention flags. Any one given replaces the config's whole policy for the run.
@@ -146,7 +151,7 @@ pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
         |t| {
             let policy = next.next().copied().unwrap_or_default();
             let pruned = ops::repos::open(&t.location, &opts)
-                .and_then(|repo| ops::prune::run(&repo, &policy, a.plan, now));
+                .and_then(|repo| ops::prune::run(&repo, &policy, a.max_unused, a.plan, now));
             if let Ok(report) = &pruned {
                 ctx.metrics
                     .record(super::metrics::prune(report, chrono::Utc::now()));
@@ -195,11 +200,29 @@ fn print(r: &PruneReport) {
             output::bytes(r.gc.leftover_bytes)
         );
     }
+    let repack = &r.gc.repack;
+    if !repack.packs.is_empty() {
+        let verb = if r.planned_only {
+            "would repack"
+        } else {
+            "repacked"
+        };
+        outln!(
+            "  {verb} {} partly used pack(s) of {}: {} blob(s), {} rewritten into {} pack(s), {} freed",
+            repack.packs.len(),
+            output::bytes(repack.bytes),
+            repack.blobs,
+            output::bytes(repack.written_bytes),
+            repack.new_packs,
+            output::bytes(repack.freed_bytes)
+        );
+    }
     if r.gc.partly_used_packs > 0 {
         outln!(
-            "  kept {} partly used pack(s) holding {} nothing needs (not repacked)",
+            "  kept {} partly used pack(s) holding {} nothing needs (--max-unused {})",
             r.gc.partly_used_packs,
-            output::bytes(r.gc.unused_bytes_kept)
+            output::bytes(r.gc.unused_bytes_kept),
+            repack.max_unused.unwrap_or_default()
         );
     }
 }

@@ -94,6 +94,7 @@ fn stream_threads(method: &str) -> usize {
 fn run(
     repo_locations: &[String],
     store_opts: &OpenOptions,
+    max_rate: Option<u64>,
     lineage: Lineage<'_>,
     engine: impl FnOnce(&MultiWriter) -> Result<Taken>,
 ) -> Result<BackupReport> {
@@ -113,6 +114,9 @@ fn run(
         .find_map(|r| lineage.parent(r).map(|p| (r.clone(), p)));
     let mut writer = MultiWriter::new(repos)?;
     writer.set_stream_threads(stream_threads(lineage.method));
+    if let Some(rate) = max_rate {
+        writer.set_max_rate(rate);
+    }
     if let Some((repo, parent)) = &parent {
         writer.set_parent(repo.clone(), parent);
     }
@@ -161,6 +165,7 @@ fn run(
 pub fn logical(
     repos: &[String],
     store: &OpenOptions,
+    max_rate: Option<u64>,
     source: &ConnectOptions,
     opts: &LogicalOptions,
     progress: &Progress,
@@ -170,7 +175,7 @@ pub fn logical(
         method: "logical",
         origin: &origin,
     };
-    run(repos, store, lineage, |writer| {
+    run(repos, store, max_rate, lineage, |writer| {
         let snap = logical::dump(source, writer, opts, progress)?;
         let p = snap.point;
         Ok(Taken {
@@ -197,6 +202,7 @@ pub fn logical(
 pub fn clone_local(
     repos: &[String],
     store: &OpenOptions,
+    max_rate: Option<u64>,
     source: &ConnectOptions,
     opts: &CloneOptions<'_>,
 ) -> Result<BackupReport> {
@@ -205,7 +211,7 @@ pub fn clone_local(
         method: "clone",
         origin: &origin,
     };
-    run(repos, store, lineage, |writer| {
+    run(repos, store, max_rate, lineage, |writer| {
         let mut s = Session::connect(source)?;
         let info = logical::source_info(&mut s)?;
         let snap = clone::backup(&mut s, source, info, writer, opts)?;
@@ -213,13 +219,18 @@ pub fn clone_local(
     })
 }
 
-pub fn cold(repos: &[String], store: &OpenOptions, datadir: &Path) -> Result<BackupReport> {
+pub fn cold(
+    repos: &[String],
+    store: &OpenOptions,
+    max_rate: Option<u64>,
+    datadir: &Path,
+) -> Result<BackupReport> {
     let origin = datadir.display().to_string();
     let lineage = Lineage {
         method: "cold",
         origin: &origin,
     };
-    run(repos, store, lineage, |writer| {
+    run(repos, store, max_rate, lineage, |writer| {
         Ok(physical_taken("cold", cold::backup(datadir, writer)?))
     })
 }
@@ -245,13 +256,18 @@ fn physical_taken(method: &'static str, snap: clone::PhysicalSnapshot) -> Taken 
     }
 }
 
-pub fn files(repos: &[String], store: &OpenOptions, path: &Path) -> Result<BackupReport> {
+pub fn files(
+    repos: &[String],
+    store: &OpenOptions,
+    max_rate: Option<u64>,
+    path: &Path,
+) -> Result<BackupReport> {
     let origin = path.display().to_string();
     let lineage = Lineage {
         method: "files",
         origin: &origin,
     };
-    run(repos, store, lineage, |writer| {
+    run(repos, store, max_rate, lineage, |writer| {
         let stream = writer.stream_chunker();
         files::add_tree(writer, path, &|_| stream)?;
         Ok(Taken {

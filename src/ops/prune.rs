@@ -27,6 +27,7 @@ use crate::mysql::gtid::GtidSet;
 use crate::repo::lock::{LockGuard, LockKind};
 use crate::repo::manifest::{BinlogSegment, SnapshotManifest};
 use crate::repo::prune::{self, Forget, GcPlan};
+use crate::repo::repack::MaxUnused;
 use crate::repo::retention::{self, KeepReason, RetentionPolicy};
 use crate::repo::{Repo, binlog_key, snapshot_key};
 
@@ -79,16 +80,18 @@ pub fn check_policy(policy: &RetentionPolicy) -> Result<()> {
     policy.check().map_err(Error::Usage)
 }
 
-/// Plans (and unless `plan_only`, executes) a prune of `repo` under its exclusive lock.
+/// Plans (and unless `plan_only`, executes) a prune of `repo` under its exclusive lock,
+/// repacking partly used packs while their unused bytes exceed `max_unused`.
 pub fn run(
     repo: &Repo,
     policy: &RetentionPolicy,
+    max_unused: MaxUnused,
     plan_only: bool,
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
     check_policy(policy)?;
     let lock = lock_exclusively(repo)?;
-    let mut report = plan(repo, &lock, policy, now)?;
+    let mut report = plan(repo, &lock, policy, max_unused, now)?;
     if !plan_only {
         execute(repo, &lock, &report)?;
         report.planned_only = false;
@@ -102,6 +105,7 @@ pub fn plan(
     repo: &Repo,
     _lock: &LockGuard,
     policy: &RetentionPolicy,
+    max_unused: MaxUnused,
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
     let snapshots = repo.snapshots()?;
@@ -150,7 +154,7 @@ pub fn plan(
             .push(binlog_key(&s.source_uuid, &s.file, s.size));
     }
     report.binlog_files_removed = files;
-    report.gc = prune::plan(repo, &forget)?;
+    report.gc = prune::plan(repo, &forget, max_unused)?;
     Ok(report)
 }
 

@@ -154,11 +154,17 @@ pub fn entries_at_most(file_bytes: u64) -> usize {
 
 /// Encodes the entries of some packs as one index file.
 pub fn encode_file(packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8> {
-    let total: usize = packs.iter().map(|(_, e)| 36 + e.len() * ENTRY_LEN).sum();
+    encode_parts(&[packs])
+}
+
+/// Encodes the entries of several lists of packs as one index file, without joining them.
+pub fn encode_parts(parts: &[&[(Id, Vec<PackEntry>)]]) -> Vec<u8> {
+    let packs = || parts.iter().flat_map(|p| p.iter());
+    let total: usize = packs().map(|(_, e)| 36 + e.len() * ENTRY_LEN).sum();
     let mut out = Vec::with_capacity(8 + 4 + total + 32);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
-    for (pack, entries) in packs {
+    out.extend_from_slice(&(packs().count() as u32).to_le_bytes());
+    for (pack, entries) in packs() {
         out.extend_from_slice(pack.as_bytes());
         out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         for e in entries {

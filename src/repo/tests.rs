@@ -7,6 +7,7 @@ use chrono::Utc;
 use super::chunker::ChunkerConfig;
 use super::config::RepoConfig;
 use super::manifest::SnapshotManifest;
+use super::repack::MaxUnused;
 use super::writer::{MultiWriter, new_snapshot_id};
 use super::{Repo, RepoError, copy, verify};
 use crate::storage::Storage;
@@ -14,8 +15,10 @@ use crate::storage::memory::MemoryStorage;
 
 mod delta_bases;
 mod orphan_deltas;
+mod repack;
 mod torture;
 mod verify_all;
+mod year_of_dailies;
 
 fn small_config() -> RepoConfig {
     RepoConfig {
@@ -344,7 +347,12 @@ fn prune_removes_the_temporary_files_of_dead_writers_once_they_are_old() {
         .set_modified(long_ago)
         .unwrap();
 
-    let plan = super::prune::plan(&repo, &super::prune::Forget::default()).unwrap();
+    let plan = super::prune::plan(
+        &repo,
+        &super::prune::Forget::default(),
+        MaxUnused::Unlimited,
+    )
+    .unwrap();
     assert_eq!(plan.leftovers, ["packs/.tmp-killed"]);
     assert_eq!(plan.leftover_bytes, 5000);
     assert!(plan.packs.is_empty() && plan.orphan_packs.is_empty());
@@ -625,7 +633,7 @@ fn prune_case(key: Option<&super::key::RepoKey>) -> Arc<MemoryStorage> {
     let forget = super::prune::Forget {
         manifests: vec![super::snapshot_key(&s1)],
     };
-    let plan = super::prune::plan(&repo, &forget).unwrap();
+    let plan = super::prune::plan(&repo, &forget, MaxUnused::Unlimited).unwrap();
     assert!(!plan.packs.is_empty(), "the packs of `gone` are unused");
     assert_eq!(plan.orphan_packs, ["packs/ab/ab00"]);
     assert_eq!(mem.bytes(), before, "planning deletes nothing");
@@ -644,7 +652,12 @@ fn prune_case(key: Option<&super::key::RepoKey>) -> Arc<MemoryStorage> {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.unindexed_packs, 0);
     // Nothing more to collect.
-    let again = super::prune::plan(&fresh, &super::prune::Forget::default()).unwrap();
+    let again = super::prune::plan(
+        &fresh,
+        &super::prune::Forget::default(),
+        MaxUnused::Unlimited,
+    )
+    .unwrap();
     assert!(again.is_empty(), "{again:?}");
     mem
 }

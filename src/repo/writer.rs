@@ -24,6 +24,7 @@ use super::manifest::{
     self, ChunkRefs, ContentCheck, ContentDigest, FileEntry, FileKind, INLINE_CHUNKS,
     SnapshotManifest,
 };
+use super::throttle::{Throttle, Throttled};
 use super::upload::{Claim, Target};
 use super::{Repo, snapshot_key};
 use crate::first_error::FirstError;
@@ -51,6 +52,8 @@ pub struct MultiWriter {
     /// the same region of the file's previous version.
     parent: Option<Parent>,
     stream_threads: usize,
+    /// `--max-rate`: paces every file read (see [`super::throttle`]).
+    throttle: Option<Arc<Throttle>>,
 }
 
 struct Parent {
@@ -93,6 +96,7 @@ impl MultiWriter {
             files: Mutex::new(Vec::new()),
             parent: None,
             stream_threads: 1,
+            throttle: None,
         };
         let (pack_size, room) = (writer.pack_size, writer.pack_room());
         writer.targets = repos
@@ -299,6 +303,11 @@ impl MultiWriter {
         Ok((size, check.finish(), self.chunk_refs(ids)?))
     }
 
+    /// Reads every file added from now on at no more than `bytes_per_second` in all.
+    pub fn set_max_rate(&mut self, bytes_per_second: u64) {
+        self.throttle = Some(Throttle::new(bytes_per_second));
+    }
+
     /// How many threads store the chunks of one stream (default 1). Worth more than one when
     /// few streams are written at once, as for a single large file.
     pub fn set_stream_threads(&mut self, threads: usize) {
@@ -348,7 +357,10 @@ impl MultiWriter {
                 .get(path)
                 .map(|refs| OlderVersion::new(p.repo.clone(), refs.clone()))
         });
-        let (size, digest, refs) = self.write_version(reader, chunker, older)?;
+        let (size, digest, refs) = match &self.throttle {
+            Some(t) => self.write_version(Throttled::new(reader, t.clone()), chunker, older)?,
+            None => self.write_version(reader, chunker, older)?,
+        };
         let entry = FileEntry {
             path: path.to_string(),
             kind: FileKind::File,

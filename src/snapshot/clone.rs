@@ -350,6 +350,9 @@ pub struct CloneOptions<'a> {
     pub remote: bool,
     /// Record `CHECKSUM TABLE` of every table, read on a temporary server on the clone.
     pub table_checksums: bool,
+    /// `--max-rate`, bytes per second: a remote clone's copy runs at most at this rate
+    /// (rounded down to whole MiB/s, at least 1). Packing is paced by the writer.
+    pub max_rate: Option<u64>,
 }
 
 /// A server on another host (or `remote` asked for) with a `--mysqld` to receive it is
@@ -370,15 +373,9 @@ pub fn backup(
     }
     let remote = opts.remote || local_datadir(s).is_err();
     match (remote, opts.mysqld) {
-        (true, Some(mysqld)) => super::clone_remote::backup(
-            s,
-            source_opts,
-            source,
-            writer,
-            mysqld,
-            opts.clone_dir,
-            opts.table_checksums,
-        ),
+        (true, Some(mysqld)) => {
+            super::clone_remote::backup(s, source_opts, source, writer, mysqld, opts)
+        }
         (true, None) if opts.remote => Err(Error::Usage(
             "--remote needs --mysqld PATH, a server binary of the source's series".into(),
         )),

@@ -48,9 +48,9 @@ pub fn backup(
     source: SourceInfo,
     writer: &MultiWriter,
     mysqld: &Path,
-    staging: Option<&Path>,
-    table_checksums: bool,
+    opts: &super::clone::CloneOptions<'_>,
 ) -> Result<PhysicalSnapshot> {
+    let (staging, table_checksums) = (opts.clone_dir, opts.table_checksums);
     privileges::require(donor_session, NEEDS, "be cloned from another host")?;
     let mysqld = Mysqld::detect(mysqld).map_err(|e| Error::Usage(format!("--mysqld: {e}")))?;
     let line = mysqld
@@ -92,6 +92,11 @@ pub fn backup(
         {
             let mut r = recipient.session()?;
             ensure_plugin(&mut r)?;
+            if let Some(rate) = opts.max_rate {
+                // The recipient's limit, in MiB/s: what it pulls from the source.
+                let mib = (rate >> 20).max(1);
+                r.exec(&format!("SET GLOBAL clone_max_data_bandwidth = {mib}"))?;
+            }
             clone_instance_from(
                 &mut r,
                 &Donor {

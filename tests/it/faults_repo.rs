@@ -1,5 +1,7 @@
 //! The fault matrix's prune and copy tables (see `faults.rs`): both only rearrange a
 //! repository, so a kill must never cost a snapshot or an archived binlog that was listed.
+//! Prune repacks (`--max-unused 0%`), so its table has a row for each step of that too: old
+//! pack read, new pack written, new index written, old index and old packs deleted.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,8 @@ const PRUNE: &[Row] = &[
         "store-after-delete-binlog",
         false,
     ),
+    row("repack: old pack read", "prune-repack-after-read", true),
+    row("repack: new pack written", "store-after-put-packs", true),
     row("new index written", "store-after-put-index", true),
     row("old index deleted", "store-after-delete-index", false),
     row("packs deleted", "store-after-delete-packs", true),
@@ -93,10 +97,24 @@ fn fault_matrix_prune_and_copy() {
     let case_path = dir.join("case");
     let repo = case_path.to_str().unwrap();
 
-    // Prune keeps the last two.
-    let args = ["prune", "--repo", repo, "--keep-last", "2", "--json"];
+    // Prune keeps the last two, and repacks every partly used pack.
+    let args = [
+        "prune",
+        "--repo",
+        repo,
+        "--keep-last",
+        "2",
+        "--max-unused",
+        "0%",
+        "--json",
+    ];
     copy_dir(&template, &case_path);
-    let (_, hits, took) = traced(&args, &no_env, PRUNE);
+    let (run, hits, took) = traced(&args, &no_env, PRUNE);
+    assert!(
+        !run.json()["repack"]["packs"].as_array().unwrap().is_empty(),
+        "the history leaves partly used packs to repack: {}",
+        run.stdout
+    );
     for c in cases(&mut dice, "prune", PRUNE, &hits) {
         let case = &c.name;
         copy_dir(&template, &case_path);

@@ -20,6 +20,7 @@ mod flashback;
 mod logging;
 mod logical;
 mod mariadb;
+mod max_rate;
 mod metrics;
 mod multi_repo;
 mod package;

@@ -196,3 +196,99 @@ fn walk(p: &std::path::Path) -> (u64, usize) {
             Err(_) => (bytes, files),
         })
 }
+
+/// Issue 20, item 4: five snapshots of a 20,000-row table, 1% of its rows (one key range)
+/// rewritten between each, in 1 MiB packs. `prune --keep-last 1` without repacking
+/// (`--max-unused unlimited`) keeps every pack a kept blob is in; with `--max-unused 0%` it
+/// moves those blobs into new packs and frees the rest. The plan says what the run frees, to
+/// the byte, and the repository verifies and restores afterwards.
+#[test]
+fn prune_repacks_what_snapshots_changing_one_percent_each_left_unused() {
+    let src = crate::restore_resume::fast_server();
+    load::prepare(&src, "sb", 1, 20_000);
+    let dir = Scratch::new("prune-repack");
+    let template = dir.join("template");
+    let template_repo = template.to_str().unwrap();
+    crate::faults::small_pack_repo(template_repo, &Vec::new());
+    for round in 0..5 {
+        if round > 0 {
+            src.sql(&format!(
+                "UPDATE sb.sbtest1 SET c = LEFT(SHA2(CONCAT(c, RAND()), 512), 120) WHERE id > {} AND id <= {}",
+                round * 1000,
+                round * 1000 + 200
+            ));
+        }
+        crate::logical::backup(template_repo, &src.url(), &["--jobs", "1"]).expect_code(0);
+    }
+    let sums = load::checksums(&src, "sb");
+    let packs = |repo: &str| walk(&std::path::Path::new(repo).join("packs")).0;
+    let prune = |repo: &str, max_unused: &str, plan: bool| {
+        let mut args = vec![
+            "prune",
+            "--repo",
+            repo,
+            "--keep-last",
+            "1",
+            "--max-unused",
+            max_unused,
+            "--json",
+        ];
+        if plan {
+            args.push("--plan");
+        }
+        let run = myvault(&args);
+        run.expect_code(0);
+        run.json()
+    };
+    let before = packs(template_repo);
+    let mut after = Vec::new();
+    for max_unused in ["unlimited", "0%"] {
+        let case = dir.join(max_unused.trim_end_matches('%'));
+        crate::faults::copy_dir(&template, &case);
+        let repo = case.to_str().unwrap();
+        let plan = prune(repo, max_unused, true);
+        assert_eq!(packs(repo), before, "--plan writes nothing");
+        let run = prune(repo, max_unused, false);
+        for field in ["packs", "bytes", "blobs", "written_bytes", "freed_bytes"] {
+            assert_eq!(plan["repack"][field], run["repack"][field], "{field}");
+        }
+        let freed = ["pack_bytes", "orphan_bytes"]
+            .iter()
+            .map(|f| run[f].as_u64().unwrap())
+            .sum::<u64>()
+            + run["repack"]["freed_bytes"].as_u64().unwrap();
+        assert_eq!(before - packs(repo), freed, "{max_unused}: {run}");
+        myvault(&["verify", "--repo", repo]).expect_code(0);
+        after.push((packs(repo), run));
+    }
+    let (kept_whole, unrepacked) = &after[0];
+    let (repacked_bytes, repacked) = &after[1];
+    assert!(
+        unrepacked["repack"]["packs"].as_array().unwrap().is_empty()
+            && unrepacked["unused_bytes_kept"].as_u64().unwrap() > 0,
+        "{unrepacked}"
+    );
+    assert!(
+        !repacked["repack"]["packs"].as_array().unwrap().is_empty(),
+        "{repacked}"
+    );
+    assert_eq!(repacked["unused_bytes_kept"], 0);
+    assert!(repacked_bytes < kept_whole);
+    eprintln!(
+        "prune of 5 snapshots changing 1% each, keep-last 1: packs {before} bytes before, \
+         {kept_whole} without repacking, {repacked_bytes} with --max-unused 0% ({} packs \
+         repacked)",
+        repacked["repack"]["packs"].as_array().unwrap().len()
+    );
+    let dst = crate::restore_resume::fast_server();
+    let repo = dir.join("0");
+    myvault(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--target",
+        &dst.url(),
+    ])
+    .expect_code(0);
+    assert_eq!(load::checksums(&dst, "sb"), sums);
+}

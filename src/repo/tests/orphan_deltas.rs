@@ -47,7 +47,7 @@ fn keep_last_one(repo: &Repo, forgotten: &[&String]) {
     let forget = Forget {
         manifests: forgotten.iter().map(|s| snapshot_key(s)).collect(),
     };
-    let plan = prune::plan(repo, &forget).unwrap();
+    let plan = prune::plan(repo, &forget, MaxUnused::Unlimited).unwrap();
     prune::execute(repo, &plan).unwrap();
 }
 
@@ -164,7 +164,7 @@ fn an_orphaned_delta_is_named_by_verify_and_never_reused_by_a_backup() {
 fn prune_drops_an_orphaned_delta_from_the_index() {
     let (mem, [_, _, s3]) = damaged_as_the_old_prune_left_it();
     let repo = Arc::new(Repo::open(mem.clone()).unwrap());
-    let plan = prune::plan(&repo, &Forget::default()).unwrap();
+    let plan = prune::plan(&repo, &Forget::default(), MaxUnused::Unlimited).unwrap();
     assert!(plan.dropped_deltas > 0, "{plan:?}");
     prune::execute(&repo, &plan).unwrap();
     let healed = Arc::new(Repo::open(mem.clone()).unwrap());
@@ -173,7 +173,11 @@ fn prune_drops_an_orphaned_delta_from_the_index() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(restore(&healed, &s3, "shared").is_ok());
     // Healed once: the next prune has nothing to do.
-    assert!(prune::plan(&healed, &Forget::default()).unwrap().is_empty());
+    assert!(
+        prune::plan(&healed, &Forget::default(), MaxUnused::Unlimited)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

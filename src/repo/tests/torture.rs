@@ -34,6 +34,7 @@ use super::super::config::RepoConfig;
 use super::super::key::RepoKey;
 use super::super::manifest::SnapshotManifest;
 use super::super::prune::{self, Forget};
+use super::super::repack::MaxUnused;
 use super::super::retention::{self, RetentionPolicy};
 use super::super::writer::MultiWriter;
 use super::super::{PRUNED_KEY, Repo, copy, pruned_mark, snapshot_key, verify};
@@ -167,10 +168,17 @@ struct World {
     /// keep-last only.
     policy_rng: Rng,
     calendar: bool,
+    /// Draws for prunes' `--max-unused`, a stream of its own for the same reason; the
+    /// regression seeds never repack.
+    repack_rng: Rng,
+    /// Whether a kill is armed for this step.
+    armed: bool,
     log: Vec<String>,
     kills: u64,
     /// Delta blobs prunes left out of the index: each one a delta the old prune kept.
     dropped_deltas: u64,
+    /// Packs prunes repacked.
+    repacked: u64,
 }
 
 /// What the run covered.
@@ -184,6 +192,7 @@ struct Totals {
     deltas: u64,
     blobs: u64,
     dropped_deltas: u64,
+    repacked: u64,
 }
 
 impl World {
@@ -236,9 +245,12 @@ impl World {
             backups: 0,
             policy_rng: Rng::new(seed ^ 0x7e7e_7e7e),
             calendar: !REGRESSION_SEEDS.iter().any(|(s, _)| *s == seed),
+            repack_rng: Rng::new(seed ^ 0x5a5a_5a5a),
+            armed: false,
             log: Vec::new(),
             kills: 0,
             dropped_deltas: 0,
+            repacked: 0,
         };
         for _ in 0..2 {
             let mut files = BTreeMap::new();
@@ -282,7 +294,8 @@ impl World {
 
     /// Arms a kill at a random operation of the next step, or not.
     fn maybe_arm(&mut self) {
-        if self.rng.chance(35) {
+        self.armed = self.rng.chance(35);
+        if self.armed {
             let at = self.rng.below(40);
             self.clock.arm(at);
             self.note(format!("  kill armed at operation {at}"));
@@ -510,6 +523,21 @@ impl World {
         policy
     }
 
+    /// How much garbage a prune leaves: from repacking every partly used pack to none.
+    fn max_unused(&mut self) -> MaxUnused {
+        if !self.calendar {
+            return MaxUnused::Unlimited;
+        }
+        let r = &mut self.repack_rng;
+        match r.below(5) {
+            0 => MaxUnused::Unlimited,
+            1 => MaxUnused::Percent(0.0),
+            2 => MaxUnused::Percent(5.0),
+            3 => MaxUnused::Percent(30.0),
+            _ => MaxUnused::Bytes(r.below(16 << 10)),
+        }
+    }
+
     fn prune(&mut self) {
         let i = self.rng.below(2) as usize;
         let ids: Vec<String> = self.slots[i].committed.keys().cloned().collect();
@@ -538,25 +566,40 @@ impl World {
             // None: collect garbage only.
             _ => Vec::new(),
         };
-        self.note(format!("prune {}: forget {forget:?}", self.slots[i].name));
+        let max_unused = self.max_unused();
+        if self.armed && self.calendar {
+            // A prune that repacks does far more than 40 operations (reading every manifest
+            // and index file, then packs): a kill anywhere in it, its repack included.
+            let at = self.repack_rng.below(160);
+            self.clock.arm(at);
+            self.note(format!("  kill armed again, at operation {at}"));
+        }
+        self.note(format!(
+            "prune {} (max unused {max_unused}): forget {forget:?}",
+            self.slots[i].name
+        ));
         let Some(repo) = self.open(i) else {
             return self.note("  could not open (killed)".into());
         };
         let forget_keys = Forget {
             manifests: forget.iter().map(|id| snapshot_key(id)).collect(),
         };
-        let result = prune::plan(&repo, &forget_keys).and_then(|plan| {
+        let result = prune::plan(&repo, &forget_keys, max_unused).and_then(|plan| {
             prune::execute(&repo, &plan)?;
             Ok(plan)
         });
         match result {
             Ok(plan) => {
                 self.note(format!(
-                    "  {} packs, {} dropped deltas",
+                    "  {} packs, {} dropped deltas, {} packs repacked into {}",
                     plan.packs.len(),
-                    plan.dropped_deltas
+                    plan.dropped_deltas,
+                    plan.repack.packs.len(),
+                    plan.repack.new_packs
                 ));
                 self.dropped_deltas += plan.dropped_deltas as u64;
+                self.repacked += plan.repack.packs.len() as u64;
+                self.prune_finished_the_job(i, max_unused);
                 for id in &forget {
                     self.slots[i].committed.remove(id);
                 }
@@ -570,6 +613,20 @@ impl World {
                 }
             }
             Err(e) => self.fail(format!("prune failed without a kill: {e}")),
+        }
+    }
+
+    /// After a prune that ran to its end, the same prune again finds nothing to do: no
+    /// garbage pack, no orphan, and the unused bytes within the limit (nothing to repack).
+    fn prune_finished_the_job(&mut self, i: usize, max_unused: MaxUnused) {
+        let repo = match Repo::open_with_key(self.slots[i].store.clone(), self.key.as_ref()) {
+            Ok(r) => r,
+            Err(e) => self.fail(format!("{} does not open: {e}", self.slots[i].name)),
+        };
+        match prune::plan(&repo, &Forget::default(), max_unused) {
+            Ok(again) if again.is_empty() => {}
+            Ok(again) => self.fail(format!("a second prune still has work: {again:?}")),
+            Err(e) => self.fail(format!("a second prune's plan failed: {e}")),
         }
     }
 
@@ -720,6 +777,7 @@ impl World {
         totals.kills += self.kills;
         totals.storage_ops += self.clock.ops();
         totals.dropped_deltas += self.dropped_deltas;
+        totals.repacked += self.repacked;
         for slot in &self.slots {
             if let Ok(repo) = Repo::open_with_key(slot.store.clone(), self.key.as_ref()) {
                 let (d, all) = repo
@@ -845,7 +903,7 @@ fn random_sequences_of_backup_prune_copy_and_kills_keep_every_invariant() {
     #[allow(clippy::print_stderr)]
     {
         eprintln!(
-            "torture: seeds {first}..{}: {} sequences, {} steps, {} kills, {} storage operations, {} of {} blobs left deltas, {} unneeded deltas dropped by prunes, in {secs:.1} s ({:.1} sequences/s, {:.0} steps/s)",
+            "torture: seeds {first}..{}: {} sequences, {} steps, {} kills, {} storage operations, {} of {} blobs left deltas, {} unneeded deltas dropped by prunes, {} packs repacked, in {secs:.1} s ({:.1} sequences/s, {:.0} steps/s)",
             seed.saturating_sub(1),
             totals.sequences,
             totals.steps,
@@ -854,6 +912,7 @@ fn random_sequences_of_backup_prune_copy_and_kills_keep_every_invariant() {
             totals.deltas,
             totals.blobs,
             totals.dropped_deltas,
+            totals.repacked,
             totals.sequences as f64 / secs,
             totals.steps as f64 / secs
         );
