@@ -100,6 +100,7 @@ const VARIABLES: &[&str] = &[
     "log_bin_basename",
     "binlog_format",
     "binlog_row_image",
+    "binlog_row_value_options",
     "gtid_mode",
     "enforce_gtid_consistency",
     "gtid_strict_mode",
@@ -260,6 +261,19 @@ fn check_binlog(items: &mut Items, info: &ServerInfo, vars: &Vars) {
             image,
             "replay needs the target to match the source exactly; FULL images tolerate drift",
             persist(info, "binlog_row_image", "FULL"),
+        );
+    }
+    // PARTIAL_JSON makes every update a partial-update event (MySQL writes them for all
+    // updates once it is on), which flashback cannot invert: it needs the whole after image.
+    if let Some(options) = vars.get("binlog_row_value_options")
+        && options.to_ascii_uppercase().contains("PARTIAL_JSON")
+    {
+        items.problem(
+            Status::Warn,
+            "binlog_row_value_options",
+            options.to_string(),
+            "updates are logged as partial JSON diffs, which `myvault flashback` cannot undo",
+            persist(info, "binlog_row_value_options", "''"),
         );
     }
     items.info(

@@ -73,6 +73,31 @@ fn mysql97_ready_server_passes_over_tls_and_over_rsa() {
         human.stdout
     );
     assert!(!human.stdout.contains("Bk-pass-1") && !human.stderr.contains("Bk-pass-1"));
+
+    // PARTIAL_JSON makes updates partial diffs that flashback cannot undo: a warning, with
+    // the fix, and nothing about it while it is off.
+    let checks = r["checks"].as_array().unwrap();
+    assert!(
+        !checks
+            .iter()
+            .any(|c| c["name"] == "binlog_row_value_options")
+    );
+    srv.sql("SET GLOBAL binlog_row_value_options = 'PARTIAL_JSON'");
+    let partial = myvault(&[
+        "check",
+        "--source",
+        &srv.url_as("bk", "Bk-pass-1"),
+        "--json",
+    ]);
+    let r = partial.json();
+    let item = item(&r, "binlog_row_value_options");
+    assert_eq!(item["status"], "warn", "{r:#}");
+    assert!(
+        item["fix"]
+            .as_str()
+            .unwrap()
+            .contains("binlog_row_value_options")
+    );
 }
 
 #[test]
