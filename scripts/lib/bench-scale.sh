@@ -15,14 +15,14 @@
 #              peak RSS, bytes per entry
 #
 # Sizes can be lowered for a trial run: MYVAULT_SCALE_ROWS (rows per table at 1x, default
-# 50000), MYVAULT_SCALE_TABLES ("10 10000"), MYVAULT_SCALE_SNAPSHOTS (1000),
+# 50000), MYVAULT_SCALE_TABLES ("10 1000 10000"), MYVAULT_SCALE_SNAPSHOTS (1000),
 # MYVAULT_SCALE_BINLOGS (10000), MYVAULT_SCALE_INDEX ("1000000 10000000"),
 # MYVAULT_SCALE_PARTS (default "data tables snapshots binlogs index").
 
 SCALE_ROWS=${MYVAULT_SCALE_ROWS:-50000}
 SCALE_FACTORS="1 4"
 $full && SCALE_FACTORS="1 4 16"
-SCALE_TABLES=${MYVAULT_SCALE_TABLES:-10 10000}
+SCALE_TABLES=${MYVAULT_SCALE_TABLES:-10 1000 10000}
 SCALE_SNAPSHOTS=${MYVAULT_SCALE_SNAPSHOTS:-1000}
 SCALE_BINLOGS=${MYVAULT_SCALE_BINLOGS:-10000}
 SCALE_INDEX=${MYVAULT_SCALE_INDEX:-1000000 10000000}
@@ -354,11 +354,14 @@ scale_report() {
       done
     done
     echo
-    echo "| ratio (at the largest table count) | value | target | verdict |"
+    # At every count: mydumper 1.0 does not finish 10,000 tables within the limit, so the
+    # middle count is the largest one where both tools are measured.
+    echo "| ratio | value | target | verdict |"
     echo "|---|---|---|---|"
-    n=${SCALE_TABLES##* }
-    ratio "per-table dump: myvault / mydumper 1.0 ($n tables)" "$(g "tables.$n.myvault_dump")" "$(g "tables.$n.mydumper_dump")" '<=' 1.0
-    ratio "per-table restore: myvault / myloader 1.0 ($n tables)" "$(g "tables.$n.myvault_restore")" "$(g "tables.$n.myloader_restore")" '<=' 1.0
+    for n in $SCALE_TABLES; do
+      ratio "per-table dump: myvault / mydumper 1.0 ($n tables)" "$(g "tables.$n.myvault_dump")" "$(g "tables.$n.mydumper_dump")" '<=' 1.0
+      ratio "per-table restore: myvault / myloader 1.0 ($n tables)" "$(g "tables.$n.myvault_restore")" "$(g "tables.$n.myloader_restore")" '<=' 1.0
+    done
     echo
   fi
   if part snapshots; then
