@@ -15,7 +15,12 @@
 # (awscli from PyPI) down and up with the same bytes at the same latency; and whether an upload
 # and a download resume after the connection drops (a third delay line cuts one connection).
 #
+# Restore, `restore --dest` and `aws s3 cp` down run MYVAULT_BENCH_ROUNDS times in turn and show
+# their median round.
+#
 # MYVAULT_S3_ROWS: rows per sysbench table (8 tables; default 125000, about 150 MB of InnoDB).
+# MYVAULT_S3_BASELINE: another myvault binary (the build before a change): its backup into S3
+# at 20 ms and its `restore --dest` from there run in each round beside this build's.
 
 S3_ROWS=${MYVAULT_S3_ROWS:-125000}
 NOTLS="--ssl-mode=DISABLED"
@@ -119,28 +124,63 @@ for where in local near far; do
   "$MV" init $R >/dev/null 2>"$RAW/$where.init.err" || { fail "$where.backup" "init: $(lastline "$RAW/$where.init.err")"; continue; }
   tm "$where.backup" "$MV backup --source $SRC $NOTLS $R --jobs 2 --json" || continue
   V[$where.stored]=$(json "$RAW/$where.backup.out" 'd["repos"][0]["new_bytes"]')
-  if start_server "t-$where"; then
-    tp=$(port_of "t-$where")
-    tm "$where.restore" "$MV restore $R --target $(url "$tp") $NOTLS --jobs 2 --json" &&
-      TABLES=8 verify "$where.restore" "$tp"
-    stop_server "t-$where"
-  fi
-  # The same snapshot as files (the dump's chunks read, checked and decompressed; no server):
-  # the read side of a restore alone, what `aws s3 cp` is compared with.
-  tm "$where.dest" "$MV restore $R --dest $W/dest-$where --json"
-  rm -rf "$W/dest-$where"
   tm "$where.verify" "$MV verify $R --json"
 done
 
 # aws s3 cp --recursive, down and up, of what the far repository holds now: the snapshot that
-# the restores above read (its packs, index, manifest)
-log "s3: aws s3 cp --recursive"
+# the restores below read (its packs, index, manifest)
 V[aws.bytes]=$(find "$S3DIR/$BUCKET/far" -type f | grep -v '/[.]' | xargs -r du -cb | tail -1 | cut -f1)
 V[aws.objects]=$(find "$S3DIR/$BUCKET/far" -type f | grep -vc '/[.]')
-tm aws.down "$AWS --endpoint-url $FAR s3 cp --recursive --only-show-errors s3://$BUCKET/far/ $W/aws-down/" &&
-  V[aws.down.got]=$(du -sb "$W/aws-down" | cut -f1)
-tm aws.up "$AWS --endpoint-url $FAR s3 cp --recursive --only-show-errors $W/aws-down/ s3://$BUCKET/aws-up/"
-rm -rf "$W/aws-down"
+
+# The compared rows, ROUNDS times in turn (the machine is shared; one run moves by 10-30%),
+# each showing its median round: restore into a server from local disk and from S3 at 20 ms;
+# the same snapshot as files (`restore --dest`: the dump's chunks read, checked and
+# decompressed, no server: the read side of a restore alone, what `aws s3 cp` is compared
+# with); `aws s3 cp --recursive` down; and, given MYVAULT_S3_BASELINE (another myvault
+# binary, the one before a change), its backup and `restore --dest` at 20 ms beside ours.
+BASE=${MYVAULT_S3_BASELINE:-}
+restore_round() { # WHERE ROUND
+  local where=$1 i=$2 tp R
+  R=$(repo_of "$where")
+  start_server "t-$where" || { fail "$where.restore.r$i" "server did not start"; return; }
+  tp=$(port_of "t-$where")
+  tm "$where.restore.r$i" "$MV restore $R --target $(url "$tp") $NOTLS --jobs 2 --json" &&
+    TABLES=8 verify "$where.restore.r$i" "$tp"
+  stop_server "t-$where"
+}
+for i in $(seq 1 "$ROUNDS"); do
+  log "s3: round $i of $ROUNDS"
+  for where in local far; do restore_round "$where" "$i"; done
+  for where in local near far; do
+    tm "$where.dest.r$i" "$MV restore $(repo_of "$where") --dest $W/dest-$where --json"
+    rm -rf "$W/dest-$where"
+  done
+  tm "aws.down.r$i" "$AWS --endpoint-url $FAR s3 cp --recursive --only-show-errors s3://$BUCKET/far/ $W/aws-down/" &&
+    V[aws.down.r$i.got]=$(du -sb "$W/aws-down" | cut -f1)
+  if [ -n "$BASE" ]; then
+    tm "base.dest.r$i" "$BASE restore $(repo_of far) --dest $W/dest-base --json"
+    rm -rf "$W/dest-base"
+    # Which goes first alternates, so neither always follows the same work.
+    order="new base"; [ $((i % 2)) = 0 ] && order="base new"
+    # At 20 ms and through the delay line without delay: what a difference owes to distance.
+    for who in $order; do
+      bin=$MV; [ $who = base ] && bin=$BASE
+      for at in far near; do
+        ep=$FAR; [ $at = near ] && ep=$NEAR
+        R="--repo s3://$BUCKET/bk-$at-$who-$i --s3-endpoint $ep"
+        "$bin" init $R >/dev/null 2>&1 && tm "bk$at.$who.r$i" "$bin backup --source $SRC $NOTLS $R --jobs 2 --json"
+      done
+    done
+  fi
+  if [ "$i" = 1 ]; then
+    tm aws.up "$AWS --endpoint-url $FAR s3 cp --recursive --only-show-errors $W/aws-down/ s3://$BUCKET/aws-up/"
+  fi
+  rm -rf "$W/aws-down"
+done
+for k in local.restore far.restore local.dest near.dest far.dest aws.down base.dest bkfar.new bkfar.base bknear.new bknear.base; do
+  median_of "$k" 2>/dev/null
+done
+V[aws.down.got]=${V[aws.down.r1.got]:-}
 
 # binlog stream: the binlog of a write load, uploaded by one `--until-caught-up` run into each
 log "s3: binlog stream"
@@ -163,7 +203,9 @@ log "s3: resumption after a dropped connection"
 F=$W/random.bin
 head -c $((48 << 20)) /dev/urandom >"$F"
 V[cut.file]=$(stat -c %s "$F")
-proxy 9300 "$DELAY_MS" --cut-after $((20 << 20))
+# 3 MiB: inside the first 4 MiB range or 5.3 MiB part a connection carries.
+CUT_AFTER=$((3 << 20))
+proxy 9300 "$DELAY_MS" --cut-after $CUT_AFTER
 CUT=http://$NS_IP:9300
 sleep 0.5
 "$MV" init --repo "s3://$BUCKET/cut" --s3-endpoint "$CUT" >/dev/null 2>&1
@@ -174,7 +216,7 @@ if tm cut.up "$MV backup --path $F --repo s3://$BUCKET/cut --s3-endpoint $CUT --
   V[cut.up.stored]=$(json "$RAW/cut.up.out" 'd["repos"][0]["new_bytes"]')
 fi
 kill "$PROXY_PID" 2>/dev/null
-proxy 9301 "$DELAY_MS" --cut-after $((20 << 20))
+proxy 9301 "$DELAY_MS" --cut-after $CUT_AFTER
 CUT=http://$NS_IP:9301
 sleep 0.5
 if tm cut.down "$MV restore --repo s3://$BUCKET/cut --s3-endpoint $CUT --dest $W/cut-restored --json"; then
@@ -195,6 +237,10 @@ s3_report() {
   local where k label
   echo "Run: \`$CMDLINE\` on $START_DATE, CARGO_TARGET_DIR=$CARGO_TARGET_DIR ($BUILD_NOTE); $("$MV" --version 2>/dev/null)."
   echo "Machine: $MACHINE, at end $END_LOAD; **under load** (shared with other work)."
+  echo "Rows of restore, \`restore --dest\` and \`aws s3 cp\` down: the median of $ROUNDS rounds run in turn (every round in the raw numbers, \`.rounds\`)."
+  if [ -n "$BASE" ]; then
+    echo "Baseline (MYVAULT_S3_BASELINE=$BASE, $("$BASE" --version 2>/dev/null)): backup into a fresh S3 prefix at 20 ms $(g bkfar.base) s against $(g bkfar.new) s for this build, at 0 ms $(g bknear.base) s against $(g bknear.new) s; \`restore --dest\` at 20 ms $(g base.dest) s (medians)."
+  fi
   echo "Data: sysbench 8 x $S3_ROWS rows ($(mib "$(g data.innodb_bytes)") of InnoDB). S3: s3s-fs in a network namespace behind"
   echo "\`examples/delay_proxy\` (10 ms each way; the kernel has no netem). Seen from here: far $(g s3.rtt); near $(g s3.rtt_near)."
   echo
@@ -208,7 +254,7 @@ s3_report() {
     esac
     printf '| %s |' "$label"
     for where in local near far; do
-      if [ "$k" = stream ] && [ "$where" = near ]; then printf ' – |'; continue; fi
+      if { [ "$k" = stream ] || [ "$k" = restore ]; } && [ "$where" = near ]; then printf ' – |'; continue; fi
       printf ' %s s (%s RSS) |' "$(cell "$where.$k")" "$(rssm "$where.$k")"
     done
     case $k in
@@ -228,10 +274,15 @@ s3_report() {
   ratio_row "restore --dest (reading alone): S3 at 20 ms / aws s3 cp --recursive down" "$(g far.dest)" "$(g aws.down)" '<=' 1.0
   ratio_row "restore --dest: S3 at 20 ms / local disk" "$(g far.dest)" "$(g local.dest)" - -
   ratio_row "backup: S3 at 20 ms / local disk" "$(g far.backup)" "$(g local.backup)" - -
+  if [ -n "$BASE" ]; then
+    ratio_row "backup to S3 at 20 ms: this build / the baseline" "$(g bkfar.new)" "$(g bkfar.base)" - -
+    ratio_row "backup to S3 at 0 ms (proxy only): this build / the baseline" "$(g bknear.new)" "$(g bknear.base)" - -
+    ratio_row "restore --dest at 20 ms: the baseline / aws s3 cp --recursive down" "$(g base.dest)" "$(g aws.down)" - -
+  fi
   ratio_row "backup: S3 at 20 ms / aws s3 cp --recursive up" "$(g far.backup)" "$(g aws.up)" - -
   ratio_row "verify: S3 at 20 ms / local disk" "$(g far.verify)" "$(g local.verify)" - -
   echo
-  echo "Dropped connection (a delay line at 20 ms that cuts the first connection to carry 20 MiB, once):"
+  echo "Dropped connection (a delay line at 20 ms that cuts the first connection to carry $(mib "$CUT_AFTER"), once):"
   echo
   echo "| work | seconds | bytes on the wire / object bytes | result |"
   echo "|---|---|---|---|"

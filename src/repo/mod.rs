@@ -33,6 +33,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod prune;
+pub(crate) mod read_ahead;
 pub mod reader;
 pub mod repack;
 pub mod retention;

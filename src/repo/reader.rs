@@ -3,8 +3,9 @@
 //!
 //! Consecutive chunks stored next to each other in a pack are fetched with one ranged read,
 //! so a restore reads packs mostly sequentially; its chunks are decoded one at a time as they
-//! are read, so memory stays at one such range plus one chunk, and the first bytes of a range
-//! go out without waiting for the rest of it to be decoded.
+//! are read, so memory stays at the ranges being read plus one chunk, and the first bytes of a
+//! range go out without waiting for the rest of it to be decoded. From a remote store the
+//! next few ranges are fetched while one is consumed (see [`super::read_ahead`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -16,11 +17,10 @@ use super::id::{HashAlg, Id};
 
 use super::index::{BlobLocation, Indexed};
 use super::manifest::{ChunkRefs, ContentCheck, ContentDigest, FileEntry};
+use super::read_ahead::{PlannedRange, ReadAhead};
 use super::{Repo, pack_key};
 use crate::storage::StorageError;
 
-/// Largest single ranged read when coalescing neighbouring chunks.
-const MAX_RANGE: u64 = 16 * 1024 * 1024;
 /// Unneeded bytes between two wanted chunks that are still worth reading through.
 const MAX_GAP: u64 = 256 * 1024;
 
@@ -185,6 +185,8 @@ impl Repo {
             expected: entry.digest,
             ids,
             next: 0,
+            ahead: ReadAhead::new(self.storage().clone()),
+            plan_error: None,
             range: Vec::new(),
             range_start: 0,
             pending: VecDeque::new(),
@@ -251,7 +253,12 @@ pub struct FileReader<'r> {
     /// The whole file's digest, and its check computed again.
     expected: ContentDigest,
     ids: Vec<Id>,
+    /// The first chunk not yet planned into a range.
     next: usize,
+    /// The ranges planned and not yet consumed, being read ahead from remote stores.
+    ahead: ReadAhead,
+    /// Why planning stopped (a chunk the index does not know), given out when its turn comes.
+    plan_error: Option<RepoError>,
     /// The stored bytes of the last ranged read, from pack offset `range_start`.
     range: Vec<u8>,
     range_start: u64,
@@ -275,13 +282,12 @@ impl FileReader<'_> {
             if let Some(next) = self.pending.pop_front() {
                 break next;
             }
-            if self.next >= self.ids.len() {
+            if !self.take_range()? {
                 self.finish()?;
                 return Ok(None);
             }
-            self.fetch_range()?;
         };
-        // fetch_range made every pending chunk lie inside the range; checked all the same,
+        // plan_range made every pending chunk lie inside the range; checked all the same,
         // as offsets come from the index files.
         let stored = u64::from(loc.offset)
             .checked_sub(self.range_start)
@@ -333,40 +339,60 @@ impl FileReader<'_> {
         Ok(())
     }
 
-    /// Reads the next chunk and as many following ones as lie close behind it in the same pack.
-    fn fetch_range(&mut self) -> Result<()> {
-        let first = self.repo.locate(&self.ids[self.next])?;
-        let start = u64::from(first.offset);
-        let mut end = start + u64::from(first.stored_len);
-        let mut group = vec![(self.ids[self.next], first)];
-        let mut i = self.next + 1;
-        while i < self.ids.len() {
-            let loc = self.repo.locate(&self.ids[i])?;
-            let (o, l) = (u64::from(loc.offset), u64::from(loc.stored_len));
-            if loc.pack != first.pack || o < end || o - end > MAX_GAP || o + l - start > MAX_RANGE {
-                break;
+    /// Makes the next planned range current, planning as many more as the read-ahead wants;
+    /// false when the file has no more chunks.
+    fn take_range(&mut self) -> Result<bool> {
+        while self.plan_error.is_none() && self.next < self.ids.len() && self.ahead.wants_more() {
+            match self.plan_range() {
+                Ok(range) => self.ahead.push(range),
+                Err(e) => self.plan_error = Some(e),
             }
-            end = o + l;
-            group.push((self.ids[i], loc));
-            i += 1;
         }
-        let data = self
-            .repo
-            .storage()
-            .get_range(&pack_key(&first.pack), start, end - start)
-            .map_err(|e| self.repo.pack_error(&first.pack, e))?;
-        if (data.len() as u64) < end - start {
+        let Some((range, data)) = self.ahead.pop() else {
+            return match self.plan_error.take() {
+                Some(e) => Err(e),
+                None => Ok(false),
+            };
+        };
+        let data = data.map_err(|e| self.repo.pack_error(&range.pack, e))?;
+        if (data.len() as u64) < range.len {
             return Err(RepoError::integrity(
                 self.repo.name(),
-                format!("pack {}", first.pack.short()),
+                format!("pack {}", range.pack.short()),
                 "shorter than its index says",
             ));
         }
         self.range = data;
-        self.range_start = start;
-        self.pending = group.into();
+        self.range_start = range.start;
+        self.pending = range.chunks.into();
+        Ok(true)
+    }
+
+    /// The next chunk and as many following ones as lie close behind it in the same pack.
+    fn plan_range(&mut self) -> Result<PlannedRange> {
+        let max_range = self.ahead.max_range();
+        let first = self.repo.locate(&self.ids[self.next])?;
+        let start = u64::from(first.offset);
+        let mut end = start + u64::from(first.stored_len);
+        let mut chunks = vec![(self.ids[self.next], first)];
+        let mut i = self.next + 1;
+        while i < self.ids.len() {
+            let loc = self.repo.locate(&self.ids[i])?;
+            let (o, l) = (u64::from(loc.offset), u64::from(loc.stored_len));
+            if loc.pack != first.pack || o < end || o - end > MAX_GAP || o + l - start > max_range {
+                break;
+            }
+            end = o + l;
+            chunks.push((self.ids[i], loc));
+            i += 1;
+        }
         self.next = i;
-        Ok(())
+        Ok(PlannedRange {
+            pack: first.pack,
+            start,
+            len: end - start,
+            chunks,
+        })
     }
 }
 

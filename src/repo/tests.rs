@@ -15,6 +15,7 @@ use crate::storage::memory::MemoryStorage;
 
 mod delta_bases;
 mod orphan_deltas;
+mod read_ahead;
 mod repack;
 mod torture;
 mod verify_all;

@@ -2,13 +2,24 @@
 //!
 //! The tree is written into a temporary sibling of the destination and renamed into place at
 //! the end, so an interrupted restore never leaves a half-written destination behind.
+//! Several files are written at once: from a remote store each waits on round trips, and on
+//! any store each waits on its own `fsync`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 
-use crate::repo::manifest::{FileKind, SnapshotManifest};
+use crate::repo::manifest::{FileEntry, FileKind, SnapshotManifest};
 use crate::repo::{Repo, RepoError, Result};
+
+/// Files written at once from a remote store; each reads a few ranges ahead of itself, so
+/// this times the read-ahead depth bounds the bytes in flight.
+const REMOTE_FILES_AT_ONCE: usize = 4;
+/// Files written at once from a local store: enough to overlap one file's `fsync` with
+/// another's reading.
+const LOCAL_FILES_AT_ONCE: usize = 2;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FilesRestored {
@@ -75,9 +86,8 @@ pub fn restore_files(
         .map_err(io("cannot chmod", &staging))?;
 
     let result = (|| {
-        let mut bytes = 0;
-        let mut files = 0;
         let mut dirs = Vec::new();
+        let mut regular = Vec::new();
         for entry in &snap.files {
             let path = safe_join(&staging, &entry.path)?;
             match entry.kind {
@@ -91,25 +101,22 @@ pub fn restore_files(
                     std::os::unix::fs::symlink(target, &path)
                         .map_err(io("cannot create link", &path))?;
                 }
-                FileKind::File => {
-                    ensure_parent(&path)?;
-                    let mut out = fs::File::create(&path).map_err(io("cannot create", &path))?;
-                    bytes += repo.copy_file(entry, &mut out)?;
-                    out.sync_all().map_err(io("cannot sync", &path))?;
-                    fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))
-                        .map_err(io("cannot chmod", &path))?;
-                    files += 1;
-                    progress(&entry.path, bytes);
-                }
+                FileKind::File => regular.push((entry, path)),
             }
         }
+        let at_once = if repo.storage().is_remote() {
+            REMOTE_FILES_AT_ONCE
+        } else {
+            LOCAL_FILES_AT_ONCE
+        };
+        let written = write_files(repo, &regular, at_once, &mut progress)?;
         // Directory modes last, deepest first: a read-only directory must not stop its own
         // contents from being written.
         for (path, mode) in dirs.iter().rev() {
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))
                 .map_err(io("cannot chmod", path))?;
         }
-        Ok((files, bytes))
+        Ok(written)
     })();
     let (files, bytes) = match result {
         Ok(v) => v,
@@ -128,4 +135,70 @@ pub fn restore_files(
         files,
         bytes,
     })
+}
+
+/// Writes `files` with up to `at_once` writers, calling `progress` here as each is done
+/// (with the bytes written so far); stops at the first error, which it returns.
+fn write_files(
+    repo: &Repo,
+    files: &[(&FileEntry, PathBuf)],
+    at_once: usize,
+    progress: &mut impl FnMut(&str, u64),
+) -> Result<(usize, u64)> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<Result<(&str, u64)>>();
+    std::thread::scope(|s| {
+        for _ in 0..at_once.clamp(1, files.len().max(1)) {
+            let done_tx = done_tx.clone();
+            let (next, failed) = (&next, &failed);
+            s.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some((entry, path)) = files.get(next.fetch_add(1, Ordering::Relaxed))
+                    else {
+                        break;
+                    };
+                    let r = write_file(repo, entry, path).map(|n| (entry.path.as_str(), n));
+                    failed.fetch_or(r.is_err(), Ordering::Relaxed);
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let (mut count, mut bytes) = (0, 0);
+        let mut first_error = None;
+        for r in done_rx {
+            match r {
+                Ok((path, n)) if first_error.is_none() => {
+                    count += 1;
+                    bytes += n;
+                    progress(path, bytes);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((count, bytes)),
+        }
+    })
+}
+
+fn write_file(repo: &Repo, entry: &FileEntry, path: &Path) -> Result<u64> {
+    let io = |what: &str| {
+        let ctx = format!("{what} {}", path.display());
+        move |e| RepoError::io(ctx, e)
+    };
+    ensure_parent(path)?;
+    let mut out = fs::File::create(path).map_err(io("cannot create"))?;
+    let bytes = repo.copy_file(entry, &mut out)?;
+    out.sync_all().map_err(io("cannot sync"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))
+        .map_err(io("cannot chmod"))?;
+    Ok(bytes)
 }

@@ -86,6 +86,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// `len` bytes from `offset`; fewer only when the object ends first.
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
+    /// Like [`Storage::get_range`], appending to `buf` as the bytes arrive: when the transfer
+    /// breaks, the bytes received so far stay in `buf`, so a retry can ask for the rest only
+    /// (see [`retry::Retry`]). Stores that read whole ranges at once append them whole.
+    fn get_range_into(&self, key: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        buf.extend_from_slice(&self.get_range(key, offset, len)?);
+        Ok(())
+    }
+
     /// The object's size, or `None` when there is no object.
     fn stat(&self, key: &str) -> Result<Option<u64>>;
 

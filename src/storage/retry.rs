@@ -84,8 +84,20 @@ impl<S: Storage> Storage for Retry<S> {
         self.run(|s| s.get(key))
     }
 
+    /// A transfer that breaks after some bytes continues from the byte reached: the retry asks
+    /// for the rest of the range only.
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.run(|s| s.get_range(key, offset, len))
+        let mut buf = Vec::new();
+        self.get_range_into(key, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn get_range_into(&self, key: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let had = buf.len() as u64;
+        self.run(|s| {
+            let got = (buf.len() as u64 - had).min(len);
+            s.get_range_into(key, offset + got, len - got, buf)
+        })
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {

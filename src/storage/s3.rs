@@ -21,13 +21,14 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::{ObjectInfo, OpenOptions, Result, Storage, StorageError, validate_key};
 
-/// Objects larger than this are uploaded in parts.
-const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
-const PART_SIZE: usize = 8 * 1024 * 1024;
+mod multipart;
+
+/// Objects larger than this are uploaded in parts (a pack of 16 MiB, in three), several at
+/// once; see [`multipart`].
+const MULTIPART_THRESHOLD: usize = 2 * multipart::MIN_PART;
 
 /// A TCP connection to a live endpoint takes milliseconds, even across continents.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -304,78 +305,6 @@ impl S3Storage {
             },
         }
     }
-
-    fn put_multipart(&self, key: &str, data: &[u8]) -> Result<()> {
-        let k = self.key(key);
-        let created = self
-            .rt
-            .block_on(
-                self.client
-                    .create_multipart_upload()
-                    .bucket(&self.loc.bucket)
-                    .key(&k)
-                    .send(),
-            )
-            .map_err(|e| self.error(e, key))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let parts = (|| -> Result<Vec<CompletedPart>> {
-            let mut parts = Vec::new();
-            for (i, part) in data.chunks(PART_SIZE).enumerate() {
-                let n = i as i32 + 1;
-                let out = self
-                    .rt
-                    .block_on(
-                        self.client
-                            .upload_part()
-                            .bucket(&self.loc.bucket)
-                            .key(&k)
-                            .upload_id(&upload_id)
-                            .part_number(n)
-                            .body(ByteStream::from(part.to_vec()))
-                            .send(),
-                    )
-                    .map_err(|e| self.error(e, key))?;
-                crate::failpoint::hit("store-s3-after-part");
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .build(),
-                );
-            }
-            Ok(parts)
-        })();
-        let finish = parts.and_then(|parts| {
-            self.rt
-                .block_on(
-                    self.client
-                        .complete_multipart_upload()
-                        .bucket(&self.loc.bucket)
-                        .key(&k)
-                        .upload_id(&upload_id)
-                        .multipart_upload(
-                            CompletedMultipartUpload::builder()
-                                .set_parts(Some(parts))
-                                .build(),
-                        )
-                        .send(),
-                )
-                .map(|_| ())
-                .map_err(|e| self.error(e, key))
-        });
-        if finish.is_err() {
-            // Parts of an abandoned upload cost money until aborted.
-            let _ = self.rt.block_on(
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.loc.bucket)
-                    .key(&k)
-                    .upload_id(&upload_id)
-                    .send(),
-            );
-        }
-        finish
-    }
 }
 
 /// The HTTP status of a failed request, when there was a response.
@@ -478,42 +407,50 @@ impl Storage for S3Storage {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_range_into(key, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Takes the body in as it comes, so that a connection dropped in the middle leaves what
+    /// arrived in `buf` for the retry to continue from.
+    fn get_range_into(&self, key: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
         validate_key(&self.name, key)?;
         if len == 0 {
-            return self
-                .stat(key)?
-                .map(|_| Vec::new())
-                .ok_or_else(|| StorageError::NotFound {
+            return match self.stat(key)? {
+                Some(_) => Ok(()),
+                None => Err(StorageError::NotFound {
                     store: self.name.clone(),
                     key: key.into(),
-                });
+                }),
+            };
         }
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let r = self.rt.block_on(async {
-            self.client
+        self.rt.block_on(async {
+            let r = self
+                .client
                 .get_object()
                 .bucket(&self.loc.bucket)
                 .key(self.key(key))
                 .range(range)
                 .send()
-                .await
-        });
-        match r {
-            Ok(out) => self.rt.block_on(async {
-                let body = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| StorageError::Unavailable {
-                        store: self.name.clone(),
-                        detail: format!("reading {key}: {e}"),
-                    })?;
-                Ok(body.into_bytes().to_vec())
-            }),
-            // A range that starts past the end: nothing there, like a file read.
-            Err(e) if http_status(&e) == Some(416) => Ok(Vec::new()),
-            Err(e) => Err(self.error(e, key)),
-        }
+                .await;
+            let mut body = match r {
+                Ok(out) => out.body,
+                // A range that starts past the end: nothing there, like a file read.
+                Err(e) if http_status(&e) == Some(416) => return Ok(()),
+                Err(e) => return Err(self.error(e, key)),
+            };
+            buf.reserve(usize::try_from(len).unwrap_or(0).min(64 << 20));
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(|e| StorageError::Unavailable {
+                    store: self.name.clone(),
+                    detail: format!("reading {key}: {e}"),
+                })?;
+                buf.extend_from_slice(&piece);
+            }
+            Ok(())
+        })
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {

@@ -119,7 +119,7 @@ fn fault_matrix_s3_killed_inside_a_multipart_upload() {
     let env = s3.env();
     let dir = Scratch::new("fm-s3");
     let repo = s3.repo("fm");
-    // 33 MiB packs: above the 32 MiB multipart threshold, in five 8 MiB parts.
+    // 33 MiB packs: uploaded in six parts of 5.5 MiB, four at a time.
     myvault_env(
         &["init", "--repo", &repo, "--pack-size", "34603008"],
         &env_with(&env, &[]),

@@ -34,6 +34,7 @@ mod seed;
 mod single_table;
 mod status;
 mod storage_s3;
+mod storage_s3_resume;
 mod stream;
 mod systemd;
 mod verify;
