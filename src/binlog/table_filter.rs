@@ -3,8 +3,8 @@
 //! those name it only by the id. A filtered replay keeps the table maps (renamed to where the
 //! rows go) and row events of the selected tables and drops the rest.
 //!
-//! Only the TABLE_MAP header is parsed here (id, database, table); the row images are left
-//! as they are.
+//! Only the TABLE_MAP header is read (id, database, table: `rows::table_map::TableMapHeader`,
+//! the row decoder's parser); the row images are left as they are.
 
 use std::io;
 
@@ -30,43 +30,11 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// The header of a TABLE_MAP event body (after the common header): the 6-byte table id,
-/// 2 bytes of flags, then the database and table names, each a length byte, the name and
-/// a NUL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableMapHeader {
-    pub table_id: u64,
-    pub db: String,
-    pub table: String,
-    /// Where the bytes after the table name's NUL start.
-    rest_at: usize,
-}
+pub use crate::binlog::rows::table_map::TableMapHeader;
 
+/// The TABLE_MAP header (id, database, table), parsed by the row decoder's own parser.
 pub fn parse_table_map(body: &[u8]) -> io::Result<TableMapHeader> {
-    let short = || bad("truncated table map event");
-    let id = body.get(..6).ok_or_else(short)?;
-    let table_id = id
-        .iter()
-        .rev()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-    let mut at = 8;
-    let name = |at: &mut usize| -> io::Result<String> {
-        let len = *body.get(*at).ok_or_else(short)? as usize;
-        let bytes = body.get(*at + 1..*at + 1 + len).ok_or_else(short)?;
-        if body.get(*at + 1 + len) != Some(&0) {
-            return Err(bad("a table map name without its NUL"));
-        }
-        *at += len + 2;
-        Ok(String::from_utf8_lossy(bytes).into_owned())
-    };
-    let db = name(&mut at)?;
-    let table = name(&mut at)?;
-    Ok(TableMapHeader {
-        table_id,
-        db,
-        table,
-        rest_at: at,
-    })
+    TableMapHeader::parse(body).map_err(|e| bad(&format!("table map event: {e}")))
 }
 
 /// The same TABLE_MAP body naming `db`.`table` instead.
@@ -80,13 +48,14 @@ pub fn rename_table_map(
         return Err(bad("a table name longer than 64 bytes"));
     }
     let mut out = Vec::with_capacity(body.len() + db.len() + table.len());
-    out.extend_from_slice(&body[..8]);
+    let short = || bad("a table map shorter than its header");
+    out.extend_from_slice(body.get(..8).ok_or_else(short)?);
     for name in [db, table] {
         out.push(name.len() as u8);
         out.extend_from_slice(name.as_bytes());
         out.push(0);
     }
-    out.extend_from_slice(&body[map.rest_at..]);
+    out.extend_from_slice(body.get(map.names_end..).ok_or_else(short)?);
     Ok(out)
 }
 

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
 use crate::ops;
 use crate::ops::binlog_search::{FoundTransaction, TableName, Window};
+use crate::ops::flashback::TxState;
 use crate::ops::flashback::collect::Selection;
 
 #[derive(Args, Debug)]
@@ -132,12 +133,19 @@ pub fn run(a: &FlashbackArgs, ctx: &Ctx) -> Result<()> {
     ctx.out.report(&report, |r| {
         if r.applied {
             for t in &r.transactions {
+                let done = match t.state {
+                    TxState::ToUndo => "undone",
+                    TxState::AlreadyUndone => "already undone, skipped:",
+                };
                 outln!(
-                    "undone {} ({} rows of {})",
+                    "{done} {} ({} rows of {})",
                     t.gtid.as_deref().unwrap_or(&t.position),
                     t.rows,
                     t.tables.join(", ")
                 );
+            }
+            if r.already_undone == r.transactions.len() {
+                outln!("nothing to do: every transaction was already undone");
             }
             for c in &r.skipped {
                 outln!("skipped {} {}", c.row, c.reason);
@@ -147,8 +155,10 @@ pub fn run(a: &FlashbackArgs, ctx: &Ctx) -> Result<()> {
             }
         } else {
             outln!(
-                "-- {} transactions, {} rows, {} statements (--plan: nothing applied)",
+                "-- {} transactions ({} already undone), {} rows, {} statements (--plan: \
+                 nothing applied)",
                 r.transactions.len(),
+                r.already_undone,
                 r.rows,
                 r.statements
             );

@@ -72,7 +72,8 @@ fn run_rows(data: &[u8]) {
                 let _ = matches(v, &col);
                 match v {
                     // What the server gets back must be JSON it can parse.
-                    Value::Json(text) => {
+                    Value::Json(j) => {
+                        let text = &j.text;
                         serde_json::from_str::<serde_json::Value>(text).unwrap_or_else(|e| {
                             panic!("decoded JSON `{text}` does not parse: {e}")
                         });

@@ -1,20 +1,43 @@
 //! `myvault flashback` and `myvault binlog search` against real MySQL 9.7: a bad
-//! `DELETE FROM t` found in the archive and undone; rows changed since refused (and skipped
+//! `DELETE FROM t` found in the archive and undone while sysbench writes to other tables;
+//! a flashback of several transactions killed between and inside them, finished by
+//! running it again; rows changed since refused (and skipped
 //! with --force); DDL refused; a 100k-row UPDATE undone in bounded memory; a table of every
 //! column type back to its checksum after an update, a delete and an insert are undone.
 
 use std::collections::BTreeMap;
 
+use myvault::mysql::gtid::GtidSet;
+
+use crate::support::load::{self, Load};
 use crate::support::streamer;
 use crate::support::{Background, Flavor, Scratch, TestServer, myvault};
 
-/// The transaction `sql` made, on a server nothing else writes to.
+/// The GTID of the transaction `sql` (statements separated by `;\n`) made, read from the
+/// session's own last transaction, so other writers (sysbench) do not blur it.
 fn run_one(src: &TestServer, sql: &str) -> String {
-    let before = src.gtid_executed();
-    src.sql(sql);
-    let made = src.gtid_executed().subtract(&before);
-    assert_eq!(made.count(), 1, "`{sql}` made {made}");
-    made.to_string()
+    let mut s = src.session();
+    for stmt in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        s.exec(stmt)
+            .unwrap_or_else(|e| panic!("`{stmt}` failed: {e}"));
+    }
+    let gtid = s
+        .query_value(
+            "SELECT GTID FROM performance_schema.events_transactions_current \
+             WHERE THREAD_ID = PS_CURRENT_THREAD_ID() AND STATE = 'COMMITTED'",
+        )
+        .unwrap()
+        .unwrap_or_else(|| panic!("`{sql}` committed no transaction"));
+    let set = myvault::mysql::gtid::GtidSet::parse(&gtid).unwrap();
+    assert!(
+        set.count() == 1 && set.is_subset(&src.gtid_executed()),
+        "`{sql}` made {gtid}"
+    );
+    gtid
+}
+
+fn took(what: &str, started: std::time::Instant) {
+    eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
 }
 
 fn checksum(src: &TestServer, table: &str) -> String {
@@ -72,11 +95,17 @@ fn schema(src: &TestServer) {
 
 #[test]
 fn flashback_undoes_a_delete_without_where_found_by_binlog_search() {
+    let started = std::time::Instant::now();
     let bed = Bed::start("flashback", &[]);
     let src = &bed.src;
     src.add_replication_user();
     let replica = TestServer::builder(Flavor::Mysql97).start();
     replica.replicate_from(src, "repl", "Repl-1");
+    // Other tables of the same server under a sysbench write load through the bad
+    // statement, the writes after it, and the flashback. (It pauses while the archive
+    // catches up: `--until-caught-up` waits for an idle moment of the server.)
+    load::prepare(src, "sb", 2, 1000);
+    let sysbench = Load::start(src, "sb", 2, 1000, 1, 600);
     schema(src);
     // Writes to both tables, then the bad statement, then more writes elsewhere.
     src.sql("UPDATE fb.t SET c = 'changed' WHERE id % 100 = 0;\nINSERT INTO fb.u (v) VALUES ('d')");
@@ -85,7 +114,10 @@ fn flashback_undoes_a_delete_without_where_found_by_binlog_search() {
     src.sql("INSERT INTO fb.u (v) VALUES ('e'), ('f');\nUPDATE fb.u SET v = 'B' WHERE id = 2");
     let ddl = run_one(src, "CREATE TABLE fb.later (i INT PRIMARY KEY)");
     let u_now = checksum(src, "fb.u");
+    sysbench.stop();
+    load::wait_for_idle(src, "sb");
     bed.archive();
+    let sysbench = Load::start(src, "sb", 2, 1000, 1, 600);
 
     // binlog search names the DELETE with its GTID and row count.
     let found = myvault(&[
@@ -142,9 +174,43 @@ fn flashback_undoes_a_delete_without_where_found_by_binlog_search() {
     );
     assert_eq!(checksum(src, "fb.u"), u_now, "fb.u untouched");
     // Applied as an ordinary transaction of the target: one new GTID, which replicas get.
-    let new = src.gtid_executed().subtract(&before);
-    assert_eq!(new.count(), 1, "{new}");
-    assert_eq!(done.json()["new_gtids"], new.to_string());
+    let new = done.json()["new_gtids"].as_str().unwrap().to_string();
+    let new_set = GtidSet::parse(&new).unwrap();
+    assert_eq!(new_set.count(), 1, "{new}");
+    assert!(
+        new_set.is_subset(&src.gtid_executed().subtract(&before)),
+        "{new}"
+    );
+    // In the archive: the flashback's transaction changed fb.t and nothing else, while
+    // sysbench's went on beside it.
+    sysbench.stop();
+    load::wait_for_idle(src, "sb");
+    bed.archive();
+    let search = |table: &str| -> Vec<serde_json::Value> {
+        let r = myvault(&[
+            "binlog", "search", "--repo", &bed.repo, "--table", table, "--json",
+        ]);
+        r.expect_code(0);
+        r.json()["transactions"].as_array().unwrap().clone()
+    };
+    let undo: Vec<_> = search("fb.t")
+        .into_iter()
+        .filter(|t| t["gtid"] == new.as_str())
+        .collect();
+    assert_eq!(undo.len(), 1, "{undo:?}");
+    assert_eq!(undo[0]["tables"].as_array().unwrap().len(), 1, "{undo:?}");
+    assert_eq!(undo[0]["tables"][0]["table"], "fb.t");
+    assert_eq!(undo[0]["tables"][0]["inserted"], 2000);
+    for table in ["sb.sbtest1", "sb.sbtest2", "fb.u"] {
+        let txs = search(table);
+        assert!(
+            !txs.iter().any(|t| t["gtid"] == new.as_str()),
+            "the flashback touched {table}"
+        );
+        if table.starts_with("sb.") {
+            assert!(txs.len() > 10, "sysbench wrote to {table}: {}", txs.len());
+        }
+    }
     // The replica follows: it applies the undoing transaction like any other.
     replica.replicate_until(&src.gtid_executed().to_string());
     assert_eq!(
@@ -152,6 +218,7 @@ fn flashback_undoes_a_delete_without_where_found_by_binlog_search() {
         before_delete,
         "the replica's fb.t is back too"
     );
+    took("flashback under sysbench load", started);
 }
 
 #[test]
@@ -425,4 +492,274 @@ fn flashback_refuses_partial_row_images_and_partial_json() {
         refused.stderr
     );
     assert_eq!(checksum(src, "fb.j"), unchanged);
+}
+
+/// Four bad transactions on fb.t, newer ones touching rows older ones changed, then one
+/// whose changes cancel out (a row deleted and inserted back identical, one updated and
+/// set back); their GTIDs, oldest first, the cancelling one last.
+fn bad_transactions(src: &TestServer) -> Vec<String> {
+    vec![
+        run_one(src, "DELETE FROM fb.t WHERE id BETWEEN 1 AND 300"),
+        run_one(
+            src,
+            "UPDATE fb.t SET c = CONCAT(c, ' bad') WHERE id BETWEEN 301 AND 600",
+        ),
+        run_one(
+            src,
+            "INSERT INTO fb.t SELECT id + 5000, k, c, pad FROM fb.t WHERE id BETWEEN 601 AND 800",
+        ),
+        run_one(
+            src,
+            "BEGIN;
+             UPDATE fb.t SET k = k + 1000 WHERE id BETWEEN 551 AND 700;
+             DELETE FROM fb.t WHERE id BETWEEN 5601 AND 5650;
+             COMMIT",
+        ),
+        run_one(
+            src,
+            "BEGIN;
+             DELETE FROM fb.t WHERE id = 1999;
+             INSERT INTO fb.t VALUES (1999, 59, 'row 1999', 'p');
+             UPDATE fb.t SET c = 'tmp' WHERE id = 1998;
+             UPDATE fb.t SET c = 'row 1998' WHERE id = 1998;
+             COMMIT",
+        ),
+    ]
+}
+
+/// How a round kills the first run.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// After the second undoing transaction committed.
+    BetweenTransactions,
+    /// Before the third one's COMMIT (the server rolls it back).
+    BeforeCommit,
+    /// kill -9 after this many milliseconds.
+    At(u64),
+}
+
+#[test]
+fn flashback_killed_midway_finishes_when_run_again_without_undoing_twice() {
+    let started = std::time::Instant::now();
+    let bed = Bed::start("flashback-resume", &[]);
+    let src = &bed.src;
+    schema(src);
+    let url = src.url();
+    // Random, but reproducible from the seed printed on failure.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let random_ms = 100 + seed % 1500;
+    eprintln!("random kill after {random_ms} ms (seed {seed})");
+    for kill in [
+        Kill::BetweenTransactions,
+        Kill::BeforeCommit,
+        Kill::At(random_ms),
+    ] {
+        let good = checksum(src, "fb.t");
+        let bad = bad_transactions(src);
+        bed.archive();
+        let set = bad.join(",");
+        let start = src.gtid_executed();
+
+        let args = [
+            "flashback",
+            "--repo",
+            &bed.repo,
+            "--target",
+            &url,
+            "--gtid",
+            &set,
+            "--json",
+        ];
+        let first = match kill {
+            Kill::BetweenTransactions => crate::support::myvault_env(
+                &args,
+                &[crate::support::failpoints("flashback-between-tx=abort(2)")],
+            ),
+            Kill::BeforeCommit => crate::support::myvault_env(
+                &args,
+                &[crate::support::failpoints(
+                    "flashback-before-commit=abort(3)",
+                )],
+            ),
+            Kill::At(ms) => {
+                // Slow between transactions, so the kill can land anywhere in the run.
+                let bg = Background::start(
+                    &args,
+                    &[crate::support::failpoints(
+                        "flashback-between-tx=sleep(300)",
+                    )],
+                );
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                // SAFETY: signalling our own child.
+                unsafe {
+                    libc::kill(bg.pid() as i32, libc::SIGKILL);
+                }
+                bg.finish()
+            }
+        };
+        let killed_made = src.gtid_executed().subtract(&start);
+        eprintln!(
+            "{kill:?}: the killed run exited {} having committed {}",
+            first.code,
+            killed_made.count()
+        );
+        if !matches!(kill, Kill::At(_)) {
+            assert_ne!(first.code, 0, "{kill:?}: the run was not killed");
+            assert_eq!(killed_made.count(), 2, "{kill:?}: {killed_made}");
+        }
+
+        if matches!(kill, Kill::BetweenTransactions) {
+            // --plan names the two undone as such and changes nothing.
+            let plan = bed.flashback(&["--gtid", &set, "--plan"]);
+            plan.expect_code(0);
+            for g in &bad[2..] {
+                assert!(
+                    plan.stdout
+                        .contains(&format!("-- already undone: transaction {g}")),
+                    "{g}: {}",
+                    plan.stdout
+                );
+            }
+            for g in &bad[..2] {
+                assert!(
+                    plan.stdout.contains(&format!("-- undo transaction {g}")),
+                    "{g}: {}",
+                    plan.stdout
+                );
+            }
+            assert!(
+                plan.stdout.contains("(3 already undone)"),
+                "{}",
+                plan.stdout
+            );
+            assert_eq!(src.gtid_executed(), start.union(&killed_made));
+            // A transaction half undone by someone else is a conflict, not "already undone".
+            let meddled = run_one(src, "UPDATE fb.t SET c = 'row 301' WHERE id = 301");
+            let refused = bed.flashback(&["--gtid", &set]);
+            refused.expect_code(15);
+            assert!(
+                refused.stderr.contains("fb.t (id=301)"),
+                "{}",
+                refused.stderr
+            );
+            run_one(src, "UPDATE fb.t SET c = 'row 301 bad' WHERE id = 301");
+            eprintln!("meddled with {meddled} and put it back");
+        }
+
+        let before_rerun = src.gtid_executed();
+        let rerun = bed.flashback(&["--gtid", &set, "--json"]);
+        rerun.expect_code(0);
+        assert_eq!(checksum(src, "fb.t"), good, "{kill:?}: fb.t is back");
+        let report = rerun.json();
+        let rerun_made = src.gtid_executed().subtract(&before_rerun);
+        assert_eq!(report["new_gtids"], rerun_made.to_string());
+        // Exactly one undoing transaction per transaction that changed anything, over both
+        // runs; the cancelling one needs none.
+        assert_eq!(
+            killed_made.count() + rerun_made.count(),
+            4,
+            "{kill:?}: killed run {killed_made}, rerun {rerun_made}"
+        );
+        let states: Vec<&str> = report["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["state"].as_str().unwrap())
+            .collect();
+        let undone_before = 1 + killed_made.count() as usize;
+        assert_eq!(report["already_undone"], undone_before);
+        assert!(
+            states[..undone_before]
+                .iter()
+                .all(|s| *s == "already_undone")
+                && states[undone_before..].iter().all(|s| *s == "to_undo"),
+            "{kill:?}: {states:?}"
+        );
+
+        // A third run has nothing left to do.
+        let settled = src.gtid_executed();
+        let third = bed.flashback(&["--gtid", &set]);
+        third.expect_code(0);
+        assert!(
+            third
+                .stdout
+                .contains("every transaction was already undone"),
+            "{}",
+            third.stdout
+        );
+        assert_eq!(
+            src.gtid_executed(),
+            settled,
+            "the third run changed nothing"
+        );
+    }
+    took("flashback resume test", started);
+}
+
+/// MySQL keeps SQL values put into JSON with their type (opaque values: DECIMAL, DATE,
+/// TIME, DATETIME, TIMESTAMP, binary strings); the decoder refused them, so such rows could
+/// not be flashed back. Now they are written back with their type: checksums equal.
+#[test]
+fn flashback_round_trips_json_holding_dates_times_and_decimals() {
+    let bed = Bed::start("flashback-json", &[]);
+    let src = &bed.src;
+    src.sql(
+        "CREATE DATABASE fb;
+         CREATE TABLE fb.src (id INT PRIMARY KEY, dc DECIMAL(12,3), t TIMESTAMP(3) NULL, d DATE,
+           dt DATETIME(2), tm TIME(1), vb VARBINARY(10), bl BLOB);
+         SET SESSION time_zone = '+02:00';
+         INSERT INTO fb.src VALUES (1, -1.5, '2020-01-02 03:04:05.678', '2020-01-01',
+           '2021-02-03 04:05:06.78', '-10:11:12.5', X'00FF61', 'blob'),
+           (2, 12345678.125, '2037-12-31 23:59:59.5', '1000-01-01', '9999-12-31 23:59:59.99',
+           '838:59:59', X'', NULL);
+         CREATE TABLE fb.j (id INT PRIMARY KEY, doc JSON);
+         INSERT INTO fb.j SELECT id, JSON_OBJECT('dc', dc, 't', t, 'd', d, 'dt', dt, 'tm', tm,
+           'vb', vb, 'lit', 1.50, 'now', CAST(NOW(6) AS JSON),
+           'nested', JSON_ARRAY(d, JSON_OBJECT('k\"ey', CAST(0.5 AS DECIMAL(4,2)), 'w', dt)))
+           FROM fb.src;
+         INSERT INTO fb.j VALUES (3, CAST(CAST('2024-02-29' AS DATE) AS JSON)), (4, '[1, \"s\"]');",
+    );
+    assert_eq!(
+        src.value("SELECT JSON_TYPE(JSON_EXTRACT(doc, '$.t')) FROM fb.j WHERE id = 1")
+            .as_deref(),
+        Some("TIMESTAMP")
+    );
+    let original = checksum(src, "fb.j");
+    let bad = run_one(
+        src,
+        "BEGIN;
+         UPDATE fb.j SET doc = JSON_SET(doc, '$.d', CAST('1999-09-09' AS DATE), '$.x', 1)
+           WHERE id IN (1, 2);
+         DELETE FROM fb.j WHERE id = 3;
+         UPDATE fb.j SET doc = CAST(CURTIME() AS JSON) WHERE id = 4;
+         INSERT INTO fb.j VALUES (5, JSON_OBJECT('d', CURDATE(), 'n', 2.25));
+         COMMIT",
+    );
+    // A BLOB inside JSON has no typed form flashback can write back: refused, by column.
+    let blob = run_one(
+        src,
+        "INSERT INTO fb.j SELECT 6, JSON_OBJECT('b', bl) FROM fb.src WHERE id = 1",
+    );
+    bed.archive();
+    let refused = bed.flashback(&["--gtid", &blob]);
+    refused.expect_code(12);
+    assert!(
+        refused.stderr.contains("column 2 (JSON) of fb.j") && refused.stderr.contains("BLOB"),
+        "{}",
+        refused.stderr
+    );
+    run_one(src, "DELETE FROM fb.j WHERE id = 6");
+    assert_ne!(checksum(src, "fb.j"), original);
+    let plan = bed.flashback(&["--gtid", &bad, "--plan"]);
+    plan.expect_code(0);
+    assert!(plan.stdout.contains("JSON_SET(CAST("), "{}", plan.stdout);
+    bed.flashback(&["--gtid", &bad]).expect_code(0);
+    assert_eq!(
+        checksum(src, "fb.j"),
+        original,
+        "fb.j is back, typed values and all"
+    );
 }

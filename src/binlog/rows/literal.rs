@@ -9,6 +9,8 @@
 
 use std::fmt::Write as _;
 
+use super::col;
+use super::json::{Json, Opaque};
 use super::value::Value;
 
 /// What rendering needs to know of a column beyond its binlog type: the server's schema.
@@ -108,11 +110,56 @@ pub fn literal(value: &Value, col: &SqlColumn) -> String {
             Some(cs) => format!("_{cs} {}", hex(b)),
             None => hex(&padded(b, col)),
         },
-        Value::Json(text) => format!(
-            "CAST(CONVERT({} USING utf8mb4) AS JSON)",
-            hex(text.as_bytes())
-        ),
+        Value::Json(j) => json(j),
         Value::Geometry(b) | Value::Vector(b) => hex(b),
+    }
+}
+
+fn utf8(text: &str) -> String {
+    format!("CONVERT({} USING utf8mb4)", hex(text.as_bytes()))
+}
+
+/// A JSON document from its text, with each opaque value set back with its MySQL type
+/// (JSON text has no form for a DATE or a DECIMAL: it would read back as a string or a
+/// double, which is another value).
+fn json(j: &Json) -> String {
+    let doc = format!("CAST({} AS JSON)", utf8(&j.text));
+    if j.typed.is_empty() {
+        return doc;
+    }
+    let mut out = format!("JSON_SET({doc}");
+    for (path, v) in &j.typed {
+        let _ = write!(out, ", {}, {}", utf8(path), opaque(v));
+    }
+    out.push(')');
+    out
+}
+
+/// An SQL expression of the opaque value's own type.
+fn opaque(v: &Opaque) -> String {
+    match v {
+        Opaque::Decimal {
+            text,
+            precision,
+            scale,
+        } => {
+            // What the server wrote; a CAST needs 1 <= M <= 65, D <= 30, D <= M.
+            let scale = (*scale).min(30);
+            let precision = (*precision).clamp(scale.max(1), 65);
+            format!("CAST('{text}' AS DECIMAL({precision},{scale}))")
+        }
+        Opaque::Temporal { field_type, text } => match *field_type {
+            col::DATE => format!("CAST('{text}' AS DATE)"),
+            col::TIME => format!("CAST('{text}' AS TIME(6))"),
+            // SQL has no TIMESTAMP cast: a JSON_TABLE column of that type gives one (read
+            // in the session's time zone, UTC, which is how it is written back too).
+            col::TIMESTAMP => format!(
+                "(SELECT t FROM JSON_TABLE('[\"{text}\"]', '$[*]' COLUMNS (t TIMESTAMP(6) \
+                 PATH '$' ERROR ON ERROR)) AS myvault_ts)"
+            ),
+            _ => format!("CAST('{text}' AS DATETIME(6))"),
+        },
+        Opaque::Binary(b) => format!("CAST({} AS BINARY)", hex(b)),
     }
 }
 

@@ -19,7 +19,7 @@ pub mod value;
 mod tests;
 
 pub use rows_event::{RowChange, RowsEvent, RowsKind};
-pub use table_map::{Column, TableMap};
+pub use table_map::{Column, TableMap, TableMapHeader};
 pub use value::Value;
 
 /// Why a row event could not be decoded.

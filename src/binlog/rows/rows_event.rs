@@ -152,6 +152,11 @@ pub struct RowIter<'a, 'm> {
 }
 
 fn image(r: &mut Reader<'_>, map: &TableMap, present: &[bool]) -> Result<Image, RowsError> {
+    // `column 3 `doc` (JSON)`: by position too, names are there only with FULL metadata.
+    let where_ = |c: &super::Column, i: usize| match &c.name {
+        Some(n) => format!("column {} `{n}` ({})", i + 1, c.type_name()),
+        None => format!("column {} ({})", i + 1, c.type_name()),
+    };
     let n = present.iter().filter(|p| **p).count();
     let nulls = r.take(n.div_ceil(8))?.to_vec();
     let mut nth = 0usize;
@@ -168,12 +173,15 @@ fn image(r: &mut Reader<'_>, map: &TableMap, present: &[bool]) -> Result<Image, 
         } else {
             value::decode(r, c).map_err(|e| match e {
                 RowsError::Malformed { what } => RowsError::malformed(format!(
-                    "{what} in column {} ({}) of {}",
-                    c.name.as_deref().unwrap_or("?"),
-                    c.type_name(),
+                    "{what} in {} of {}",
+                    where_(c, out.len()),
                     map.name()
                 )),
-                other => other,
+                RowsError::Unsupported(why) => RowsError::Unsupported(format!(
+                    "{} of {}: {why}",
+                    where_(c, out.len()),
+                    map.name()
+                )),
             })?
         }));
     }

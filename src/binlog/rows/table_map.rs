@@ -82,6 +82,37 @@ impl Column {
     }
 }
 
+/// The header of a TABLE_MAP event body: the 6-byte table id, 2 bytes of flags, then the
+/// database and table names, each a length byte, the name and a NUL. The columns follow.
+/// Row decoding ([`TableMap::parse`]) and the table filter of a single-table replay (which
+/// only renames tables) both read it here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMapHeader {
+    pub table_id: u64,
+    pub flags: u16,
+    pub db: String,
+    pub table: String,
+    /// Where the bytes after the table name's NUL (the column count) start.
+    pub names_end: usize,
+}
+
+impl TableMapHeader {
+    pub fn parse(body: &[u8]) -> Result<TableMapHeader, RowsError> {
+        let mut r = Reader::new(body);
+        let table_id = r.u48()?;
+        let flags = r.u16()?;
+        let db = name(&mut r)?;
+        let table = name(&mut r)?;
+        Ok(TableMapHeader {
+            table_id,
+            flags,
+            db,
+            table,
+            names_end: body.len() - r.remaining(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMap {
     pub table_id: u64,
@@ -137,11 +168,8 @@ impl TableMap {
 
     /// Parses a TABLE_MAP_EVENT body (without the checksum).
     pub fn parse(body: &[u8]) -> Result<TableMap, RowsError> {
-        let mut r = Reader::new(body);
-        let table_id = r.u48()?;
-        r.skip(2)?;
-        let schema = name(&mut r)?;
-        let table = name(&mut r)?;
+        let header = TableMapHeader::parse(body)?;
+        let mut r = Reader::new(&body[header.names_end..]);
         let count = usize::try_from(r.lenenc_int()?)
             .ok()
             .filter(|n| *n <= 4096)
@@ -175,9 +203,9 @@ impl TableMap {
             });
         }
         let mut map = TableMap {
-            table_id,
-            schema,
-            table,
+            table_id: header.table_id,
+            schema: header.db,
+            table: header.table,
             columns,
             primary_key: Vec::new(),
         };
@@ -265,9 +293,12 @@ fn string_meta(b0: u8, b1: u8) -> (u8, u16) {
     }
 }
 
+/// A length byte, the name, a NUL (checked: a missing one means the lengths are wrong).
 fn name(r: &mut Reader<'_>) -> Result<String, RowsError> {
     let len = usize::from(r.u8()?);
     let bytes = r.take(len)?;
-    r.skip(1)?;
+    if r.u8()? != 0 {
+        return Err(RowsError::malformed("table map name without its NUL"));
+    }
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }

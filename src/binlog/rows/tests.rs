@@ -200,7 +200,7 @@ fn updates_carry_both_images_and_deletes_the_before_image() {
     let Value::Json(j) = v(&upd[0].after, 44) else {
         panic!()
     };
-    assert!(j.starts_with(r#"{"a": [100, 2.5"#), "{j}");
+    assert!(j.text.starts_with(r#"{"a": [100, 2.5"#), "{j:?}");
     let (_, del) = &events[5];
     assert!(del[0].after.is_none());
     assert_eq!(v(&del[0].before, 0), Value::Int(3));

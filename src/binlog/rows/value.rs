@@ -54,8 +54,8 @@ pub enum Value {
     Enum(u16),
     /// SET: the bit mask of its members.
     Set(u64),
-    /// JSON, as text.
-    Json(String),
+    /// JSON: its text, and the typed values inside it.
+    Json(json::Json),
     /// MySQL's internal geometry: 4-byte SRID then WKB.
     Geometry(Vec<u8>),
     /// VECTOR: little-endian float32 values.
@@ -239,7 +239,7 @@ pub fn decode(r: &mut Reader<'_>, c: &Column) -> Result<Value, RowsError> {
         }
         col::GEOMETRY => Value::Geometry(prefixed(r, usize::from(c.meta))?.to_vec()),
         col::VECTOR => Value::Vector(prefixed(r, usize::from(c.meta))?.to_vec()),
-        col::JSON => Value::Json(json::to_text(prefixed(r, usize::from(c.meta))?)?),
+        col::JSON => Value::Json(json::decode(prefixed(r, usize::from(c.meta))?)?),
         col::TYPED_ARRAY => {
             return Err(RowsError::Unsupported(
                 "typed array columns (multi-valued index internals) cannot be decoded".into(),

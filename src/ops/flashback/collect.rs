@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::binlog::event::{GtidInfo, types};
 use crate::binlog::rows::tx_events::TxHandler;
-use crate::binlog::rows::{RowsEvent, RowsKind, TableMap};
+use crate::binlog::rows::{RowsError, RowsEvent, RowsKind, TableMap};
 use crate::error::{Error, Result};
 use crate::mysql::gtid::{Gtid, GtidSet};
 use crate::ops::binlog_search::{TableName, Window};
@@ -48,6 +48,14 @@ pub struct TxRecord {
 }
 
 impl TxRecord {
+    /// `transaction UUID:N (file:pos)`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.gtid {
+            Some(g) => format!("transaction {g} ({})", self.position),
+            None => format!("the transaction at {}", self.position),
+        }
+    }
+
     pub fn tables(&self) -> BTreeSet<String> {
         self.events
             .iter()
@@ -147,13 +155,6 @@ impl<'a> Collector<'a> {
         self.refusal = Some(e);
         std::io::Error::other(text)
     }
-
-    fn describe(tx: &TxRecord) -> String {
-        match &tx.gtid {
-            Some(g) => format!("transaction {g} ({})", tx.position),
-            None => format!("the transaction at {}", tx.position),
-        }
-    }
 }
 
 fn io_err(e: impl ToString) -> std::io::Error {
@@ -204,7 +205,7 @@ impl TxHandler for Collector<'_> {
         } else {
             "DDL, which flashback cannot undo (restore the table with `restore --tables` instead)"
         };
-        let msg = format!("{} holds {what}: {short}", Self::describe(tx));
+        let msg = format!("{} holds {what}: {short}", tx.describe());
         Err(self.refuse(Error::TargetRefused(msg)))
     }
 
@@ -236,14 +237,14 @@ impl TxHandler for Collector<'_> {
             Some(format!(
                 "{} updates {} with partial JSON images (binlog_row_value_options=PARTIAL_JSON): \
                  the values before the update are there, the ones after are not",
-                Self::describe(tx),
+                tx.describe(),
                 map.name()
             ))
         } else if !ev.is_full_image() {
             Some(format!(
                 "{} has partial row images of {} (binlog_row_image is not FULL): flashback \
                  needs every column before and after",
-                Self::describe(tx),
+                tx.describe(),
                 map.name()
             ))
         } else {
@@ -252,7 +253,19 @@ impl TxHandler for Collector<'_> {
         if let Some(msg) = refusal {
             return Err(self.refuse(Error::TargetRefused(msg)));
         }
-        let rows = ev.rows(map).map_err(io_err)?.count() as u64;
+        // Every row decoded once here, so a value flashback cannot write back is refused
+        // before the target is touched.
+        let decoded = ev
+            .rows(map)
+            .and_then(|mut rows| rows.try_fold(0u64, |n, row| row.map(|_| n + 1)));
+        let rows = match decoded {
+            Ok(n) => n,
+            Err(RowsError::Unsupported(why)) => {
+                let msg = format!("{} cannot be undone: {why}", tx.describe());
+                return Err(self.refuse(Error::TargetRefused(msg)));
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         let offset = self.spill.append(body)?;
         let len = u32::try_from(body.len()).map_err(io_err)?;
         if let Some((tx, _)) = self.cur.as_mut() {

@@ -20,7 +20,8 @@ pub enum Op {
     Insert { rows: Vec<Vec<Value>> },
     /// A row the transaction inserted, deleted.
     Delete { row: Vec<Value> },
-    /// A row the transaction updated, set back.
+    /// A row the transaction updated, set back: the row holding exactly `after` gets the
+    /// values of `before`. (Walking forward, the two are the other way round.)
     Update {
         before: Vec<Value>,
         after: Vec<Value>,
@@ -131,6 +132,24 @@ pub fn row_name(table: &str, t: &TableSchema, row: &[Value]) -> String {
     format!("{table} ({})", parts.join(", "))
 }
 
+/// A fingerprint of the row's identity in its table: its primary key's values (every
+/// column's without one). Two ops of one transaction with the same fingerprint may touch
+/// the same row; a rare collision only costs a second check.
+pub fn row_fingerprint(table: &str, t: &TableSchema, row: &[Value]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    table.hash(&mut h);
+    let cols: Vec<usize> = if t.key.is_empty() {
+        writable(t).collect()
+    } else {
+        t.key.clone()
+    };
+    for i in cols {
+        literal(&row[i], &t.columns[i].sql).hash(&mut h);
+    }
+    h.finish()
+}
+
 fn image(img: Option<Vec<Option<Value>>>, table: &str) -> Result<Vec<Value>> {
     img.unwrap_or_default()
         .into_iter()
@@ -142,16 +161,33 @@ fn image(img: Option<Vec<Option<Value>>>, table: &str) -> Result<Vec<Value>> {
         })
 }
 
-/// Hands the inverse of `tx` to `each`, newest change first: the events in reverse, the
-/// rows of each event in reverse. One event's rows are held at a time.
+/// Which way to walk a transaction's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The inverse, newest change first: what flashback applies.
+    Undo,
+    /// The transaction itself, oldest change first: it applies cleanly only to rows as they
+    /// were before it, which is how a rerun recognises a transaction it already undid.
+    Redo,
+}
+
+/// Hands the statements of `tx` walked in `direction` to `each`. One event's rows are held
+/// at a time.
 pub fn for_each_op(
     tx: &TxRecord,
     spill: &Spill,
     schemas: &HashMap<String, TableSchema>,
+    direction: Direction,
     each: &mut dyn FnMut(&str, &TableSchema, Op) -> Result<()>,
 ) -> Result<()> {
+    let undo = direction == Direction::Undo;
     let mut buf = Vec::new();
-    for e in tx.events.iter().rev() {
+    let events: Box<dyn Iterator<Item = _>> = if undo {
+        Box::new(tx.events.iter().rev())
+    } else {
+        Box::new(tx.events.iter())
+    };
+    for e in events {
         let map = tx.maps.get(&e.table_id).ok_or_else(|| {
             Error::Internal(format!(
                 "spilled rows of table id {} without a map",
@@ -169,30 +205,30 @@ pub fn for_each_op(
             .rows(map)
             .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
             .map_err(|err| Error::DamagedFile(format!("decoding rows of {name}: {err}")))?;
-        rows.reverse();
-        match ev.kind {
-            RowsKind::Delete => {
+        if undo {
+            rows.reverse();
+        }
+        match (ev.kind, undo) {
+            // Rows to put in: the deleted ones undone, the inserted ones redone.
+            (RowsKind::Delete, true) | (RowsKind::Insert, false) => {
                 let rows = rows
                     .into_iter()
-                    .map(|r| image(r.before, &name))
+                    .map(|r| image(if undo { r.before } else { r.after }, &name))
                     .collect::<Result<Vec<_>>>()?;
                 each(&name, schema, Op::Insert { rows })?;
             }
-            RowsKind::Insert => {
+            // Rows to take out: the inserted ones undone, the deleted ones redone.
+            (RowsKind::Insert, true) | (RowsKind::Delete, false) => {
                 for r in rows {
-                    each(
-                        &name,
-                        schema,
-                        Op::Delete {
-                            row: image(r.after, &name)?,
-                        },
-                    )?;
+                    let row = image(if undo { r.after } else { r.before }, &name)?;
+                    each(&name, schema, Op::Delete { row })?;
                 }
             }
-            RowsKind::Update => {
+            (RowsKind::Update, _) => {
                 for r in rows {
-                    let before = image(r.before, &name)?;
-                    let after = image(r.after, &name)?;
+                    let old = image(r.before, &name)?;
+                    let new = image(r.after, &name)?;
+                    let (before, after) = if undo { (old, new) } else { (new, old) };
                     each(&name, schema, Op::Update { before, after })?;
                 }
             }

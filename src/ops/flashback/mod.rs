@@ -7,11 +7,18 @@
 //!
 //! Conflicts: each statement of the inverse matches its row by exactly the values the
 //! undone transaction left, so a row changed since matches nothing (or, for a row to
-//! insert back, its key is taken). With one transaction to undo, that statement is the
-//! check, and a conflict rolls everything back; with several, a first pass runs the whole
-//! inverse in one transaction and rolls it back, so nothing is committed unless every row
-//! is as expected. `--force` skips conflicting rows and lists them.
+//! insert back, its key is taken). `--force` skips conflicting rows and lists them.
+//!
+//! Resuming: before its undo is committed, each transaction is classified against the
+//! target's rows (see [`classify`]): still as it left them → undo it; all as they were
+//! before it (a run killed after undoing it, or changes that cancel out) → already undone,
+//! skipped and reported so; anything else → someone else changed the rows: a conflict. So
+//! the same command, run again after a kill, finishes the job without undoing anything
+//! twice. With several transactions a first pass classifies them all in one transaction
+//! that is rolled back (each against the state the newer ones' undo leaves), so nothing is
+//! committed unless every one of them is either to undo or already undone.
 
+mod classify;
 pub mod collect;
 pub mod invert;
 pub mod schema;
@@ -23,8 +30,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use self::classify::{Rows, Verdict, classify};
 use self::collect::{Collector, Selection, Spill, TxRecord};
-use self::invert::Op;
+use self::invert::{Direction, Op};
 use self::schema::TableSchema;
 use crate::error::{Error, Result};
 use crate::mysql::gtid::GtidSet;
@@ -47,9 +55,21 @@ pub struct FlashbackRequest<'a> {
     pub work_dir: &'a Path,
 }
 
+/// Where a transaction to undo stands against the target's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxState {
+    /// Its rows are as it left them: its undo applies.
+    ToUndo,
+    /// Its rows are as they were before it (undone by an earlier run, or its changes cancel
+    /// out): nothing to do.
+    AlreadyUndone,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct InvertedTx {
     pub gtid: Option<String>,
+    pub state: TxState,
     pub commit_time: Option<DateTime<Utc>>,
     pub position: String,
     pub tables: Vec<String>,
@@ -72,7 +92,9 @@ pub struct FlashbackReport {
     pub applied: bool,
     /// Rows left as they are (`--force`).
     pub skipped: Vec<Conflict>,
-    /// The GTIDs the target gave the undoing transactions.
+    /// How many of `transactions` were found already undone (and skipped).
+    pub already_undone: usize,
+    /// The GTIDs the target gave the undoing transactions of this run.
     pub new_gtids: Option<String>,
     pub spill_bytes: u64,
 }
@@ -88,8 +110,8 @@ fn conflict_error(conflicts: &[Conflict], committed: usize) -> Error {
         "nothing was changed".to_string()
     } else {
         format!(
-            "{committed} transactions were undone before a row changed under the flashback; \
-             the rest were not"
+            "{committed} transactions were undone before a row changed under the flashback \
+             (a rerun finds them undone and skips them); the rest were not"
         )
     };
     Error::Conflict(format!(
@@ -255,27 +277,60 @@ fn rows_matched(ok: &crate::mysql::wire::OkPacket) -> u64 {
         .unwrap_or(ok.affected_rows)
 }
 
-/// Runs the inverse of `txs` (already newest first) in the current transaction.
-fn run_inverse(
-    s: &mut Session,
-    tx: &TxRecord,
-    spill: &Spill,
-    schemas: &HashMap<String, TableSchema>,
-    statements: &mut u64,
-) -> Result<Vec<Conflict>> {
-    let mut conflicts = Vec::new();
-    invert::for_each_op(tx, spill, schemas, &mut |name, t, op| {
-        *statements += 1;
-        conflicts.extend(apply_op(s, name, t, &op)?);
-        Ok(())
-    })?;
-    Ok(conflicts)
+/// The GTID the target gave this session's last commit, from its own transaction event in
+/// performance_schema; `None` where that is not recorded.
+fn own_last_gtid(s: &mut Session) -> Option<GtidSet> {
+    let rows = s
+        .query(
+            "SELECT GTID FROM performance_schema.events_transactions_current \
+             WHERE THREAD_ID = PS_CURRENT_THREAD_ID() AND STATE = 'COMMITTED'",
+        )
+        .ok()?;
+    let text = rows.first()?.text_at(0)?;
+    GtidSet::parse(&text).ok().filter(|g| g.count() == 1)
 }
 
 /// Session settings the literals rely on: UTC for TIMESTAMP text, zero keys and dates
 /// taken as they are (NO_AUTO_VALUE_ON_ZERO, no strict mode).
 const SESSION: &str = "SET SESSION time_zone = '+00:00', \
     sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', character_set_client = utf8mb4";
+
+fn gtid_executed(s: &mut Session) -> Result<Option<GtidSet>> {
+    Ok(s.global_var("gtid_executed")?
+        .and_then(|g| GtidSet::parse(&g.replace('\n', "")).ok()))
+}
+
+/// `--plan`: the inverse of each transaction to undo, the others named as already undone
+/// or in conflict.
+fn print_plan(
+    txs: &[TxRecord],
+    spill: &Spill,
+    schemas: &HashMap<String, TableSchema>,
+    report: &mut FlashbackReport,
+    on_sql: &mut dyn FnMut(&str),
+) -> Result<()> {
+    for (tx, t) in txs.iter().zip(&report.transactions) {
+        let what = tx.describe();
+        if t.state == TxState::AlreadyUndone {
+            on_sql(&format!("-- already undone: {what} ({} rows)", tx.rows));
+            continue;
+        }
+        on_sql(&format!("-- undo {what} ({} rows)", tx.rows));
+        on_sql("BEGIN;");
+        invert::for_each_op(tx, spill, schemas, Direction::Undo, &mut |_, t, op| {
+            if let Some(sql) = op_sql(t, &op) {
+                report.statements += 1;
+                on_sql(&format!("{sql};"));
+            }
+            Ok(())
+        })?;
+        on_sql("COMMIT;");
+    }
+    for c in &report.skipped {
+        on_sql(&format!("-- conflict: {} {}", c.row, c.reason));
+    }
+    Ok(())
+}
 
 pub fn run(
     repo: &Arc<Repo>,
@@ -292,6 +347,7 @@ pub fn run(
             .iter()
             .map(|t| InvertedTx {
                 gtid: t.gtid.as_ref().map(ToString::to_string),
+                state: TxState::ToUndo,
                 commit_time: DateTime::from_timestamp_micros(
                     i64::try_from(t.commit_us).unwrap_or(0),
                 ),
@@ -304,65 +360,86 @@ pub fn run(
         statements: 0,
         applied: false,
         skipped: Vec::new(),
+        already_undone: 0,
         new_gtids: None,
         spill_bytes: spill.bytes(),
     };
-    if req.plan_only {
-        for tx in &txs {
-            on_sql(&format!(
-                "-- undo {} ({}, {} rows)",
-                tx.gtid
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "anonymous transaction".into()),
-                tx.position,
-                tx.rows
-            ));
-            on_sql("BEGIN;");
-            invert::for_each_op(tx, &spill, &schemas, &mut |_, t, op| {
-                if let Some(sql) = op_sql(t, &op) {
-                    report.statements += 1;
-                    on_sql(&format!("{sql};"));
-                }
-                Ok(())
-            })?;
-            on_sql("COMMIT;");
-        }
-        return Ok(report);
-    }
     s.exec(SESSION)?;
-    let before = s.global_var("gtid_executed")?.unwrap_or_default();
-    if txs.len() > 1 {
-        // The check pass: everything in one transaction, always rolled back.
-        s.exec("BEGIN")?;
-        let mut conflicts = Vec::new();
-        let mut n = 0;
-        for tx in &txs {
-            conflicts.extend(run_inverse(&mut s, tx, &spill, &schemas, &mut n)?);
+    let rows = Rows {
+        spill: &spill,
+        schemas: &schemas,
+    };
+    if txs.len() > 1 || req.plan_only {
+        // The check pass: every transaction classified, everything rolled back.
+        let (states, conflicts) = classify::check(&mut s, &txs, &rows)?;
+        for (t, state) in report.transactions.iter_mut().zip(states) {
+            t.state = state;
         }
-        s.exec("ROLLBACK")?;
+        if req.plan_only {
+            report.skipped = conflicts;
+            report.already_undone = count_undone(&report);
+            print_plan(&txs, &spill, &schemas, &mut report, on_sql)?;
+            return Ok(report);
+        }
         if !conflicts.is_empty() && !req.force {
             return Err(conflict_error(&conflicts, 0));
         }
     }
-    for (done, tx) in txs.iter().enumerate() {
+    let before = gtid_executed(&mut s)?;
+    let mut new = GtidSet::default();
+    let mut exact = true;
+    let mut done = 0;
+    for (tx, t) in txs.iter().zip(report.transactions.iter_mut()) {
+        if t.state == TxState::AlreadyUndone {
+            continue;
+        }
         s.exec("BEGIN")?;
-        let conflicts = run_inverse(&mut s, tx, &spill, &schemas, &mut report.statements)?;
-        if !conflicts.is_empty() && !req.force {
-            s.exec("ROLLBACK")?;
-            return Err(conflict_error(&conflicts, done));
+        match classify(&mut s, tx, &rows, req.force)? {
+            Verdict::Undo {
+                statements,
+                skipped,
+            } => {
+                report.statements += statements;
+                report.skipped.extend(skipped);
+            }
+            Verdict::AlreadyUndone => {
+                s.exec("ROLLBACK")?;
+                t.state = TxState::AlreadyUndone;
+                continue;
+            }
+            Verdict::Conflict(conflicts) => {
+                s.exec("ROLLBACK")?;
+                return Err(conflict_error(&conflicts, done));
+            }
         }
         crate::failpoint::hit("flashback-before-commit");
         s.exec("COMMIT")?;
-        report.skipped.extend(conflicts);
+        done += 1;
+        match own_last_gtid(&mut s) {
+            Some(g) => new = new.union(&g),
+            None => exact = false,
+        }
+        crate::failpoint::hit("flashback-between-tx");
     }
     report.applied = true;
-    let after = s.global_var("gtid_executed")?.unwrap_or_default();
-    if let (Ok(b), Ok(a)) = (
-        GtidSet::parse(&before.replace('\n', "")),
-        GtidSet::parse(&after.replace('\n', "")),
-    ) {
-        report.new_gtids = Some(a.subtract(&b).to_string());
-    }
+    report.already_undone = count_undone(&report);
+    report.new_gtids = if exact {
+        Some(new.to_string())
+    } else {
+        // No performance_schema: what gtid_executed gained, which under other writes
+        // holds theirs too.
+        match (before, gtid_executed(&mut s)?) {
+            (Some(b), Some(a)) => Some(a.subtract(&b).to_string()),
+            _ => None,
+        }
+    };
     Ok(report)
+}
+
+fn count_undone(report: &FlashbackReport) -> usize {
+    report
+        .transactions
+        .iter()
+        .filter(|t| t.state == TxState::AlreadyUndone)
+        .count()
 }
