@@ -502,3 +502,60 @@ fn transactions_received_before_the_source_dies_reach_the_archive_at_once_and_on
         streamer.log_text()
     );
 }
+
+/// `binlog stream --until-caught-up` judged itself caught up only on a heartbeat, which the
+/// server sends only when it has nothing else to send: beside a write load that never pauses
+/// it never ended. It must end once it has what the source had written when it began.
+#[test]
+fn until_caught_up_ends_beside_a_write_load_that_never_pauses() {
+    let src = TestServer::mysql97();
+    load::prepare(&src, "sb", 1, 1000);
+    let dir = Scratch::new("caught-up");
+    let repo = new_repo(&dir);
+    let spool = dir.join("spool");
+    let writes = Load::start(&src, "sb", 1, 1000, 2, 120);
+    sleep_ms(2000);
+    let before = src.gtid_executed();
+    let spool_arg = spool.to_str().unwrap();
+    let server_id = crate::support::next_server_id().to_string();
+    let mut run = crate::support::Background::start(
+        &[
+            "binlog",
+            "stream",
+            "--source",
+            &src.url(),
+            "--repo",
+            &repo,
+            "--spool",
+            spool_arg,
+            "--server-id",
+            &server_id,
+            "--until-caught-up",
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.running() && Instant::now() < deadline {
+        sleep_ms(200);
+    }
+    if run.running() {
+        let _ = std::process::Command::new("kill")
+            .arg(run.pid().to_string())
+            .status();
+        panic!(
+            "--until-caught-up was still streaming after 60 s of a write load:\n{}",
+            run.finish().stderr
+        );
+    }
+    let after_stream = src.gtid_executed();
+    drop(writes);
+    run.finish().expect_code(0);
+    assert!(
+        after_stream.subtract(&before).count() > 0,
+        "the load wrote nothing while the stream ran"
+    );
+    assert!(
+        is_archived(&repo, &before),
+        "the archive lacks transactions committed before the stream began"
+    );
+}

@@ -878,12 +878,7 @@ fn receive(
                     types::HEARTBEAT | types::HEARTBEAT_V2 => {
                         status.receive_lag_seconds = 0.0;
                         complete_at = Some(Utc::now());
-                        if let Some((file, size)) = &caught_up_at
-                            && spool.current_name() == Some(file)
-                            && spool.current_len().unwrap_or(0) >= *size
-                        {
-                            caught_up = true;
-                        }
+                        caught_up |= reached(caught_up_at.as_ref(), spool);
                     }
                     types::ROTATE if header.is_artificial() || header.log_pos == 0 => {
                         let checksum = if bytes.len() >= 27
@@ -929,6 +924,9 @@ fn receive(
                         }
                         submit_if_sealed(facts, uploader, status, written);
                         status.position = u64::from(header.log_pos);
+                        // Not only on heartbeats: a server that never stops writing never
+                        // sends one, and `--until-caught-up` would never end.
+                        caught_up |= reached(caught_up_at.as_ref(), spool);
                     }
                 }
             }
@@ -952,6 +950,21 @@ fn receive(
         }
         ticks.tick(facts, spool, uploader, status, reporter);
     }
+}
+
+/// Whether the spool holds the source's binlog up to `target` (its last file and size when
+/// the stream began): that file is received up to that size, or a later file has begun.
+fn reached(target: Option<&(String, u64)>, spool: &Spool) -> bool {
+    let (Some((file, size)), Some(current)) = (target, spool.current_name()) else {
+        return false;
+    };
+    if current == file {
+        return spool.current_len().unwrap_or(0) >= *size;
+    }
+    matches!(
+        (crate::binlog::file_sequence(current), crate::binlog::file_sequence(file)),
+        (Some(now), Some(then)) if now > then
+    )
 }
 
 /// The streaming thread's periodic duties besides receiving: publishing its state for
