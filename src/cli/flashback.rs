@@ -137,10 +137,14 @@ pub fn run(a: &FlashbackArgs, ctx: &Ctx) -> Result<()> {
                     TxState::ToUndo => "undone",
                     TxState::AlreadyUndone => "already undone, skipped:",
                 };
+                let left = match t.rows_skipped {
+                    0 => String::new(),
+                    n => format!("; {n} changed since, left as they are"),
+                };
                 outln!(
-                    "{done} {} ({} rows of {})",
+                    "{done} {} ({} rows of {}{left})",
                     t.gtid.as_deref().unwrap_or(&t.position),
-                    t.rows,
+                    t.rows - t.rows_skipped,
                     t.tables.join(", ")
                 );
             }

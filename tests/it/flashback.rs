@@ -289,6 +289,14 @@ fn flashback_refuses_rows_changed_since_and_force_skips_them() {
         .map(|s| s["row"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(skipped, vec!["fb.t (id=55)", "fb.t (id=10)"]);
+    // Each transaction says how many of its rows were left, not only the list at the end.
+    let left: u64 = forced.json()["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows_skipped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(left, 2, "{}", forced.stdout);
     // Everything else is back; the two skipped rows keep their later values.
     assert_eq!(
         src.value("SELECT COUNT(*) FROM fb.t").as_deref(),

@@ -74,6 +74,8 @@ pub struct InvertedTx {
     pub position: String,
     pub tables: Vec<String>,
     pub rows: u64,
+    /// Of `rows`, those left as they are because they changed since (`--force`).
+    pub rows_skipped: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -354,6 +356,7 @@ pub fn run(
                 position: t.position.clone(),
                 tables: t.tables().into_iter().collect(),
                 rows: t.rows,
+                rows_skipped: 0,
             })
             .collect(),
         rows: txs.iter().map(|t| t.rows).sum(),
@@ -400,6 +403,7 @@ pub fn run(
                 skipped,
             } => {
                 report.statements += statements;
+                t.rows_skipped = skipped.len() as u64;
                 report.skipped.extend(skipped);
             }
             Verdict::AlreadyUndone => {
