@@ -3,7 +3,8 @@
 //! `DELETE` without `WHERE` equals its checksum recorded at that instant, from a logical and
 //! from a clone snapshot; a table dropped, and one renamed, inside the window; a transaction
 //! touching two tables of which one is restored. Nothing else on the live server changes: every
-//! other table's checksum, its gtid_executed, and its replica (which never sees the restore).
+//! other table's checksum; its replica gets the restored tables (written to the binary log
+//! under the server's own new GTIDs) and nothing else, or with --no-binlog nothing at all.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -300,9 +301,19 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
         "the temporary server's files stay: {left:?}"
     );
 
-    // Renamed inside the window: followed to its new name, restored under its old one.
-    restore_into("shop.notes", "--to-time", &t2, "shop_renamed", &[]).expect_code(0);
+    // Renamed inside the window: followed to its new name, restored under its old one; kept
+    // out of the binary log, so the server's GTIDs do not move and the replica gets nothing.
+    let before_no_binlog = src.gtid_executed();
+    restore_into(
+        "shop.notes",
+        "--to-time",
+        &t2,
+        "shop_renamed",
+        &["--no-binlog"],
+    )
+    .expect_code(0);
     assert_eq!(checksum(&src, "shop_renamed.notes"), notes_at_t2);
+    assert_eq!(src.gtid_executed(), before_no_binlog);
 
     // Dropped: up to the DROP it is refused (nothing would be left), just before it restored.
     let dropped = restore_into("shop.doomed", "--to-gtid", &drop_gtid, "shop_dropped", &[]);
@@ -319,35 +330,50 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     .expect_code(0);
     assert_eq!(checksum(&src, "shop_dropped.doomed"), doomed_before_drop);
 
-    // Nothing else on the live server changed, and nothing reached its binary log: its
-    // gtid_executed is what it was, and its replica holds it without any restored database.
+    // Nothing else on the live server changed, and no staging database is left.
     assert_eq!(all_checksums(&src), live);
-    assert_eq!(src.gtid_executed(), live_gtids);
     assert_eq!(
         src.value("SELECT @@GLOBAL.local_infile").as_deref(),
         Some("0")
     );
+    let on_source = databases(&src);
+    assert!(
+        !on_source
+            .iter()
+            .any(|d| d.starts_with("_myvault_restore") || d == "myvault_restore"),
+        "{on_source:?}"
+    );
+    // The restores wrote under the server's own new GTIDs (one server UUID, no source's),
+    // and its replica follows: the restored tables, equal, nothing else changed.
+    let uuid = src.value("SELECT @@server_uuid").unwrap();
+    let written = src.gtid_executed().subtract(&live_gtids).to_string();
+    assert!(
+        written.starts_with(&format!("{uuid}:")) && !written.contains(','),
+        "{written}"
+    );
+    let end_gtids = src.gtid_executed();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while replica.gtid_executed() != live_gtids {
+    while replica.gtid_executed() != end_gtids {
         assert!(
             std::time::Instant::now() < deadline,
             "the replica did not catch up"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let on_replica = databases(&replica);
-    assert!(on_replica.contains(&"shop".to_string()), "{on_replica:?}");
-    for restored in [
-        "shop_restored",
-        "shop_clone",
-        "shop_renamed",
-        "shop_dropped",
-    ] {
-        assert!(
-            !on_replica.contains(&restored.to_string()),
-            "{on_replica:?}"
+    assert_eq!(all_checksums(&replica), live);
+    for db in ["shop_restored", "shop_clone", "shop_dropped"] {
+        assert_eq!(
+            load::checksums(&replica, db),
+            load::checksums(&src, db),
+            "{db} on the replica"
         );
     }
+    let on_replica = databases(&replica);
+    let expected: Vec<String> = on_source
+        .into_iter()
+        .filter(|d| d != "shop_renamed")
+        .collect();
+    assert_eq!(on_replica, expected);
     assert!(
         replica
             .value("SELECT LAST_ERROR_NUMBER FROM performance_schema.replication_applier_status_by_worker LIMIT 1")

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{LoadOptions, LoadProgress, connect_loader, objects, progress, rows, settings};
+use super::{LoadOptions, LoadProgress, connect_loader_logged, objects, progress, rows, settings};
 use crate::error::{Error, Result};
 use crate::mysql::session::{Session, quote_ident};
 use crate::mysql::wire::ConnectOptions;
@@ -249,7 +249,8 @@ pub fn load(
     let started = Instant::now();
     let mut warnings = Vec::new();
     let marker = format!("tables:{}", snap.id);
-    let content_check = with_load_session(target, &marker, &mut warnings, |coord, done| {
+    let session = (target, opts.binlog);
+    let content_check = with_load_session(session, &marker, &mut warnings, |coord, done| {
         objects::create_databases(coord, selected, done)?;
         for db in &selected.databases {
             for t in &db.tables {
@@ -274,14 +275,16 @@ pub fn load(
 /// more: the progress schema its steps record themselves in (`marker` names the run; a
 /// single-table restore is not resumed, its replay would have to be too, so the remains of a
 /// killed one are dropped), and `local_infile` on. Both are put back afterwards, whatever
-/// `work` returned; what could not be put back is a warning.
+/// `work` returned; what could not be put back is a warning. With `binlog`, the session and
+/// the progress schema are written to the binary log (a replica must have the schema the
+/// load's transactions record themselves in).
 pub fn with_load_session<T>(
-    target: &ConnectOptions,
+    (target, binlog): (&ConnectOptions, bool),
     marker: &str,
     warnings: &mut Vec<String>,
     work: impl FnOnce(&mut Session, &HashSet<String>) -> Result<T>,
 ) -> Result<T> {
-    let mut coord = connect_loader(target, "utf8mb4")?;
+    let mut coord = connect_loader_logged(target, "utf8mb4", binlog)?;
     if let progress::State::Resuming(_) = progress::read(&mut coord, marker)? {
         progress::drop(&mut coord)?;
     }
