@@ -68,39 +68,39 @@ pub fn copy(
     let mut source = Session::connect(from)?;
     let mut definitions = Vec::new();
     let session = (to, binlog);
-    let rows =
-        logical::tables::with_load_session(session, "tables:copy", &mut warnings, |target, _| {
-            // Foreign keys among the copied tables point at their destinations: all are created
-            // before any rows arrive (the loader sessions have foreign_key_checks = 0).
-            for (t, dest) in &tables {
-                let create = catalog::show_create_table(&mut source, t)?;
-                let src = (t.db.clone(), t.name.clone());
-                create_destination(
-                    target,
-                    dest,
-                    &rewrite_definition(&src, dest, &create, map, &mut definitions)?,
-                )?;
-            }
-            let rows = std::sync::atomic::AtomicU64::new(0);
-            logical::on_connections(
-                to,
-                ("binary", binlog),
-                jobs,
-                tables.iter().collect(),
-                |s, (t, dest)| {
-                    let n = copy_rows(from, s, t, dest).map_err(|e| {
-                        e.during(format!(
-                            "copying {} into {}",
-                            t.qualified(),
-                            qualified(dest)
-                        ))
-                    })?;
-                    rows.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    Ok(())
-                },
+    let marker = format!("{}copy", logical::tables::TABLES_MARKER);
+    let rows = logical::tables::with_load_session(session, &marker, &mut warnings, |target, _| {
+        // Foreign keys among the copied tables point at their destinations: all are created
+        // before any rows arrive (the loader sessions have foreign_key_checks = 0).
+        for (t, dest) in &tables {
+            let create = catalog::show_create_table(&mut source, t)?;
+            let src = (t.db.clone(), t.name.clone());
+            create_destination(
+                target,
+                dest,
+                &rewrite_definition(&src, dest, &create, map, &mut definitions)?,
             )?;
-            Ok(rows.into_inner())
-        });
+        }
+        let rows = std::sync::atomic::AtomicU64::new(0);
+        logical::on_connections(
+            to,
+            ("binary", binlog),
+            jobs,
+            tables.iter().collect(),
+            |s, (t, dest)| {
+                let n = copy_rows(from, s, t, dest).map_err(|e| {
+                    e.during(format!(
+                        "copying {} into {}",
+                        t.qualified(),
+                        qualified(dest)
+                    ))
+                })?;
+                rows.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            },
+        )?;
+        Ok(rows.into_inner())
+    });
     warnings.extend(definitions);
     Ok(CopyReport {
         tables: tables.len(),

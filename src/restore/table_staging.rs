@@ -28,6 +28,8 @@ use crate::restore::pitr::table_ddl::{Name, qualified};
 pub const PREFIX: &str = "_myvault_restore_";
 const BUILDING: &str = "_myvault_building";
 const DONE: &str = "_myvault_done";
+/// How long a run waits for the lock of another run of the same restore.
+const LOCK_WAIT_SECONDS: u32 = 15;
 
 /// What an earlier run of the same restore left on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,17 +94,23 @@ impl Staging {
     }
 
     /// Takes the restore's named lock on `s` (held as long as the session): a second run of
-    /// the same restore while one works is refused.
+    /// the same restore while one works is refused. It waits a little: the session of a run
+    /// killed a moment ago can take that long to end on the server.
     pub fn lock(&self, s: &mut Session) -> Result<()> {
-        let got = s.query_value(&format!("SELECT GET_LOCK({}, 0)", quote_str(&self.db)))?;
-        if got.as_deref() != Some("1") {
-            return Err(Error::TargetRefused(format!(
-                "another run of this restore is working on the target (it holds the lock {}); \
-                 wait for it to end",
-                self.db
-            )));
+        let name = quote_str(&self.db);
+        let got = s.query_value(&format!("SELECT GET_LOCK({name}, {LOCK_WAIT_SECONDS})"))?;
+        if got.as_deref() == Some("1") {
+            return Ok(());
         }
-        Ok(())
+        let holder = s
+            .query_value(&format!("SELECT IS_USED_LOCK({name})"))?
+            .unwrap_or_else(|| "?".into());
+        Err(Error::TargetRefused(format!(
+            "another run of this restore holds its lock {} on the target (connection {holder}); \
+             wait for it to end, or if that run is gone (its host down), KILL {holder} on the \
+             target and run again",
+            self.db
+        )))
     }
 
     /// What an earlier run left. Refuses a database of the staging name that this restore
@@ -140,6 +148,10 @@ impl Staging {
         ))?;
         let row = row.first();
         let request = row.as_ref().and_then(|r| r.text_at(0));
+        // Killed between creating the marker and filling it: nothing else to lose.
+        if request.is_none() && names.len() == 1 {
+            return Ok(Found::Building { binlog: true });
+        }
         if request.as_deref() != Some(self.request.as_str()) {
             return Err(self.not_ours("its marker names another restore"));
         }
@@ -192,6 +204,7 @@ impl Staging {
         creates: &[String],
         replace_existing: bool,
     ) -> Result<()> {
+        crate::failpoint::hit("tables-before-rename");
         let during = |e: crate::mysql::Error, what: &str| {
             Error::from(e).during(format!("{what} ({} -> destinations)", self.db))
         };
@@ -206,7 +219,6 @@ impl Staging {
                 .and_then(|_| s.exec(&format!("DROP TABLE IF EXISTS {}", dests.join(", "))))
                 .map_err(|e| during(e, "dropping the tables replaced"))?;
         }
-        crate::failpoint::hit("tables-before-rename");
         let mut moves: Vec<String> = self
             .tables
             .iter()

@@ -13,7 +13,7 @@ use crate::support::load::{self, Load};
 use crate::support::streamer::Streamer;
 use crate::support::{Flavor, Scratch, TestServer, myvault, testbed};
 
-fn now_rfc3339(src: &TestServer) -> String {
+pub(crate) fn now_rfc3339(src: &TestServer) -> String {
     let us: i64 = src
         .value("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
         .unwrap()
@@ -25,7 +25,7 @@ fn now_rfc3339(src: &TestServer) -> String {
         .to_string()
 }
 
-fn checksum(src: &TestServer, table: &str) -> String {
+pub(crate) fn checksum(src: &TestServer, table: &str) -> String {
     src.session()
         .query(&format!("CHECKSUM TABLE {table}"))
         .unwrap()
@@ -45,13 +45,69 @@ fn all_checksums(src: &TestServer) -> BTreeMap<String, String> {
     out
 }
 
-fn databases(srv: &TestServer) -> Vec<String> {
+pub(crate) fn databases(srv: &TestServer) -> Vec<String> {
     srv.session()
         .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1")
         .unwrap()
         .iter()
         .filter_map(|r| r.text_at(0))
         .collect()
+}
+
+/// A repository in a scratch directory of its own, `src`'s binlogs streamed into it.
+pub(crate) struct Archive {
+    pub dir: Scratch,
+    pub repo: String,
+    /// The testbed's MySQL 9.7 server binary.
+    pub mysqld: String,
+    streamer: Streamer,
+}
+
+impl Archive {
+    pub fn start(tag: &str, src: &TestServer) -> Archive {
+        let dir = Scratch::new(tag);
+        let repo = dir.join("repo").to_str().unwrap().to_string();
+        let mysqld = testbed()
+            .path("MYVAULT_MYSQLD_97")
+            .to_string_lossy()
+            .into_owned();
+        myvault(&["init", "--repo", &repo]).expect_code(0);
+        let streamer = Streamer::start(&src.url(), &repo, &dir.join("spool"), &[]);
+        Archive {
+            dir,
+            repo,
+            mysqld,
+            streamer,
+        }
+    }
+
+    /// Stops the streamer once the archive holds everything `src` wrote so far.
+    pub fn catch_up(mut self, src: &TestServer) -> (Scratch, String, String) {
+        src.sql("FLUSH BINARY LOGS");
+        assert_eq!(self.streamer.terminate(), 0, "{}", self.streamer.log_text());
+        let spool = self.dir.join("spool");
+        let mut drain = Streamer::start(&src.url(), &self.repo, &spool, &["--until-caught-up"]);
+        assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+        (self.dir, self.repo, self.mysqld)
+    }
+}
+
+/// A clone snapshot of `src` into `repo`: its id.
+pub(crate) fn clone_backup(repo: &str, src: &TestServer, mysqld: &str) -> String {
+    let clone = myvault(&[
+        "backup",
+        "--method",
+        "clone",
+        "--repo",
+        repo,
+        "--source",
+        &src.url(),
+        "--mysqld",
+        mysqld,
+        "--json",
+    ]);
+    clone.expect_code(0);
+    clone.json()["snapshot"].as_str().unwrap().to_string()
 }
 
 const SCHEMA: &str = "CREATE DATABASE shop;
@@ -87,31 +143,10 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     replica.replicate_from(&src, "repl", "Repl-1");
     replica.sql("START REPLICA");
 
-    let dir = Scratch::new("single-table");
-    let repo = dir.join("repo").to_str().unwrap().to_string();
-    let mysqld = testbed()
-        .path("MYVAULT_MYSQLD_97")
-        .to_string_lossy()
-        .into_owned();
-    myvault(&["init", "--repo", &repo]).expect_code(0);
-    let spool = dir.join("spool");
-    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &[]);
+    let archive = Archive::start("single-table", &src);
     let load = Load::start(&src, "sb", 2, 2000, 1, 600);
-    myvault(&["backup", "--repo", &repo, "--source", &src.url()]).expect_code(0);
-    let clone = myvault(&[
-        "backup",
-        "--method",
-        "clone",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--mysqld",
-        &mysqld,
-        "--json",
-    ]);
-    clone.expect_code(0);
-    let clone_id = clone.json()["snapshot"].as_str().unwrap().to_string();
+    myvault(&["backup", "--repo", &archive.repo, "--source", &src.url()]).expect_code(0);
+    let clone_id = clone_backup(&archive.repo, &src, &archive.mysqld);
 
     // Changes inside the window, one transaction touching orders and customers.
     for i in 1..=20 {
@@ -172,10 +207,7 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     let drop_gtid = src.gtid_executed().subtract(&before_drop).to_string();
     s.exec("INSERT INTO shop.customers VALUES (51, 'late', 0)")
         .unwrap();
-    src.sql("FLUSH BINARY LOGS");
-    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
-    let mut drain = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
-    assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+    let (dir, repo, mysqld) = archive.catch_up(&src);
 
     let live = all_checksums(&src);
     let live_gtids = src.gtid_executed();

@@ -248,7 +248,7 @@ pub fn load(
 ) -> Result<TablesLoadReport> {
     let started = Instant::now();
     let mut warnings = Vec::new();
-    let marker = format!("tables:{}", snap.id);
+    let marker = format!("{TABLES_MARKER}{}", snap.id);
     let session = (target, opts.binlog);
     let content_check = with_load_session(session, &marker, &mut warnings, |coord, done| {
         objects::create_databases(coord, selected, done)?;
@@ -271,6 +271,27 @@ pub fn load(
     })
 }
 
+/// The original settings recorded in the progress schema a single-table restore left, if it
+/// holds one.
+fn leftover_settings(s: &mut Session) -> Result<Option<HashSet<String>>> {
+    let schema = crate::restore::PROGRESS_SCHEMA;
+    let owner = match s.query_value(&format!("SELECT snapshot FROM {schema}.state")) {
+        Ok(Some(owner)) => owner,
+        _ => return Ok(None),
+    };
+    if !owner.starts_with(TABLES_MARKER) {
+        return Ok(None);
+    }
+    let rows = s.query(&format!(
+        "SELECT item FROM {schema}.done WHERE item LIKE '{}%'",
+        settings::RECORD
+    ))?;
+    Ok(Some(rows.iter().filter_map(|r| r.text_at(0)).collect()))
+}
+
+/// How the progress records of a single-table restore's load begin (see [`with_load_session`]).
+pub const TABLES_MARKER: &str = "tables:";
+
 /// Runs `work` on a loader session of `target` set up for loading some tables and nothing
 /// more: the progress schema its steps record themselves in (`marker` names the run; a
 /// single-table restore is not resumed, its replay would have to be too, so the remains of a
@@ -285,12 +306,20 @@ pub fn with_load_session<T>(
     work: impl FnOnce(&mut Session, &HashSet<String>) -> Result<T>,
 ) -> Result<T> {
     let mut coord = connect_loader_logged(target, "utf8mb4", binlog)?;
-    if let progress::State::Resuming(_) = progress::read(&mut coord, marker)? {
+    // Any single-table restore's remains (`tables:...`), not only this one's: none is
+    // resumed, but the original settings a killed one recorded are what to put back.
+    let settings_found = leftover_settings(&mut coord)?;
+    if settings_found.is_some() {
         progress::drop(&mut coord)?;
     }
+    // Refuses the remains of a whole restore.
+    progress::read(&mut coord, marker)?;
     progress::create(&mut coord, marker)
         .map_err(|e| e.during("recording the restore's progress on the target"))?;
-    let done = HashSet::new();
+    let done = settings_found.unwrap_or_default();
+    for item in &done {
+        coord.exec(&progress::mark_sql(item))?;
+    }
     let wanted = settings::Wanted {
         redo_log_capacity: 0,
         disable_redo_log: false,
