@@ -149,6 +149,14 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_binlog: bool,
 
+    /// With --tables from a clone or cold snapshot: how the tables go from the temporary
+    /// server to the target: `transport` (InnoDB tablespace files, FLUSH TABLES ... FOR
+    /// EXPORT / IMPORT TABLESPACE: the target's data directory on this host, same version and
+    /// page size, and --no-binlog or a target without binary log), `logical` (rows through
+    /// LOAD DATA), or `auto` (transport where allowed).
+    #[arg(long, value_name = "METHOD", default_value = "auto")]
+    pub copy_method: String,
+
     /// With --tables from a clone or cold snapshot: where the temporary server's data
     /// directory goes (default: the system's temporary directory; it needs room for the whole
     /// snapshot).
@@ -590,6 +598,16 @@ fn archive_check_line(pace: &output::Pace, done: usize, total: usize, bytes: u64
 fn print_tables_plan(p: &ops::restore_tables::TablesPlan) {
     print_plan(&p.pitr);
     outln!("  tables ({} snapshot, {} engine):", p.method, p.engine);
+    if let Some(copy) = &p.copy_method {
+        outln!(
+            "  copy to the target: {copy}{}",
+            if copy == "auto" {
+                " (transport where both servers allow it, else logical)"
+            } else {
+                ""
+            }
+        );
+    }
     for t in &p.tables {
         outln!("    {} -> {}", t.source, t.destination);
     }
@@ -654,6 +672,7 @@ fn run_tables(
         engine: a.engine.as_ref().map(|_| a.engine()).transpose()?,
         mysqld: mysqld.as_deref(),
         scratch: a.scratch_dir.as_deref(),
+        copy_method: ops::restore_tables::CopyMethod::parse(&a.copy_method)?,
         check_archive: !a.skip_archive_check,
     };
     if a.plan {
@@ -703,10 +722,12 @@ fn run_tables(
         }
         if let Some(c) = &r.copy {
             outln!(
-                "  copied {} table(s), {} rows from the temporary server in {:.1} s",
+                "  copied {} table(s) ({}), {} rows from the temporary server in {:.1} s ({})",
                 c.tables,
+                r.copy_method.as_deref().unwrap_or("logical"),
                 c.rows,
-                c.seconds
+                c.seconds,
+                r.copy_method_why.as_deref().unwrap_or_default()
             );
         }
         outln!(

@@ -44,10 +44,34 @@ use crate::restore::pitr::replay::{self, Engine};
 use crate::restore::pitr::sql_replay;
 use crate::restore::pitr::table_ddl::{DdlNote, Name, Selection, qualified};
 use crate::restore::table_copy::{self, CopyReport};
-use crate::restore::table_staging;
 use crate::restore::table_staging::{Found, Staging};
+use crate::restore::{table_staging, table_transport};
 use crate::server::Mysqld;
 use crate::snapshot::clone::temporary_server;
+
+/// How a clone or cold snapshot's tables go from the temporary server to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMethod {
+    /// Transport where both sides allow it, otherwise the logical copy.
+    Auto,
+    /// Tablespace files (`restore::table_transport`); refused where not allowed.
+    Transport,
+    /// Rows streamed through `LOAD DATA` (`restore::table_copy`).
+    Logical,
+}
+
+impl CopyMethod {
+    pub fn parse(text: &str) -> Result<CopyMethod> {
+        match text {
+            "auto" => Ok(CopyMethod::Auto),
+            "transport" => Ok(CopyMethod::Transport),
+            "logical" => Ok(CopyMethod::Logical),
+            other => Err(Error::Usage(format!(
+                "--copy-method: `{other}` is not auto, transport or logical"
+            ))),
+        }
+    }
+}
 
 pub struct TablesRequest<'a> {
     pub boundary: &'a Target,
@@ -67,6 +91,8 @@ pub struct TablesRequest<'a> {
     /// Where a clone or cold snapshot's temporary data directory goes (default: the system's
     /// temporary directory).
     pub scratch: Option<&'a Path>,
+    /// How a clone or cold snapshot's tables reach the target.
+    pub copy_method: CopyMethod,
     pub check_archive: bool,
 }
 
@@ -86,6 +112,10 @@ pub struct TablesPlan {
     pub engine: String,
     /// Whether the target's binary log (and so its replicas) gets the restored tables.
     pub binlog: bool,
+    /// A clone or cold snapshot's way to the target: `auto` (transport where both servers
+    /// allow it, decided once the temporary server is up), `transport` or `logical`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_method: Option<String>,
     pub tables: Vec<TableDest>,
     /// Transactions of the window that touch the tables (in part, for those that touch
     /// others too), and those left out.
@@ -110,6 +140,12 @@ pub struct TablesReport {
     pub copy: Option<CopyReport>,
     pub replay_seconds: f64,
     pub seconds: f64,
+    /// How a clone or cold snapshot's tables reached the target (`transport` or `logical`),
+    /// and why that one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_method_why: Option<String>,
     /// The database the tables were built in (dropped at the end).
     pub staging_database: String,
     /// What an interrupted earlier run of this restore had left and what became of it.
@@ -197,6 +233,13 @@ pub fn plan(repo: &Arc<Repo>, req: &TablesRequest<'_>) -> Result<(TablesPlan, Se
         );
     }
     let engine = engine_for(&snap.method, req.engine, &sel)?;
+    if snap.method == "logical" && req.copy_method == CopyMethod::Transport {
+        return Err(Error::Usage(
+            "--copy-method transport goes with a clone or cold snapshot (a logical one is \
+             loaded into the target directly)"
+                .into(),
+        ));
+    }
     Ok((
         TablesPlan {
             method: snap.method.clone(),
@@ -205,6 +248,14 @@ pub fn plan(repo: &Arc<Repo>, req: &TablesRequest<'_>) -> Result<(TablesPlan, Se
                 Engine::Applier { .. } => "applier".into(),
             },
             binlog: req.binlog,
+            copy_method: (snap.method != "logical").then(|| {
+                match req.copy_method {
+                    CopyMethod::Auto => "auto",
+                    CopyMethod::Transport => "transport",
+                    CopyMethod::Logical => "logical",
+                }
+                .to_string()
+            }),
             tables: names(req.tables),
             transactions_touching: sel.touched,
             transactions_left_out: sel.left_out,
@@ -353,6 +404,8 @@ pub fn run(
         copy: None,
         replay_seconds: 0.0,
         seconds: 0.0,
+        copy_method: None,
+        copy_method_why: None,
         staging_database: staging.db.clone(),
         earlier_run: None,
         warnings: plan.warnings.clone(),
@@ -364,6 +417,10 @@ pub fn run(
     // Everything is checked before the target changes.
     report.archive_check = super::pitr::check_archive(pitr, req.check_archive, check_progress)?;
     check_destinations(&mut s, req)?;
+    let transport = match snap.method.as_str() {
+        "logical" => None,
+        _ => transport_allowed(&mut s, req, &mut report)?,
+    };
     // Source name -> where it is built.
     let built = req
         .tables
@@ -413,7 +470,7 @@ pub fn run(
         let work = work_dir(req.scratch, &staging)?;
         let copy = through_temporary_server(
             repo,
-            (req, &built),
+            (req, &built, transport.as_deref()),
             &plan,
             (mysqld, &work),
             engine,
@@ -499,7 +556,7 @@ fn remove_run_dir(dir: &Path) {
 #[allow(clippy::too_many_arguments)]
 fn through_temporary_server(
     repo: &Arc<Repo>,
-    (req, built): (&TablesRequest<'_>, &BTreeMap<Name, Name>),
+    (req, built, transport): (&TablesRequest<'_>, &BTreeMap<Name, Name>, Option<&Path>),
     plan: &TablesPlan,
     (mysqld, work): (&Path, &Path),
     engine: Engine<'_>,
@@ -542,7 +599,7 @@ fn through_temporary_server(
         }
         report.replay_seconds = replay_started.elapsed().as_secs_f64();
         crate::failpoint::hit("tables-before-copy");
-        table_copy::copy(&temp, (target, req.binlog), built, req.load.jobs)
+        copy_to_target((&temp, &datadir), (target, req), (built, transport), report)
     })();
     let log = server.config().error_log();
     let shutdown = server.shutdown();
@@ -558,4 +615,64 @@ fn through_temporary_server(
     let _ = std::fs::remove_dir_all(work);
     remove_run_dir(&run_dir);
     Ok(copy)
+}
+
+/// Whether a clone or cold snapshot's tables may be transported, as far as the target
+/// says: its data directory, or (`auto`) why not; `transport` asked where not allowed is a
+/// usage error, before anything happens.
+fn transport_allowed(
+    s: &mut Session,
+    req: &TablesRequest<'_>,
+    report: &mut TablesReport,
+) -> Result<Option<PathBuf>> {
+    if req.copy_method == CopyMethod::Logical {
+        report.copy_method_why = Some("--copy-method logical".into());
+        return Ok(None);
+    }
+    match table_transport::target_refusal(s, req.binlog)? {
+        Ok(datadir) => Ok(Some(datadir)),
+        Err(why) if req.copy_method == CopyMethod::Transport => Err(Error::Usage(format!(
+            "--copy-method transport is not possible: {why}"
+        ))),
+        Err(why) => {
+            report.copy_method_why = Some(format!("no transport: {why}"));
+            Ok(None)
+        }
+    }
+}
+
+/// Moves the replayed tables from the temporary server (`temp`, its data directory
+/// `temp_datadir`) to the target: as tablespace files into `transport` (the target's data
+/// directory) when the tables allow it too, else logically.
+fn copy_to_target(
+    (temp, temp_datadir): (&ConnectOptions, &Path),
+    (target, req): (&ConnectOptions, &TablesRequest<'_>),
+    (built, transport): (&BTreeMap<Name, Name>, Option<&Path>),
+    report: &mut TablesReport,
+) -> Result<CopyReport> {
+    if let Some(datadir) = transport {
+        let mut t = Session::connect(target)?;
+        if !req.binlog {
+            t.exec(logical::NO_BINLOG)?;
+        }
+        let mut source = Session::connect(temp)?;
+        match table_transport::tables_refusal(&mut source, &mut t, built)? {
+            None => {
+                report.copy_method = Some("transport".into());
+                report.copy_method_why = Some(format!(
+                    "both servers allow it (the target's data directory {} is here)",
+                    datadir.display()
+                ));
+                return table_transport::transport((temp, temp_datadir), (&mut t, datadir), built);
+            }
+            Some(why) if req.copy_method == CopyMethod::Transport => {
+                return Err(Error::Usage(format!(
+                    "--copy-method transport is not possible: {why}"
+                )));
+            }
+            Some(why) => report.copy_method_why = Some(format!("no transport: {why}")),
+        }
+    }
+    report.copy_method = Some("logical".into());
+    table_copy::copy(temp, (target, req.binlog), built, req.load.jobs)
 }

@@ -325,8 +325,47 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
         "--scratch-dir",
         scratch,
     ];
-    orders("shop_clone", &clone_args).expect_code(0);
+    // Written to the binary log, the tables are copied logically (a replica could not
+    // import a tablespace).
+    let logical_copy = orders("shop_clone", &clone_args);
+    logical_copy.expect_code(0);
+    let report = logical_copy.json();
+    assert_eq!(report["copy_method"], "logical", "{report}");
+    assert!(
+        report["copy_method_why"]
+            .as_str()
+            .unwrap()
+            .contains("binary log"),
+        "{report}"
+    );
     assert_eq!(checksum(&src, "shop_clone.orders"), orders_at_t);
+    // Kept out of the binary log, as tablespace files (the server's data directory is here).
+    let transport_args = [
+        &clone_args[..],
+        &["--no-binlog", "--copy-method", "transport"],
+    ]
+    .concat();
+    let transported = orders("shop_transport", &transport_args);
+    transported.expect_code(0);
+    assert_eq!(transported.json()["copy_method"], "transport");
+    assert_eq!(checksum(&src, "shop_transport.orders"), orders_at_t);
+    // Asked for where not allowed (written to the binary log): a usage error naming why.
+    let refused = restore_into(
+        "shop.orders",
+        "--to-time",
+        &t,
+        "shop_refused",
+        &[&clone_args[..], &["--copy-method", "transport"]].concat(),
+    );
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("--copy-method transport is not possible")
+            && refused.stderr.contains("--no-binlog"),
+        "{}",
+        refused.stderr
+    );
     let left: Vec<_> = std::fs::read_dir(scratch).unwrap().collect();
     assert!(
         left.is_empty(),
@@ -403,7 +442,7 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     let on_replica = databases(&replica);
     let expected: Vec<String> = on_source
         .into_iter()
-        .filter(|d| d != "shop_renamed")
+        .filter(|d| d != "shop_renamed" && d != "shop_transport")
         .collect();
     assert_eq!(on_replica, expected);
     assert!(
