@@ -1,7 +1,7 @@
 //! Moving tables from the temporary server to the target as InnoDB tablespace files
 //! (transportable tablespaces): `FLUSH TABLES ... FOR EXPORT` on the temporary server, its
 //! `.ibd` and `.cfg` files copied into the target's data directory while the lock is held,
-//! `DISCARD` / `IMPORT TABLESPACE` on the target. Much faster than a logical copy for big
+//! `DISCARD` / `IMPORT TABLESPACE` on the target (a partitioned table's partitions too). Much faster than a logical copy for big
 //! tables, but only where both sides allow it (see [`refusal`]): the target's data directory
 //! on this machine and writable, the same server version and page size, file-per-table, plain
 //! InnoDB tables with simple names, and no binary log on the target side, since `DISCARD` and
@@ -89,14 +89,42 @@ pub fn tables_refusal(
         let row = row.first();
         let engine = row.as_ref().and_then(|r| r.text_at(0)).unwrap_or_default();
         let options = row.as_ref().and_then(|r| r.text_at(1)).unwrap_or_default();
-        if !engine.eq_ignore_ascii_case("InnoDB") || options.contains("partitioned") {
+        if !engine.eq_ignore_ascii_case("InnoDB") {
             return Ok(Some(format!(
-                "{} is not a plain InnoDB table ({engine} {options})",
+                "{} is not an InnoDB table ({engine} {options})",
                 qualified(src)
             )));
         }
     }
     Ok(None)
+}
+
+/// A table's tablespace files in its database directory `dir` (after `FOR EXPORT`): `t.ibd`
+/// and `t.cfg`, or a partitioned table's `t#p#p0.ibd`, `t#p#p0.cfg`, ... (subpartitions
+/// `#sp#`); each with what follows the table's name.
+fn table_files(dir: &Path, table: &str) -> Result<Vec<(PathBuf, String)>> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(suffix) = name.strip_prefix(table) else {
+            continue;
+        };
+        let ours = matches!(suffix, ".ibd" | ".cfg")
+            || (suffix.starts_with('#') && (suffix.ends_with(".ibd") || suffix.ends_with(".cfg")));
+        if ours {
+            out.push((entry.path(), suffix.to_string()));
+        }
+    }
+    if !out.iter().any(|(_, s)| s.ends_with(".cfg")) {
+        return Err(Error::Internal(format!(
+            "no tablespace of {table} to copy in {} after FLUSH TABLES ... FOR EXPORT",
+            dir.display()
+        )));
+    }
+    Ok(out)
 }
 
 /// Copies `from` to `to`, owned as `dir` (the target's database directory) and readable by
@@ -148,10 +176,8 @@ pub fn transport(
             let dir = datadir.join(&dest.0);
             let like = std::fs::metadata(&dir)
                 .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-            for ext in ["ibd", "cfg"] {
-                let from = temp_datadir.join(&src.0).join(format!("{}.{ext}", src.1));
-                let to = dir.join(format!("{}.{ext}", dest.1));
-                place(&from, &to, &like)?;
+            for (from, suffix) in table_files(&temp_datadir.join(&src.0), &src.1)? {
+                place(&from, &dir.join(format!("{}{suffix}", dest.1)), &like)?;
             }
         }
         Ok(())
@@ -166,7 +192,11 @@ pub fn transport(
             ))
             .map_err(|e| Error::from(e).during(format!("importing {}", qualified(dest))))?;
         // The server has read it; it is not part of the table.
-        let _ = std::fs::remove_file(datadir.join(&dest.0).join(format!("{}.cfg", dest.1)));
+        if let Ok(files) = table_files(&datadir.join(&dest.0), &dest.1) {
+            for (cfg, _) in files.iter().filter(|(_, s)| s.ends_with(".cfg")) {
+                let _ = std::fs::remove_file(cfg);
+            }
+        }
     }
     Ok(CopyReport {
         tables: map.len(),

@@ -115,7 +115,9 @@ CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(40), balance INT N
 CREATE TABLE shop.orders (id INT PRIMARY KEY AUTO_INCREMENT, customer INT, amount DECIMAL(10,2), note JSON,
   KEY by_customer (customer), CONSTRAINT orders_customer FOREIGN KEY (customer) REFERENCES shop.customers (id));
 CREATE TABLE shop.notes (id INT PRIMARY KEY, body TEXT);
-CREATE TABLE shop.doomed (id INT PRIMARY KEY, v DOUBLE)";
+CREATE TABLE shop.doomed (id INT PRIMARY KEY, v DOUBLE);
+CREATE TABLE shop.events (id INT NOT NULL, at DATE NOT NULL, what VARCHAR(20), PRIMARY KEY (id, at))
+  PARTITION BY RANGE (YEAR(at)) (PARTITION p2024 VALUES LESS THAN (2025), PARTITION pmax VALUES LESS THAN MAXVALUE)";
 
 #[test]
 fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
@@ -167,11 +169,20 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     s.exec("COMMIT").unwrap();
     s.exec("INSERT INTO shop.orders (customer, amount) VALUES (7, 7.5)")
         .unwrap();
+    for i in 1..=30 {
+        s.exec(&format!(
+            "INSERT INTO shop.events VALUES ({i}, '202{}-06-01', 'e{i}')",
+            3 + i % 3
+        ))
+        .unwrap();
+    }
     let orders_at_t = checksum(&src, "shop.orders");
+    let events_at_t = checksum(&src, "shop.events");
     let t = now_rfc3339(&src);
     std::thread::sleep(Duration::from_millis(20));
     // The bad statement, and more writes to the table and others after it.
     s.exec("DELETE FROM shop.orders").unwrap();
+    s.exec("DELETE FROM shop.events WHERE id > 10").unwrap();
     s.exec("INSERT INTO shop.orders (customer, amount) VALUES (1, 1.0), (2, 2.0)")
         .unwrap();
     s.exec("UPDATE shop.customers SET balance = 0").unwrap();
@@ -345,10 +356,18 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
         &["--no-binlog", "--copy-method", "transport"],
     ]
     .concat();
-    let transported = orders("shop_transport", &transport_args);
+    // A partitioned table goes with it, partition by partition.
+    let transported = restore_into(
+        "shop.orders,shop.events",
+        "--to-time",
+        &t,
+        "shop_transport",
+        &transport_args,
+    );
     transported.expect_code(0);
     assert_eq!(transported.json()["copy_method"], "transport");
     assert_eq!(checksum(&src, "shop_transport.orders"), orders_at_t);
+    assert_eq!(checksum(&src, "shop_transport.events"), events_at_t);
     // Asked for where not allowed (written to the binary log): a usage error naming why.
     let refused = restore_into(
         "shop.orders",

@@ -93,15 +93,19 @@ pub fn rewrite_definition(
         ))
     })?;
     let lines: Vec<&str> = renamed.lines().collect();
-    let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+    // The columns and keys end at the line that closes them (`) ENGINE=...`); a partitioned
+    // table's partitioning follows it on lines of its own.
+    let close = lines.iter().skip(1).position(|l| l.starts_with(')'));
+    let (Some(first), Some(close)) = (lines.first(), close.map(|c| c + 1)) else {
         return Ok(renamed);
     };
-    if lines.len() < 3 {
+    let last = lines[close..].join("\n");
+    if close < 2 {
         return Ok(renamed);
     }
     let same_db = src.0 == dest.0;
     let mut body = Vec::new();
-    for line in &lines[1..lines.len() - 1] {
+    for line in &lines[1..close] {
         let mut line = line.trim_end().trim_end_matches(',').to_string();
         let trimmed = line.trim_start();
         if trimmed.starts_with("CONSTRAINT ") && trimmed.contains(" FOREIGN KEY ") {
@@ -340,20 +344,19 @@ mod tests {
         (db.to_string(), t.to_string())
     }
 
+    /// `create` of `src` rewritten for `dest`, the only table restored; and the warnings.
+    fn alone(create: &str, src: Name, dest: Name) -> (String, Vec<String>) {
+        let map = BTreeMap::from([(src.clone(), dest.clone())]);
+        let mut warnings = Vec::new();
+        let out = rewrite_definition(&src, &dest, create, &map, &mut warnings).unwrap();
+        (out, warnings)
+    }
+
     const CHILD: &str = "CREATE TABLE `child` (\n  `id` int NOT NULL,\n  `p` int DEFAULT NULL,\n  `q` int DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  CONSTRAINT `fk_p` FOREIGN KEY (`p`) REFERENCES `parent` (`id`) ON DELETE CASCADE,\n  CONSTRAINT `fk_q` FOREIGN KEY (`q`) REFERENCES `other`.`q` (`id`),\n  CONSTRAINT `child_chk_1` CHECK ((`id` > 0))\n) ENGINE=InnoDB";
 
     #[test]
     fn foreign_keys_to_tables_not_restored_are_left_out_and_reported() {
-        let map = BTreeMap::from([(n("shop", "child"), n("shop_r", "child"))]);
-        let mut w = Vec::new();
-        let out = rewrite_definition(
-            &n("shop", "child"),
-            &n("shop_r", "child"),
-            CHILD,
-            &map,
-            &mut w,
-        )
-        .unwrap();
+        let (out, w) = alone(CHILD, n("shop", "child"), n("shop_r", "child"));
         assert!(
             out.starts_with("CREATE TABLE `shop_r`.`child` (\n"),
             "{out}"
@@ -364,6 +367,21 @@ mod tests {
         assert!(
             w[0].contains("`shop`.`parent`") && w[1].contains("`other`.`q`"),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_partitioned_tables_definition_keeps_its_partitioning_intact() {
+        let create = "CREATE TABLE `events` (\n  `id` int NOT NULL,\n  `at` date NOT NULL,\n  \
+                      PRIMARY KEY (`id`,`at`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4\n\
+                      /*!50100 PARTITION BY RANGE (year(`at`))\n\
+                      (PARTITION p2024 VALUES LESS THAN (2025) ENGINE = InnoDB,\n \
+                      PARTITION pmax VALUES LESS THAN MAXVALUE ENGINE = InnoDB) */";
+        let (out, _) = alone(create, n("shop", "events"), n("r", "events"));
+        assert_eq!(
+            out,
+            create.replacen("`events`", "`r`.`events`", 1),
+            "the partitioning is not part of the column list"
         );
     }
 
