@@ -125,7 +125,8 @@ pub struct RestoreArgs {
 
     /// Restore only these tables (DB.T, comma-separated, named as they were when the snapshot
     /// was taken) to the point in time, into a running --target beside its other data:
-    /// nothing else on it changes, nothing reaches its binary log or its gtid_executed.
+    /// nothing else on it changes. Written to its binary log under its own GTIDs, so its
+    /// replicas get the tables (see --no-binlog).
     #[arg(long, value_name = "DB.T[,DB.T...]", value_delimiter = ',')]
     pub tables: Vec<String>,
 
@@ -141,6 +142,20 @@ pub struct RestoreArgs {
     /// existing destination is refused with exit code 16).
     #[arg(long)]
     pub replace_existing: bool,
+
+    /// With --tables: keep the restore out of the target's binary log (sql_log_bin = 0, which
+    /// needs SESSION_VARIABLES_ADMIN or SYSTEM_VARIABLES_ADMIN): the tables then exist on the
+    /// target only, not on its replicas, and a failover loses them.
+    #[arg(long)]
+    pub no_binlog: bool,
+
+    /// With --tables from a clone or cold snapshot: how the tables go from the temporary
+    /// server to the target: `transport` (InnoDB tablespace files, FLUSH TABLES ... FOR
+    /// EXPORT / IMPORT TABLESPACE: the target's data directory on this host, same version and
+    /// page size, and --no-binlog or a target without binary log), `logical` (rows through
+    /// LOAD DATA), or `auto` (transport where allowed).
+    #[arg(long, value_name = "METHOD", default_value = "auto")]
+    pub copy_method: String,
 
     /// With --tables from a clone or cold snapshot: where the temporary server's data
     /// directory goes (default: the system's temporary directory; it needs room for the whole
@@ -182,6 +197,7 @@ impl RestoreArgs {
             force: self.force,
             users: !self.no_users,
             content_check: !self.no_content_check,
+            binlog: false,
         }
     }
 
@@ -370,9 +386,9 @@ pub fn run(a: &RestoreArgs, ctx: &super::Ctx) -> Result<()> {
     if !a.tables.is_empty() || !a.rename.is_empty() {
         return run_tables(a, ctx, &repo, jobs);
     }
-    if a.into_database.is_some() || a.replace_existing {
+    if a.into_database.is_some() || a.replace_existing || a.no_binlog {
         return Err(Error::Usage(
-            "--into-database and --replace-existing go with --tables".into(),
+            "--into-database, --replace-existing and --no-binlog go with --tables".into(),
         ));
     }
     let owner = a
@@ -582,9 +598,27 @@ fn archive_check_line(pace: &output::Pace, done: usize, total: usize, bytes: u64
 fn print_tables_plan(p: &ops::restore_tables::TablesPlan) {
     print_plan(&p.pitr);
     outln!("  tables ({} snapshot, {} engine):", p.method, p.engine);
+    if let Some(copy) = &p.copy_method {
+        outln!(
+            "  copy to the target: {copy}{}",
+            if copy == "auto" {
+                " (transport where both servers allow it, else logical)"
+            } else {
+                ""
+            }
+        );
+    }
     for t in &p.tables {
         outln!("    {} -> {}", t.source, t.destination);
     }
+    outln!(
+        "  {}",
+        if p.binlog {
+            "written to the target's binary log under its own GTIDs: its replicas get the tables"
+        } else {
+            "kept out of the target's binary log (--no-binlog): its replicas get nothing"
+        }
+    );
     outln!(
         "  of the window's transactions, {} touch these tables (only their part is applied), {} are left out",
         p.transactions_touching,
@@ -633,10 +667,12 @@ fn run_tables(
         snapshot: a.pitr_snapshot(),
         tables: &map,
         replace_existing: a.replace_existing,
+        binlog: !a.no_binlog,
         load: &opts,
         engine: a.engine.as_ref().map(|_| a.engine()).transpose()?,
         mysqld: mysqld.as_deref(),
         scratch: a.scratch_dir.as_deref(),
+        copy_method: ops::restore_tables::CopyMethod::parse(&a.copy_method)?,
         check_archive: !a.skip_archive_check,
     };
     if a.plan {
@@ -672,6 +708,9 @@ fn run_tables(
     out.progress_done();
     out.report(&report, |r| {
         print_tables_plan(&r.plan);
+        if let Some(earlier) = &r.earlier_run {
+            outln!("  {earlier}");
+        }
         if let Some(l) = &r.load {
             outln!(
                 "  loaded {} table(s), {} rows from the snapshot in {:.1} s",
@@ -683,10 +722,12 @@ fn run_tables(
         }
         if let Some(c) = &r.copy {
             outln!(
-                "  copied {} table(s), {} rows from the temporary server in {:.1} s",
+                "  copied {} table(s) ({}), {} rows from the temporary server in {:.1} s ({})",
                 c.tables,
+                r.copy_method.as_deref().unwrap_or("logical"),
                 c.rows,
-                c.seconds
+                c.seconds,
+                r.copy_method_why.as_deref().unwrap_or_default()
             );
         }
         outln!(

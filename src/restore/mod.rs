@@ -6,6 +6,8 @@ pub mod files;
 pub mod logical;
 pub mod pitr;
 pub mod table_copy;
+pub mod table_staging;
+pub mod table_transport;
 
 /// The schema a logical restore keeps its resume state in, on the target; dropped at the end.
 pub const PROGRESS_SCHEMA: &str = "myvault_restore";

@@ -3,7 +3,8 @@
 //! replayed on to the live target. Each table streams on a connection pair of its own
 //! (tables in parallel), its rows read in primary-key order as a `LOAD DATA` file, written
 //! straight into `LOAD DATA LOCAL INFILE` on the target: bounded memory, no local copy, the
-//! same text encoding a logical snapshot uses. Nothing reaches the target's binary log.
+//! same text encoding a logical snapshot uses. The target's binary log gets the copy, or with
+//! `binlog` off nothing of it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -53,10 +54,11 @@ fn table_infos(
 }
 
 /// Creates each destination of `map` on `to` (dropping what is there: the caller refuses
-/// existing tables unless told otherwise) and copies its rows from `from`.
+/// existing tables unless told otherwise) and copies its rows from `from`; `binlog` says
+/// whether the target's binary log gets the copy.
 pub fn copy(
     from: &ConnectOptions,
-    to: &ConnectOptions,
+    (to, binlog): (&ConnectOptions, bool),
     map: &BTreeMap<Name, Name>,
     jobs: usize,
 ) -> Result<CopyReport> {
@@ -65,7 +67,9 @@ pub fn copy(
     let mut warnings = Vec::new();
     let mut source = Session::connect(from)?;
     let mut definitions = Vec::new();
-    let rows = logical::tables::with_load_session(to, "tables:copy", &mut warnings, |target, _| {
+    let session = (to, binlog);
+    let marker = format!("{}copy", logical::tables::TABLES_MARKER);
+    let rows = logical::tables::with_load_session(session, &marker, &mut warnings, |target, _| {
         // Foreign keys among the copied tables point at their destinations: all are created
         // before any rows arrive (the loader sessions have foreign_key_checks = 0).
         for (t, dest) in &tables {
@@ -80,7 +84,7 @@ pub fn copy(
         let rows = std::sync::atomic::AtomicU64::new(0);
         logical::on_connections(
             to,
-            "binary",
+            ("binary", binlog),
             jobs,
             tables.iter().collect(),
             |s, (t, dest)| {

@@ -32,6 +32,7 @@ mod restore_resume;
 mod retention;
 mod seed;
 mod single_table;
+mod single_table_faults;
 mod status;
 mod storage_s3;
 mod storage_s3_resume;

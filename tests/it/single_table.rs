@@ -3,7 +3,8 @@
 //! `DELETE` without `WHERE` equals its checksum recorded at that instant, from a logical and
 //! from a clone snapshot; a table dropped, and one renamed, inside the window; a transaction
 //! touching two tables of which one is restored. Nothing else on the live server changes: every
-//! other table's checksum, its gtid_executed, and its replica (which never sees the restore).
+//! other table's checksum; its replica gets the restored tables (written to the binary log
+//! under the server's own new GTIDs) and nothing else, or with --no-binlog nothing at all.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::support::load::{self, Load};
 use crate::support::streamer::Streamer;
 use crate::support::{Flavor, Scratch, TestServer, myvault, testbed};
 
-fn now_rfc3339(src: &TestServer) -> String {
+pub(crate) fn now_rfc3339(src: &TestServer) -> String {
     let us: i64 = src
         .value("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
         .unwrap()
@@ -24,7 +25,7 @@ fn now_rfc3339(src: &TestServer) -> String {
         .to_string()
 }
 
-fn checksum(src: &TestServer, table: &str) -> String {
+pub(crate) fn checksum(src: &TestServer, table: &str) -> String {
     src.session()
         .query(&format!("CHECKSUM TABLE {table}"))
         .unwrap()
@@ -44,7 +45,7 @@ fn all_checksums(src: &TestServer) -> BTreeMap<String, String> {
     out
 }
 
-fn databases(srv: &TestServer) -> Vec<String> {
+pub(crate) fn databases(srv: &TestServer) -> Vec<String> {
     srv.session()
         .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1")
         .unwrap()
@@ -53,12 +54,70 @@ fn databases(srv: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// A repository in a scratch directory of its own, `src`'s binlogs streamed into it.
+pub(crate) struct Archive {
+    pub dir: Scratch,
+    pub repo: String,
+    /// The testbed's MySQL 9.7 server binary.
+    pub mysqld: String,
+    streamer: Streamer,
+}
+
+impl Archive {
+    pub fn start(tag: &str, src: &TestServer) -> Archive {
+        let dir = Scratch::new(tag);
+        let repo = dir.join("repo").to_str().unwrap().to_string();
+        let mysqld = testbed()
+            .path("MYVAULT_MYSQLD_97")
+            .to_string_lossy()
+            .into_owned();
+        myvault(&["init", "--repo", &repo]).expect_code(0);
+        let streamer = Streamer::start(&src.url(), &repo, &dir.join("spool"), &[]);
+        Archive {
+            dir,
+            repo,
+            mysqld,
+            streamer,
+        }
+    }
+
+    /// Stops the streamer once the archive holds everything `src` wrote so far.
+    pub fn catch_up(mut self, src: &TestServer) -> (Scratch, String, String) {
+        src.sql("FLUSH BINARY LOGS");
+        assert_eq!(self.streamer.terminate(), 0, "{}", self.streamer.log_text());
+        let spool = self.dir.join("spool");
+        let mut drain = Streamer::start(&src.url(), &self.repo, &spool, &["--until-caught-up"]);
+        assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+        (self.dir, self.repo, self.mysqld)
+    }
+}
+
+/// A clone snapshot of `src` into `repo`: its id.
+pub(crate) fn clone_backup(repo: &str, src: &TestServer, mysqld: &str) -> String {
+    let clone = myvault(&[
+        "backup",
+        "--method",
+        "clone",
+        "--repo",
+        repo,
+        "--source",
+        &src.url(),
+        "--mysqld",
+        mysqld,
+        "--json",
+    ]);
+    clone.expect_code(0);
+    clone.json()["snapshot"].as_str().unwrap().to_string()
+}
+
 const SCHEMA: &str = "CREATE DATABASE shop;
 CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(40), balance INT NOT NULL DEFAULT 0);
 CREATE TABLE shop.orders (id INT PRIMARY KEY AUTO_INCREMENT, customer INT, amount DECIMAL(10,2), note JSON,
   KEY by_customer (customer), CONSTRAINT orders_customer FOREIGN KEY (customer) REFERENCES shop.customers (id));
 CREATE TABLE shop.notes (id INT PRIMARY KEY, body TEXT);
-CREATE TABLE shop.doomed (id INT PRIMARY KEY, v DOUBLE)";
+CREATE TABLE shop.doomed (id INT PRIMARY KEY, v DOUBLE);
+CREATE TABLE shop.events (id INT NOT NULL, at DATE NOT NULL, what VARCHAR(20), PRIMARY KEY (id, at))
+  PARTITION BY RANGE (YEAR(at)) (PARTITION p2024 VALUES LESS THAN (2025), PARTITION pmax VALUES LESS THAN MAXVALUE)";
 
 #[test]
 fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
@@ -86,31 +145,10 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     replica.replicate_from(&src, "repl", "Repl-1");
     replica.sql("START REPLICA");
 
-    let dir = Scratch::new("single-table");
-    let repo = dir.join("repo").to_str().unwrap().to_string();
-    let mysqld = testbed()
-        .path("MYVAULT_MYSQLD_97")
-        .to_string_lossy()
-        .into_owned();
-    myvault(&["init", "--repo", &repo]).expect_code(0);
-    let spool = dir.join("spool");
-    let mut streamer = Streamer::start(&src.url(), &repo, &spool, &[]);
+    let archive = Archive::start("single-table", &src);
     let load = Load::start(&src, "sb", 2, 2000, 1, 600);
-    myvault(&["backup", "--repo", &repo, "--source", &src.url()]).expect_code(0);
-    let clone = myvault(&[
-        "backup",
-        "--method",
-        "clone",
-        "--repo",
-        &repo,
-        "--source",
-        &src.url(),
-        "--mysqld",
-        &mysqld,
-        "--json",
-    ]);
-    clone.expect_code(0);
-    let clone_id = clone.json()["snapshot"].as_str().unwrap().to_string();
+    myvault(&["backup", "--repo", &archive.repo, "--source", &src.url()]).expect_code(0);
+    let clone_id = clone_backup(&archive.repo, &src, &archive.mysqld);
 
     // Changes inside the window, one transaction touching orders and customers.
     for i in 1..=20 {
@@ -131,11 +169,20 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     s.exec("COMMIT").unwrap();
     s.exec("INSERT INTO shop.orders (customer, amount) VALUES (7, 7.5)")
         .unwrap();
+    for i in 1..=30 {
+        s.exec(&format!(
+            "INSERT INTO shop.events VALUES ({i}, '202{}-06-01', 'e{i}')",
+            3 + i % 3
+        ))
+        .unwrap();
+    }
     let orders_at_t = checksum(&src, "shop.orders");
+    let events_at_t = checksum(&src, "shop.events");
     let t = now_rfc3339(&src);
     std::thread::sleep(Duration::from_millis(20));
     // The bad statement, and more writes to the table and others after it.
     s.exec("DELETE FROM shop.orders").unwrap();
+    s.exec("DELETE FROM shop.events WHERE id > 10").unwrap();
     s.exec("INSERT INTO shop.orders (customer, amount) VALUES (1, 1.0), (2, 2.0)")
         .unwrap();
     s.exec("UPDATE shop.customers SET balance = 0").unwrap();
@@ -171,10 +218,7 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     let drop_gtid = src.gtid_executed().subtract(&before_drop).to_string();
     s.exec("INSERT INTO shop.customers VALUES (51, 'late', 0)")
         .unwrap();
-    src.sql("FLUSH BINARY LOGS");
-    assert_eq!(streamer.terminate(), 0, "{}", streamer.log_text());
-    let mut drain = Streamer::start(&src.url(), &repo, &spool, &["--until-caught-up"]);
-    assert_eq!(drain.wait(), 0, "{}", drain.log_text());
+    let (dir, repo, mysqld) = archive.catch_up(&src);
 
     let live = all_checksums(&src);
     let live_gtids = src.gtid_executed();
@@ -292,17 +336,74 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
         "--scratch-dir",
         scratch,
     ];
-    orders("shop_clone", &clone_args).expect_code(0);
+    // Written to the binary log, the tables are copied logically (a replica could not
+    // import a tablespace).
+    let logical_copy = orders("shop_clone", &clone_args);
+    logical_copy.expect_code(0);
+    let report = logical_copy.json();
+    assert_eq!(report["copy_method"], "logical", "{report}");
+    assert!(
+        report["copy_method_why"]
+            .as_str()
+            .unwrap()
+            .contains("binary log"),
+        "{report}"
+    );
     assert_eq!(checksum(&src, "shop_clone.orders"), orders_at_t);
+    // Kept out of the binary log, as tablespace files (the server's data directory is here).
+    let transport_args = [
+        &clone_args[..],
+        &["--no-binlog", "--copy-method", "transport"],
+    ]
+    .concat();
+    // A partitioned table goes with it, partition by partition.
+    let transported = restore_into(
+        "shop.orders,shop.events",
+        "--to-time",
+        &t,
+        "shop_transport",
+        &transport_args,
+    );
+    transported.expect_code(0);
+    assert_eq!(transported.json()["copy_method"], "transport");
+    assert_eq!(checksum(&src, "shop_transport.orders"), orders_at_t);
+    assert_eq!(checksum(&src, "shop_transport.events"), events_at_t);
+    // Asked for where not allowed (written to the binary log): a usage error naming why.
+    let refused = restore_into(
+        "shop.orders",
+        "--to-time",
+        &t,
+        "shop_refused",
+        &[&clone_args[..], &["--copy-method", "transport"]].concat(),
+    );
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("--copy-method transport is not possible")
+            && refused.stderr.contains("--no-binlog"),
+        "{}",
+        refused.stderr
+    );
     let left: Vec<_> = std::fs::read_dir(scratch).unwrap().collect();
     assert!(
         left.is_empty(),
         "the temporary server's files stay: {left:?}"
     );
 
-    // Renamed inside the window: followed to its new name, restored under its old one.
-    restore_into("shop.notes", "--to-time", &t2, "shop_renamed", &[]).expect_code(0);
+    // Renamed inside the window: followed to its new name, restored under its old one; kept
+    // out of the binary log, so the server's GTIDs do not move and the replica gets nothing.
+    let before_no_binlog = src.gtid_executed();
+    restore_into(
+        "shop.notes",
+        "--to-time",
+        &t2,
+        "shop_renamed",
+        &["--no-binlog"],
+    )
+    .expect_code(0);
     assert_eq!(checksum(&src, "shop_renamed.notes"), notes_at_t2);
+    assert_eq!(src.gtid_executed(), before_no_binlog);
 
     // Dropped: up to the DROP it is refused (nothing would be left), just before it restored.
     let dropped = restore_into("shop.doomed", "--to-gtid", &drop_gtid, "shop_dropped", &[]);
@@ -319,35 +420,50 @@ fn single_table_restores_beside_the_live_data_and_change_nothing_else() {
     .expect_code(0);
     assert_eq!(checksum(&src, "shop_dropped.doomed"), doomed_before_drop);
 
-    // Nothing else on the live server changed, and nothing reached its binary log: its
-    // gtid_executed is what it was, and its replica holds it without any restored database.
+    // Nothing else on the live server changed, and no staging database is left.
     assert_eq!(all_checksums(&src), live);
-    assert_eq!(src.gtid_executed(), live_gtids);
     assert_eq!(
         src.value("SELECT @@GLOBAL.local_infile").as_deref(),
         Some("0")
     );
+    let on_source = databases(&src);
+    assert!(
+        !on_source
+            .iter()
+            .any(|d| d.starts_with("_myvault_restore") || d == "myvault_restore"),
+        "{on_source:?}"
+    );
+    // The restores wrote under the server's own new GTIDs (one server UUID, no source's),
+    // and its replica follows: the restored tables, equal, nothing else changed.
+    let uuid = src.value("SELECT @@server_uuid").unwrap();
+    let written = src.gtid_executed().subtract(&live_gtids).to_string();
+    assert!(
+        written.starts_with(&format!("{uuid}:")) && !written.contains(','),
+        "{written}"
+    );
+    let end_gtids = src.gtid_executed();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while replica.gtid_executed() != live_gtids {
+    while replica.gtid_executed() != end_gtids {
         assert!(
             std::time::Instant::now() < deadline,
             "the replica did not catch up"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let on_replica = databases(&replica);
-    assert!(on_replica.contains(&"shop".to_string()), "{on_replica:?}");
-    for restored in [
-        "shop_restored",
-        "shop_clone",
-        "shop_renamed",
-        "shop_dropped",
-    ] {
-        assert!(
-            !on_replica.contains(&restored.to_string()),
-            "{on_replica:?}"
+    assert_eq!(all_checksums(&replica), live);
+    for db in ["shop_restored", "shop_clone", "shop_dropped"] {
+        assert_eq!(
+            load::checksums(&replica, db),
+            load::checksums(&src, db),
+            "{db} on the replica"
         );
     }
+    let on_replica = databases(&replica);
+    let expected: Vec<String> = on_source
+        .into_iter()
+        .filter(|d| d != "shop_renamed" && d != "shop_transport")
+        .collect();
+    assert_eq!(on_replica, expected);
     assert!(
         replica
             .value("SELECT LAST_ERROR_NUMBER FROM performance_schema.replication_applier_status_by_worker LIMIT 1")

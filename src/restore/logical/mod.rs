@@ -4,7 +4,8 @@
 //! finally `GTID_PURGED`, so replication and PITR can continue from the snapshot.
 //!
 //! Nothing is written to the target's binary log (`sql_log_bin = 0`): the restored server's
-//! GTID state is exactly the snapshot's. Every phase can be killed and run again (see
+//! GTID state is exactly the snapshot's. (A single-table restore into a live server loads
+//! with the binary log on by default, see [`LoadOptions::binlog`].) Every phase can be killed and run again (see
 //! [`progress`]); every error names the phase and the object it was about.
 
 mod indexes;
@@ -53,6 +54,10 @@ pub struct LoadOptions {
     pub users: bool,
     /// Read every table back once loaded and compare it with what the dump read.
     pub content_check: bool,
+    /// Write the load to the target's binary log, under the target's own GTIDs: a
+    /// single-table restore into a live server, whose replicas then get the tables. Off for a
+    /// whole restore, whose GTID state is the snapshot's.
+    pub binlog: bool,
 }
 
 /// With MySQL's default redo log of 100 MiB, loading a 370 MiB dump spent a sixth of its time
@@ -70,6 +75,7 @@ impl Default for LoadOptions {
             force: false,
             users: true,
             content_check: true,
+            binlog: false,
         }
     }
 }
@@ -102,10 +108,12 @@ pub struct LoadReport {
     pub content_check: Option<crate::restore::content_check::ContentCheckReport>,
 }
 
-/// Session settings for loading: nothing to the binlog, no checks that a consistent dump does
-/// not need, zero stays zero in AUTO_INCREMENT columns, TIMESTAMPs in UTC as dumped.
+/// Keeps a session's writes out of the binary log (see [`connect_loader_logged`]).
+pub const NO_BINLOG: &str = "SET SESSION sql_log_bin = 0";
+
+/// Session settings for loading: no checks that a consistent dump does not need, zero stays
+/// zero in AUTO_INCREMENT columns, TIMESTAMPs in UTC as dumped.
 const LOAD_SETUP: &[&str] = &[
-    "SET SESSION sql_log_bin = 0",
     "SET SESSION foreign_key_checks = 0",
     "SET SESSION unique_checks = 0",
     "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
@@ -116,14 +124,28 @@ const LOAD_SETUP: &[&str] = &[
     "SET SESSION max_error_count = 65535",
 ];
 
+/// A loader session whose writes stay out of the binary log.
 pub fn connect_loader(target: &ConnectOptions, names: &str) -> Result<Session> {
+    connect_loader_logged(target, names, false)
+}
+
+/// A loader session; `binlog` says whether its writes reach the target's binary log.
+pub fn connect_loader_logged(
+    target: &ConnectOptions,
+    names: &str,
+    binlog: bool,
+) -> Result<Session> {
     let mut s = Session::connect(target)?;
     s.exec(&format!("SET NAMES {names}"))?;
-    for stmt in LOAD_SETUP {
+    let no_binlog = (!binlog).then_some(NO_BINLOG);
+    for stmt in no_binlog.iter().chain(LOAD_SETUP) {
         s.exec(stmt).map_err(|e| match e.server_code() {
             Some(1227) => Error::Mysql(crate::mysql::Error::AccessDenied {
                 addr: s.address().to_string(),
-                message: format!("`{stmt}` needs SYSTEM_VARIABLES_ADMIN (or SUPER) on the target"),
+                message: format!(
+                    "`{stmt}` needs SESSION_VARIABLES_ADMIN or SYSTEM_VARIABLES_ADMIN (or SUPER) \
+                     on the target"
+                ),
             }),
             _ => e.into(),
         })?;
@@ -332,7 +354,7 @@ fn load_all(
     let groups = table_groups::creation_groups(meta);
     on_connections(
         target,
-        "utf8mb4",
+        ("utf8mb4", false),
         ddl_connections(opts.jobs),
         groups,
         |s, group| {
@@ -370,10 +392,11 @@ fn ddl_connections(jobs: usize) -> usize {
 const MIN_DDL_CONNECTIONS: usize = 4;
 
 /// Runs `work` on each item, in order, on `jobs` loader connections at once (`names` their
-/// character set); the first error stops them all.
+/// character set, `binlog` whether they write to the binary log); the first error stops them
+/// all.
 pub(crate) fn on_connections<T: Send>(
     target: &ConnectOptions,
-    names: &str,
+    (names, binlog): (&str, bool),
     jobs: usize,
     items: Vec<T>,
     work: impl Fn(&mut Session, T) -> Result<()> + Sync,
@@ -390,7 +413,7 @@ pub(crate) fn on_connections<T: Send>(
             let (queue, first_error, work) = (&queue, &first_error, &work);
             scope.spawn(move || {
                 let run = || -> Result<()> {
-                    let mut s = connect_loader(target, names)?;
+                    let mut s = connect_loader_logged(target, names, binlog)?;
                     while !first_error.failed() {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                         let Some(item) = next else { break };

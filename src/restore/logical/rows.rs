@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::indexes::{self, IndexJob};
-use super::{LoadOptions, LoadProgress, connect_loader, find_file, on_connections, progress};
+use super::{
+    LoadOptions, LoadProgress, connect_loader_logged, find_file, on_connections, progress,
+};
 use crate::error::{Error, Result};
 use crate::mysql::session::{Session, quote_ident};
 use crate::mysql::wire::ConnectOptions;
@@ -122,7 +124,7 @@ pub fn load_rows_and_indexes(
         .chunks_total
         .store(jobs.len() as u64, Ordering::Relaxed);
     if !truncate.is_empty() {
-        let mut s = connect_loader(target, "binary")?;
+        let mut s = connect_loader_logged(target, "binary", opts.binlog)?;
         for (db, t) in truncate {
             let qualified = format!("{}.{}", quote_ident(db), quote_ident(&t.name));
             s.exec(&format!("TRUNCATE TABLE {qualified}"))
@@ -155,22 +157,28 @@ pub fn load_rows_and_indexes(
     // indexes.
     let mut work: Vec<Work<'_>> = indexes.into_values().map(Work::Indexes).collect();
     work.extend(jobs.into_iter().map(Work::Rows));
-    on_connections(target, "binary", opts.jobs, work, |s, work| match work {
-        Work::Indexes(index) => indexes::build(s, &index),
-        Work::Rows(job) => {
-            load_chunk(repo, snap, s, &job)?;
-            progress.rows.fetch_add(job.rows, Ordering::Relaxed);
-            progress.chunks_done.fetch_add(1, Ordering::Relaxed);
-            let Some(after) = after_rows.get(&(job.db, job.table.name.as_str())) else {
-                return Ok(());
-            };
-            if after.chunks_left.fetch_sub(1, Ordering::AcqRel) != 1 {
-                return Ok(());
+    on_connections(
+        target,
+        ("binary", opts.binlog),
+        opts.jobs,
+        work,
+        |s, work| match work {
+            Work::Indexes(index) => indexes::build(s, &index),
+            Work::Rows(job) => {
+                load_chunk(repo, snap, s, &job)?;
+                progress.rows.fetch_add(job.rows, Ordering::Relaxed);
+                progress.chunks_done.fetch_add(1, Ordering::Relaxed);
+                let Some(after) = after_rows.get(&(job.db, job.table.name.as_str())) else {
+                    return Ok(());
+                };
+                if after.chunks_left.fetch_sub(1, Ordering::AcqRel) != 1 {
+                    return Ok(());
+                }
+                let index = after.index.lock().unwrap_or_else(|e| e.into_inner()).take();
+                index.map_or(Ok(()), |index| indexes::build(s, &index))
             }
-            let index = after.index.lock().unwrap_or_else(|e| e.into_inner()).take();
-            index.map_or(Ok(()), |index| indexes::build(s, &index))
-        }
-    })
+        },
+    )
 }
 
 /// Keeps the repository error of a failing chunk read, which the protocol layer only sees as

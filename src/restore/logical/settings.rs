@@ -50,7 +50,8 @@ pub struct Wanted {
     pub disable_redo_log: bool,
 }
 
-const RECORD: &str = "setting:";
+/// How the records of original values begin, among the progress schema's items.
+pub(crate) const RECORD: &str = "setting:";
 const REDO_LOG_OFF: &str = "setting:redo_log=off";
 
 /// The original value an earlier, interrupted run recorded for `name`.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{LoadOptions, LoadProgress, connect_loader, objects, progress, rows, settings};
+use super::{LoadOptions, LoadProgress, connect_loader_logged, objects, progress, rows, settings};
 use crate::error::{Error, Result};
 use crate::mysql::session::{Session, quote_ident};
 use crate::mysql::wire::ConnectOptions;
@@ -93,15 +93,19 @@ pub fn rewrite_definition(
         ))
     })?;
     let lines: Vec<&str> = renamed.lines().collect();
-    let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+    // The columns and keys end at the line that closes them (`) ENGINE=...`); a partitioned
+    // table's partitioning follows it on lines of its own.
+    let close = lines.iter().skip(1).position(|l| l.starts_with(')'));
+    let (Some(first), Some(close)) = (lines.first(), close.map(|c| c + 1)) else {
         return Ok(renamed);
     };
-    if lines.len() < 3 {
+    let last = lines[close..].join("\n");
+    if close < 2 {
         return Ok(renamed);
     }
     let same_db = src.0 == dest.0;
     let mut body = Vec::new();
-    for line in &lines[1..lines.len() - 1] {
+    for line in &lines[1..close] {
         let mut line = line.trim_end().trim_end_matches(',').to_string();
         let trimmed = line.trim_start();
         if trimmed.starts_with("CONSTRAINT ") && trimmed.contains(" FOREIGN KEY ") {
@@ -248,8 +252,9 @@ pub fn load(
 ) -> Result<TablesLoadReport> {
     let started = Instant::now();
     let mut warnings = Vec::new();
-    let marker = format!("tables:{}", snap.id);
-    let content_check = with_load_session(target, &marker, &mut warnings, |coord, done| {
+    let marker = format!("{TABLES_MARKER}{}", snap.id);
+    let session = (target, opts.binlog);
+    let content_check = with_load_session(session, &marker, &mut warnings, |coord, done| {
         objects::create_databases(coord, selected, done)?;
         for db in &selected.databases {
             for t in &db.tables {
@@ -270,24 +275,55 @@ pub fn load(
     })
 }
 
+/// The original settings recorded in the progress schema a single-table restore left, if it
+/// holds one.
+fn leftover_settings(s: &mut Session) -> Result<Option<HashSet<String>>> {
+    let schema = crate::restore::PROGRESS_SCHEMA;
+    let owner = match s.query_value(&format!("SELECT snapshot FROM {schema}.state")) {
+        Ok(Some(owner)) => owner,
+        _ => return Ok(None),
+    };
+    if !owner.starts_with(TABLES_MARKER) {
+        return Ok(None);
+    }
+    let rows = s.query(&format!(
+        "SELECT item FROM {schema}.done WHERE item LIKE '{}%'",
+        settings::RECORD
+    ))?;
+    Ok(Some(rows.iter().filter_map(|r| r.text_at(0)).collect()))
+}
+
+/// How the progress records of a single-table restore's load begin (see [`with_load_session`]).
+pub const TABLES_MARKER: &str = "tables:";
+
 /// Runs `work` on a loader session of `target` set up for loading some tables and nothing
 /// more: the progress schema its steps record themselves in (`marker` names the run; a
 /// single-table restore is not resumed, its replay would have to be too, so the remains of a
 /// killed one are dropped), and `local_infile` on. Both are put back afterwards, whatever
-/// `work` returned; what could not be put back is a warning.
+/// `work` returned; what could not be put back is a warning. With `binlog`, the session and
+/// the progress schema are written to the binary log (a replica must have the schema the
+/// load's transactions record themselves in).
 pub fn with_load_session<T>(
-    target: &ConnectOptions,
+    (target, binlog): (&ConnectOptions, bool),
     marker: &str,
     warnings: &mut Vec<String>,
     work: impl FnOnce(&mut Session, &HashSet<String>) -> Result<T>,
 ) -> Result<T> {
-    let mut coord = connect_loader(target, "utf8mb4")?;
-    if let progress::State::Resuming(_) = progress::read(&mut coord, marker)? {
+    let mut coord = connect_loader_logged(target, "utf8mb4", binlog)?;
+    // Any single-table restore's remains (`tables:...`), not only this one's: none is
+    // resumed, but the original settings a killed one recorded are what to put back.
+    let settings_found = leftover_settings(&mut coord)?;
+    if settings_found.is_some() {
         progress::drop(&mut coord)?;
     }
+    // Refuses the remains of a whole restore.
+    progress::read(&mut coord, marker)?;
     progress::create(&mut coord, marker)
         .map_err(|e| e.during("recording the restore's progress on the target"))?;
-    let done = HashSet::new();
+    let done = settings_found.unwrap_or_default();
+    for item in &done {
+        coord.exec(&progress::mark_sql(item))?;
+    }
     let wanted = settings::Wanted {
         redo_log_capacity: 0,
         disable_redo_log: false,
@@ -308,20 +344,19 @@ mod tests {
         (db.to_string(), t.to_string())
     }
 
+    /// `create` of `src` rewritten for `dest`, the only table restored; and the warnings.
+    fn alone(create: &str, src: Name, dest: Name) -> (String, Vec<String>) {
+        let map = BTreeMap::from([(src.clone(), dest.clone())]);
+        let mut warnings = Vec::new();
+        let out = rewrite_definition(&src, &dest, create, &map, &mut warnings).unwrap();
+        (out, warnings)
+    }
+
     const CHILD: &str = "CREATE TABLE `child` (\n  `id` int NOT NULL,\n  `p` int DEFAULT NULL,\n  `q` int DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  CONSTRAINT `fk_p` FOREIGN KEY (`p`) REFERENCES `parent` (`id`) ON DELETE CASCADE,\n  CONSTRAINT `fk_q` FOREIGN KEY (`q`) REFERENCES `other`.`q` (`id`),\n  CONSTRAINT `child_chk_1` CHECK ((`id` > 0))\n) ENGINE=InnoDB";
 
     #[test]
     fn foreign_keys_to_tables_not_restored_are_left_out_and_reported() {
-        let map = BTreeMap::from([(n("shop", "child"), n("shop_r", "child"))]);
-        let mut w = Vec::new();
-        let out = rewrite_definition(
-            &n("shop", "child"),
-            &n("shop_r", "child"),
-            CHILD,
-            &map,
-            &mut w,
-        )
-        .unwrap();
+        let (out, w) = alone(CHILD, n("shop", "child"), n("shop_r", "child"));
         assert!(
             out.starts_with("CREATE TABLE `shop_r`.`child` (\n"),
             "{out}"
@@ -332,6 +367,21 @@ mod tests {
         assert!(
             w[0].contains("`shop`.`parent`") && w[1].contains("`other`.`q`"),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_partitioned_tables_definition_keeps_its_partitioning_intact() {
+        let create = "CREATE TABLE `events` (\n  `id` int NOT NULL,\n  `at` date NOT NULL,\n  \
+                      PRIMARY KEY (`id`,`at`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4\n\
+                      /*!50100 PARTITION BY RANGE (year(`at`))\n\
+                      (PARTITION p2024 VALUES LESS THAN (2025) ENGINE = InnoDB,\n \
+                      PARTITION pmax VALUES LESS THAN MAXVALUE ENGINE = InnoDB) */";
+        let (out, _) = alone(create, n("shop", "events"), n("r", "events"));
+        assert_eq!(
+            out,
+            create.replacen("`events`", "`r`.`events`", 1),
+            "the partitioning is not part of the column list"
         );
     }
 

@@ -125,10 +125,12 @@ pub fn dry_run_tables(
 }
 
 /// Replays into `target` only what `filter` keeps, under the names it gives, in one session
-/// that writes nothing to the binary log and sets no GTID: a live server's `gtid_executed`
-/// and its replicas see nothing of it. Row events apply as `BINLOG` statements.
+/// that sets no GTID of the source's: each kept transaction commits as the target's own (a
+/// new GTID of the target's, which its replicas apply), or with `binlog` off under no GTID and
+/// outside the binary log, so the target's `gtid_executed` and its replicas see nothing of it.
+/// Row events apply as `BINLOG` statements.
 pub fn replay_tables(
-    target: &ConnectOptions,
+    (target, binlog): (&ConnectOptions, bool),
     files: &[ReplayFile],
     stop: &StopAt,
     have: &GtidSet,
@@ -138,9 +140,14 @@ pub fn replay_tables(
     let started = Instant::now();
     let mut s = Session::connect(target)?;
     check_target(&mut s)?;
-    // Each kept transaction commits under GTID_NEXT = AUTOMATIC (see `SqlSink::filtered`),
-    // and with the session's binary log off, under no GTID at all.
-    s.exec("SET SESSION sql_log_bin = 0")?;
+    // Each kept transaction commits under GTID_NEXT = AUTOMATIC (see `SqlSink::filtered`).
+    if !binlog {
+        s.exec(crate::restore::logical::NO_BINLOG)?;
+    }
+    let progress = |walked: u64, bytes: u64, applied: u64| {
+        crate::failpoint::hit("tables-mid-replay");
+        progress(walked, bytes, applied)
+    };
     let bytes = {
         let conn = s.conn();
         let mut exec = |sql: &[u8]| {
@@ -148,13 +155,13 @@ pub fn replay_tables(
                 .map(|_| ())
                 .map_err(|e| std::io::Error::other(e.to_string()))
         };
-        walk_tables(files, stop, have, filter, &mut exec, progress)
+        walk_tables(files, stop, have, filter, &mut exec, &progress)
     }
     .map_err(|e| match e {
         Error::Usage(m) => Error::TargetRefused(m),
         other => other,
     })?;
-    // Others may write to a live target meanwhile: its set can grow, never by this session.
+    // Others may write to a live target meanwhile: its set grows, by this session too.
     let after = gtid_executed(&mut s)?;
     Ok(ReplayReport {
         transactions: 0,
