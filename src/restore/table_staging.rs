@@ -28,8 +28,10 @@ use crate::restore::pitr::table_ddl::{Name, qualified};
 pub const PREFIX: &str = "_myvault_restore_";
 const BUILDING: &str = "_myvault_building";
 const DONE: &str = "_myvault_done";
-/// How long a run waits for the lock of another run of the same restore.
+/// How long a run waits for the lock another single-table restore holds.
 const LOCK_WAIT_SECONDS: u32 = 15;
+/// One lock for every single-table restore on a target.
+const TABLES_LOCK: &str = "myvault_restore_tables";
 
 /// What an earlier run of the same restore left on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +95,13 @@ impl Staging {
             .ok_or_else(|| Error::Internal(format!("no staging table for {}", qualified(dest))))
     }
 
-    /// Takes the restore's named lock on `s` (held as long as the session): a second run of
-    /// the same restore while one works is refused. It waits a little: the session of a run
-    /// killed a moment ago can take that long to end on the server.
+    /// Takes the named lock of single-table restores on `s` (held as long as the session):
+    /// a second one on the same target while one works is refused, whether it is a rerun of
+    /// the same restore or another (they share the load's progress schema, which each run
+    /// clears of what a killed run left). It waits a little: the session of a run killed a
+    /// moment ago can take that long to end on the server.
     pub fn lock(&self, s: &mut Session) -> Result<()> {
-        let name = quote_str(&self.db);
+        let name = quote_str(TABLES_LOCK);
         let got = s.query_value(&format!("SELECT GET_LOCK({name}, {LOCK_WAIT_SECONDS})"))?;
         if got.as_deref() == Some("1") {
             return Ok(());
@@ -106,10 +110,9 @@ impl Staging {
             .query_value(&format!("SELECT IS_USED_LOCK({name})"))?
             .unwrap_or_else(|| "?".into());
         Err(Error::TargetRefused(format!(
-            "another run of this restore holds its lock {} on the target (connection {holder}); \
-             wait for it to end, or if that run is gone (its host down), KILL {holder} on the \
-             target and run again",
-            self.db
+            "another single-table restore holds the lock {TABLES_LOCK} on the target \
+             (connection {holder}); wait for it to end, or if that run is gone (its host down), \
+             KILL {holder} on the target and run again"
         )))
     }
 
