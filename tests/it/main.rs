@@ -17,6 +17,7 @@ mod faults_seed;
 mod faults_storage;
 mod faults_stream;
 mod flashback;
+mod lock_race;
 mod logging;
 mod logical;
 mod mariadb;
