@@ -456,7 +456,7 @@ pub struct UnlockArgs {
     /// Repository whose stale locks to remove (default: every [[repo]] of the config).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
-    /// Remove every lock, also those of running processes.
+    /// Remove every lock, also those of running processes and those that cannot be read.
     #[arg(long)]
     pub all: bool,
 }
@@ -466,6 +466,9 @@ struct UnlockReport {
     repo: String,
     removed: Vec<crate::repo::lock::LockInfo>,
     remaining: Vec<crate::repo::lock::LockInfo>,
+    /// Lock objects that do not decode: they block every command until `--all` removes them.
+    removed_unreadable: Vec<crate::repo::lock::UnreadableLock>,
+    remaining_unreadable: Vec<crate::repo::lock::UnreadableLock>,
 }
 
 /// Removes stale locks from each repository; a lock still held (by a live process, without
@@ -486,17 +489,21 @@ pub fn unlock(a: &UnlockArgs, ctx: &super::Ctx) -> Result<()> {
                 Ok(u) => u,
                 Err(e) => return Err(e).into(),
             };
-            let error = remaining.first().map(|l| {
+            let holder = (remaining.unreadable.first().map(|u| u.describe()))
+                .or_else(|| remaining.held.first().map(|l| l.describe()));
+            let error = holder.map(|holder| {
                 Error::Repo(RepoError::Locked {
                     store: name,
-                    holder: l.describe(),
+                    holder,
                 })
             });
             each_repo::Done {
                 report: Some(UnlockReport {
                     repo: t.location.clone(),
-                    removed,
-                    remaining,
+                    removed: removed.held,
+                    remaining: remaining.held,
+                    removed_unreadable: removed.unreadable,
+                    remaining_unreadable: remaining.unreadable,
                 }),
                 error,
             }
@@ -505,10 +512,17 @@ pub fn unlock(a: &UnlockArgs, ctx: &super::Ctx) -> Result<()> {
             for l in &r.removed {
                 outln!("removed {}", l.describe());
             }
+            for u in &r.removed_unreadable {
+                outln!("removed {}", u.describe());
+            }
             for l in &r.remaining {
                 outln!("still held: {} (not stale; --all removes it)", l.describe());
             }
-            if r.removed.is_empty() && r.remaining.is_empty() {
+            for u in &r.remaining_unreadable {
+                outln!("still there: {}", u.describe());
+            }
+            let none = r.removed.is_empty() && r.removed_unreadable.is_empty();
+            if none && r.remaining.is_empty() && r.remaining_unreadable.is_empty() {
                 outln!("no locks");
             }
         },

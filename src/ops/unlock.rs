@@ -2,12 +2,12 @@
 
 use crate::error::Result;
 use crate::repo::Repo;
-use crate::repo::lock::{self, LockInfo};
+use crate::repo::lock::{self, Locks};
 
-pub fn run(repo: &Repo, all: bool) -> Result<Vec<LockInfo>> {
+pub fn run(repo: &Repo, all: bool) -> Result<Locks> {
     Ok(lock::break_locks(repo.storage().as_ref(), all)?)
 }
 
-pub fn held(repo: &Repo) -> Result<Vec<LockInfo>> {
+pub fn held(repo: &Repo) -> Result<Locks> {
     Ok(lock::list(repo.storage().as_ref())?)
 }

@@ -63,15 +63,28 @@ pub fn copy(from: &Repo, to: &Repo, mut progress: impl FnMut(&str)) -> Result<Co
         to: to.name().into(),
         ..Default::default()
     };
+    // The source's manifests as they are before any pack is copied: their packs and index
+    // entries were written before them, so the packs copied next hold every chunk they need.
+    // Manifests written beside this copy (by a streamer or a backup) go with the next copy.
+    let mut listed = Vec::new();
+    for (prefix, kind) in [("snapshots/", "snapshot"), ("binlog/", "binlog")] {
+        listed.push((prefix, kind, keys(from, prefix)?));
+    }
     let bases = copy_packs(from, to, &mut report, &mut progress)?;
     index_copied_packs(from, to, &bases, &mut report)?;
 
-    for (prefix, kind) in [("snapshots/", "snapshot"), ("binlog/", "binlog")] {
+    for (prefix, kind, in_source) in listed {
         let have = keys(to, prefix)?;
-        let mut missing: Vec<String> = keys(from, prefix)?.difference(&have).cloned().collect();
+        let mut missing: Vec<String> = in_source.difference(&have).cloned().collect();
         missing.sort();
         for key in missing {
-            let data = from.storage().get(&key)?;
+            let data = match from.storage().get(&key) {
+                Ok(data) => data,
+                // Replaced since the listing (a binlog segment by a longer one) or pruned: what
+                // replaced it is newer than this copy and goes with the next one.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
             if let Err(why) = readable_in(to, from, kind, &data) {
                 report.manifests_skipped.push(format!("{key}: {why}"));
                 continue;

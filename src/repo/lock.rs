@@ -77,21 +77,68 @@ fn key(id: &str) -> String {
     format!("locks/{id}")
 }
 
-/// Every lock in the store, with the keys of unreadable lock objects.
-pub fn list(storage: &dyn Storage) -> Result<Vec<LockInfo>> {
-    let mut out = Vec::new();
-    for obj in storage.list("locks/")? {
-        match storage.get(&obj.key) {
-            Ok(data) => {
-                if let Ok(info) = manifest::decode::<LockInfo>("lock", &data) {
-                    out.push(info);
-                }
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+/// A lock object that cannot be read: damaged, or written by a newer myvault in a format this
+/// one does not know. Whose it is and whether it is stale cannot be told, so it blocks every
+/// other lock (it may be a prune's, or a writer's that a prune must not pass) until
+/// `myvault unlock --all` removes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnreadableLock {
+    pub key: String,
+    pub problem: String,
+}
+
+impl UnreadableLock {
+    pub fn describe(&self) -> String {
+        format!(
+            "an unreadable lock object {} ({}; only `myvault unlock --all` removes it)",
+            self.key, self.problem
+        )
     }
-    Ok(out)
+}
+
+/// The lock objects of a store: those that read back, and those that do not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Locks {
+    pub held: Vec<LockInfo>,
+    pub unreadable: Vec<UnreadableLock>,
+}
+
+impl Locks {
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.unreadable.is_empty()
+    }
+
+    /// What stands in the way of a lock of `kind` (`me`: the caller's own lock, which does
+    /// not): an unreadable lock, or a live holder that excludes it.
+    fn blocker(&self, kind: LockKind, me: Option<&str>) -> Option<String> {
+        let excludes = |l: &&LockInfo| {
+            Some(l.id.as_str()) != me
+                && !l.is_stale()
+                && (kind == LockKind::Exclusive || l.kind == LockKind::Exclusive)
+        };
+        self.unreadable
+            .first()
+            .map(UnreadableLock::describe)
+            .or_else(|| self.held.iter().find(excludes).map(LockInfo::describe))
+    }
+}
+
+/// Every lock object in the store. A lock released (deleted) between the listing and its read
+/// is gone and left out; one that is there but does not decode is listed as unreadable, never
+/// dropped; any other failure to read one is an error.
+pub fn list(storage: &dyn Storage) -> Result<Locks> {
+    let mut locks = Locks::default();
+    super::listing::read_listed(storage, "locks/", |key, read| {
+        match manifest::decode::<LockInfo>("lock", &read?) {
+            Ok(info) => locks.held.push(info),
+            Err(problem) => locks.unreadable.push(UnreadableLock {
+                key: key.to_string(),
+                problem,
+            }),
+        }
+        Ok(())
+    })?;
+    Ok(locks)
 }
 
 /// A held lock; dropping it releases it. While held, a thread refreshes it every
@@ -127,20 +174,12 @@ fn spawn_refresher(
 
 impl LockGuard {
     pub fn acquire(storage: Arc<dyn Storage>, kind: LockKind, command: &str) -> Result<LockGuard> {
-        let conflicting = |l: &LockInfo, me: Option<&str>| {
-            Some(l.id.as_str()) != me
-                && !l.is_stale()
-                && (kind == LockKind::Exclusive || l.kind == LockKind::Exclusive)
-        };
-        let locked = |l: &LockInfo| RepoError::Locked {
+        let locked = |holder: String| RepoError::Locked {
             store: storage.name().to_string(),
-            holder: l.describe(),
+            holder,
         };
-        if let Some(l) = list(storage.as_ref())?
-            .iter()
-            .find(|l| conflicting(l, None))
-        {
-            return Err(locked(l));
+        if let Some(holder) = list(storage.as_ref())?.blocker(kind, None) {
+            return Err(locked(holder));
         }
         let now = Utc::now();
         let info = LockInfo {
@@ -163,11 +202,8 @@ impl LockGuard {
         };
         // Someone may have locked between our check and our create: check again, now that
         // our own lock is visible to them too.
-        if let Some(l) = list(storage.as_ref())?
-            .iter()
-            .find(|l| conflicting(l, Some(&guard.info.id)))
-        {
-            return Err(locked(l));
+        if let Some(holder) = list(storage.as_ref())?.blocker(kind, Some(&guard.info.id)) {
+            return Err(locked(holder));
         }
         guard.refresher = spawn_refresher(storage.clone(), guard.info.clone(), REFRESH_EVERY);
         Ok(guard)
@@ -202,16 +238,94 @@ impl Drop for LockGuard {
     }
 }
 
-/// Removes stale locks (or all locks with `all`), returning what was removed.
-pub fn break_locks(storage: &dyn Storage, all: bool) -> Result<Vec<LockInfo>> {
-    let mut removed = Vec::new();
-    for l in list(storage)? {
-        if all || l.is_stale() {
-            storage.delete(&key(&l.id))?;
-            removed.push(l);
-        }
-    }
+/// Removes stale locks (or all locks with `all`, unreadable ones too), returning what was
+/// removed.
+pub fn break_locks(storage: &dyn Storage, all: bool) -> Result<Locks> {
+    let found = list(storage)?;
+    let removed = Locks {
+        held: found
+            .held
+            .into_iter()
+            .filter(|l| all || l.is_stale())
+            .collect(),
+        unreadable: if all { found.unreadable } else { Vec::new() },
+    };
+    let keys: Vec<String> = (removed.held.iter().map(|l| key(&l.id)))
+        .chain(removed.unreadable.iter().map(|u| u.key.clone()))
+        .collect();
+    storage.delete_many(&keys)?;
     Ok(removed)
+}
+
+#[cfg(any(test, feature = "failpoints"))]
+const LISTINGS_PER_ROUND: usize = 10;
+/// Live shared locks of other hosts that stay through the test: a listing then takes long
+/// enough (one read per lock) that the streamer's lock often goes while it runs.
+#[cfg(any(test, feature = "failpoints"))]
+const OTHER_HOLDERS: usize = 32;
+
+/// Takes and drops a shared lock `rounds` times (as each backup does) while another thread
+/// takes and drops one as fast as it can (as the streamer does for each upload), then lists
+/// and breaks stale locks. The first error of either side is returned. Used by the unit tests
+/// here and by the S3 test in tests/it: every backend must let locks come and go this way.
+#[cfg(any(test, feature = "failpoints"))]
+pub fn contend_beside_a_streamer(storage: Arc<dyn Storage>, rounds: usize) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let others: Vec<LockInfo> = (0..OTHER_HOLDERS)
+        .map(|n| LockInfo {
+            id: format!("other-{n}"),
+            kind: LockKind::Shared,
+            host: format!("elsewhere-{n}"),
+            pid: 1,
+            command: "backup".into(),
+            created: Utc::now(),
+            refreshed: Utc::now(),
+        })
+        .collect();
+    for l in &others {
+        storage.put(&key(&l.id), &manifest::encode("lock", l))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamer = {
+        let (storage, stop) = (storage.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<usize> {
+            let mut uploads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                LockGuard::acquire(storage.clone(), LockKind::Shared, "binlog stream")?
+                    .release()?;
+                uploads += 1;
+            }
+            Ok(uploads)
+        })
+    };
+    let backups = (0..rounds).try_for_each(|_| {
+        LockGuard::acquire(storage.clone(), LockKind::Shared, "backup")?.release()?;
+        // Listings are cheap next to taking a lock (no fsync): many of them meet a release.
+        for _ in 0..LISTINGS_PER_ROUND {
+            list(storage.as_ref())?;
+        }
+        break_locks(storage.as_ref(), false).map(drop)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let uploads = streamer
+        .join()
+        .map_err(|_| RepoError::Invalid("the streamer thread panicked".into()))??;
+    backups?;
+    let mut kept = list(storage.as_ref())?;
+    kept.held
+        .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    if kept.held != others || !kept.unreadable.is_empty() {
+        return Err(RepoError::Invalid(format!(
+            "the other holders' locks did not stay as they were: {kept:?}"
+        )));
+    }
+    break_locks(storage.as_ref(), true)?;
+    if uploads == 0 {
+        return Err(RepoError::Invalid(
+            "the streamer thread never took its lock: nothing contended".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -243,11 +357,11 @@ mod tests {
         let s: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let mut guard = LockGuard::acquire(s.clone(), LockKind::Shared, "stream").unwrap();
         guard.stop_refresher();
-        let first = list(s.as_ref()).unwrap()[0].refreshed;
+        let first = list(s.as_ref()).unwrap().held[0].refreshed;
         guard.refresher = spawn_refresher(s.clone(), guard.info.clone(), Duration::from_millis(10));
         std::thread::sleep(Duration::from_millis(100));
         assert!(
-            list(s.as_ref()).unwrap()[0].refreshed > first,
+            list(s.as_ref()).unwrap().held[0].refreshed > first,
             "not refreshed"
         );
         guard.release().unwrap();
@@ -283,7 +397,45 @@ mod tests {
         info.refreshed = Utc::now() - chrono::Duration::hours(1);
         s.put("locks/dead", &manifest::encode("lock", &info))
             .unwrap();
-        assert_eq!(break_locks(s.as_ref(), false).unwrap().len(), 1);
+        assert_eq!(break_locks(s.as_ref(), false).unwrap().held.len(), 1);
         assert!(list(s.as_ref()).unwrap().is_empty());
+    }
+
+    /// A backup beside `binlog stream` failed with `locks/<id> not found` (exit 10): the local
+    /// store listed `locks/`, the streamer released its per-upload lock, and the listing's
+    /// stat of that file failed.
+    #[test]
+    fn a_lock_released_while_another_process_lists_locks_is_gone_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::storage::local::LocalStorage::create(dir.path().join("r")).unwrap();
+        contend_beside_a_streamer(Arc::new(local), 150).unwrap();
+        contend_beside_a_streamer(Arc::new(MemoryStorage::new()), 150).unwrap();
+    }
+
+    /// A lock object that did not decode was silently left out of the listing, so it blocked
+    /// nothing: a damaged (or newer-format) exclusive lock would have let a backup run beside
+    /// the prune that holds it, and a damaged shared lock a prune beside its writer.
+    #[test]
+    fn an_unreadable_lock_blocks_every_lock_until_unlock_all_removes_it() {
+        let s: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        s.put("locks/0badc0de", b"MYVAULT lock 2 sha256=00\n{}\n")
+            .unwrap();
+        for kind in [LockKind::Shared, LockKind::Exclusive] {
+            let err = LockGuard::acquire(s.clone(), kind, "backup").unwrap_err();
+            assert!(matches!(err, RepoError::Locked { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("locks/0badc0de"), "{msg}");
+            assert!(msg.contains("unsupported lock format version 2"), "{msg}");
+            assert!(msg.contains("unlock --all"), "{msg}");
+        }
+        assert!(
+            break_locks(s.as_ref(), false).unwrap().is_empty(),
+            "not known to be stale: kept"
+        );
+        assert_eq!(list(s.as_ref()).unwrap().unreadable.len(), 1);
+        let removed = break_locks(s.as_ref(), true).unwrap();
+        assert_eq!(removed.unreadable[0].key, "locks/0badc0de");
+        assert!(list(s.as_ref()).unwrap().is_empty());
+        LockGuard::acquire(s.clone(), LockKind::Exclusive, "prune").unwrap();
     }
 }

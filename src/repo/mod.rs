@@ -29,6 +29,7 @@ pub mod error;
 pub mod id;
 pub mod index;
 pub mod key;
+mod listing;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
@@ -335,29 +336,28 @@ impl Repo {
         // than they do): see `Index::with_capacity`.
         let mut idx =
             Index::with_capacity(index::entries_at_most(files.iter().map(|o| o.size).sum()));
-        for obj in files {
-            let data = match self.storage.get(&obj.key) {
-                Ok(d) => d,
-                // Merged away by a concurrent writer: its entries are in the merged file.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let packs = index::decode_file(&data)
-                .map_err(|d| RepoError::integrity(self.name(), &obj.key, d))?;
+        // A file merged away by a concurrent writer is read again from the merged file, which
+        // was written before it went (see `listing`).
+        listing::read_listing(self.storage.as_ref(), "index/", files, |key, read| {
+            let packs = index::decode_file(&read?)
+                .map_err(|d| RepoError::integrity(self.name(), key, d))?;
             for (pack, entries) in &packs {
                 idx.add_pack(*pack, entries);
             }
-        }
+            Ok(())
+        })?;
         Ok(idx)
     }
 
     /// All snapshot manifests, oldest first. A damaged manifest is an error naming it.
     pub fn snapshots(&self) -> Result<Vec<SnapshotManifest>> {
         let mut out = Vec::new();
-        for obj in self.storage.list("snapshots/")? {
-            let id = obj.key.trim_start_matches("snapshots/");
-            out.push(self.snapshot(id)?);
-        }
+        // A snapshot pruned since the listing is gone, not an error.
+        listing::read_listed(self.storage.as_ref(), "snapshots/", |key, read| {
+            let id = key.trim_start_matches("snapshots/");
+            out.push(self.decode_snapshot(id, &read?)?);
+            Ok(())
+        })?;
         out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok(out)
     }
@@ -374,7 +374,11 @@ impl Repo {
                 e.into()
             }
         })?;
-        manifest::decode("snapshot", &data)
+        self.decode_snapshot(id, &data)
+    }
+
+    fn decode_snapshot(&self, id: &str, data: &[u8]) -> Result<SnapshotManifest> {
+        manifest::decode("snapshot", data)
             .map_err(|d| RepoError::integrity(self.name(), format!("snapshot {id}"), d))
     }
 
@@ -410,31 +414,29 @@ impl Repo {
 
     /// Gaps the streamer recorded (`gaps/`), oldest first.
     pub fn gaps(&self) -> Result<Vec<GapRecord>> {
-        let mut out = Vec::new();
-        for obj in self.storage.list("gaps/")? {
-            let data = self.storage.get(&obj.key)?;
-            out.push(
-                manifest::decode::<GapRecord>("gap", &data)
-                    .map_err(|d| RepoError::integrity(self.name(), &obj.key, d))?,
-            );
-        }
-        Ok(out)
+        self.read_manifests("gaps/", "gap")
     }
 
     /// All binlog segment manifests, by server and file.
     pub fn binlog_segments(&self) -> Result<Vec<BinlogSegment>> {
+        // A segment the streamer replaced by a longer one of the same file since the listing
+        // is read again as the longer one.
+        self.read_manifests("binlog/", "binlog")
+    }
+
+    /// Every `kind` manifest under `prefix`; a damaged one is an error naming it.
+    fn read_manifests<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        kind: &str,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for obj in self.storage.list("binlog/")? {
-            let data = match self.storage.get(&obj.key) {
-                Ok(d) => d,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            out.push(
-                manifest::decode::<BinlogSegment>("binlog", &data)
-                    .map_err(|d| RepoError::integrity(self.name(), &obj.key, d))?,
-            );
-        }
+        listing::read_listed(self.storage.as_ref(), prefix, |key, read| {
+            let m = manifest::decode::<T>(kind, &read?)
+                .map_err(|d| RepoError::integrity(self.name(), key, d))?;
+            out.push(m);
+            Ok(())
+        })?;
         Ok(out)
     }
 }

@@ -13,6 +13,7 @@ use super::{Repo, RepoError, copy, verify};
 use crate::storage::Storage;
 use crate::storage::memory::MemoryStorage;
 
+mod beside;
 mod delta_bases;
 mod orphan_deltas;
 mod read_ahead;

@@ -15,6 +15,7 @@ use super::codec::Codec;
 use super::error::{RepoError, Result};
 use super::id::Id;
 use super::index::{BlobLocation, Index};
+use super::listing::{read_each, read_listed};
 use super::manifest::{self, BinlogSegment, ChunkRefs, SnapshotManifest};
 use super::reader::decode_blob;
 use super::{Repo, delta, index, pack, pack_key};
@@ -198,6 +199,11 @@ pub fn verify(
         ..Default::default()
     };
     let mut found = Findings::default();
+    // Manifests are listed before the index is read: each one's chunks were indexed before it
+    // was written, so the index names them all. What writers beside this run add or replace
+    // (a manifest removed since the listing) is newer than this view: the next run checks it.
+    let snapshot_listing = storage.list("snapshots/")?;
+    let segment_listing = storage.list("binlog/")?;
     let idx = load_index(repo, &mut found)?;
     let stored: HashSet<Id> = storage
         .list("packs/")?
@@ -236,14 +242,13 @@ pub fn verify(
     }
 
     let mut damaged_snapshots = BTreeSet::new();
-    for obj in storage.list("snapshots/")? {
-        let id = obj.key.trim_start_matches("snapshots/").to_string();
+    read_each(storage.as_ref(), snapshot_listing, |key, read| {
+        let id = key.trim_start_matches("snapshots/").to_string();
         let owner = format!("snapshot {id}");
-        let Some(m) =
-            read_manifest::<SnapshotManifest>(repo, &obj.key, "snapshot", &owner, &mut found)
+        let Some(m) = read_manifest::<SnapshotManifest>(key, read, "snapshot", &owner, &mut found)
         else {
             damaged_snapshots.insert(id);
-            continue;
+            return Ok(());
         };
         report.snapshots += 1;
         for f in &m.files {
@@ -256,18 +261,19 @@ pub fn verify(
             files: Vec::new(),
             ..m
         });
-    }
+        Ok(())
+    })?;
     let mut damaged_segments = BTreeSet::new();
-    for obj in storage.list("binlog/")? {
-        let named = segment_of_key(&obj.key);
+    read_each(storage.as_ref(), segment_listing, |key, read| {
+        let named = segment_of_key(key);
         let owner = match &named {
             Some(s) => format!("binlog {} of {} ({} bytes)", s.file, s.source_uuid, s.size),
-            None => obj.key.clone(),
+            None => key.to_string(),
         };
-        let Some(s) = read_manifest::<BinlogSegment>(repo, &obj.key, "binlog", &owner, &mut found)
+        let Some(s) = read_manifest::<BinlogSegment>(key, read, "binlog", &owner, &mut found)
         else {
             damaged_segments.extend(named);
-            continue;
+            return Ok(());
         };
         report.binlog_segments += 1;
         let owner = format!("binlog {} of {} ({} bytes)", s.file, s.source_uuid, s.size);
@@ -282,7 +288,8 @@ pub fn verify(
             refs: ChunkRefs::default(),
             ..s
         });
-    }
+        Ok(())
+    })?;
 
     report.problems = found
         .problems
@@ -302,16 +309,17 @@ pub fn verify(
 fn load_index(repo: &Repo, found: &mut Findings) -> Result<Index> {
     let storage = repo.storage();
     let mut idx = Index::new();
-    for obj in storage.list("index/")? {
-        match storage
-            .get(&obj.key)
+    // A file merged away by a concurrent backup is read again from the merged file.
+    read_listed(storage.as_ref(), "index/", |key, read| {
+        match read
             .map_err(|e| format!("cannot be read: {e}"))
             .and_then(|d| index::decode_file(&d))
         {
             Ok(packs) => packs.iter().for_each(|(p, e)| idx.add_pack(*p, e)),
-            Err(detail) => found.problem((obj.key.clone(), detail)),
+            Err(detail) => found.problem((key.to_string(), detail)),
         }
-    }
+        Ok(())
+    })?;
     Ok(idx)
 }
 
@@ -422,15 +430,13 @@ fn check_delta_bases(
 
 /// A manifest, or `None` (and a problem) when it cannot be read or decoded.
 fn read_manifest<T: serde::de::DeserializeOwned>(
-    repo: &Repo,
     key: &str,
+    read: crate::storage::Result<Vec<u8>>,
     kind: &str,
     owner: &str,
     found: &mut Findings,
 ) -> Option<T> {
-    let decoded = repo
-        .storage()
-        .get(key)
+    let decoded = read
         .map_err(|e| format!("cannot be read: {e}"))
         .and_then(|data| manifest::decode::<T>(kind, &data));
     decoded

@@ -149,13 +149,18 @@ impl LocalStorage {
                 } else {
                     format!("{rel}/{name}")
                 };
-                let ft = entry.file_type().map_err(self.err(&key))?;
+                let Some(ft) = unless_gone(entry.file_type()).map_err(self.err(&key))? else {
+                    continue;
+                };
                 if ft.is_dir() && !temporary {
                     if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
                         stack.push((entry.path(), key));
                     }
-                } else if ft.is_file() && temporary == temporaries && key.starts_with(prefix) {
-                    let meta = entry.metadata().map_err(self.err(&key))?;
+                } else if ft.is_file()
+                    && temporary == temporaries
+                    && key.starts_with(prefix)
+                    && let Some(meta) = unless_gone(entry.metadata()).map_err(self.err(&key))?
+                {
                     out.push((key, meta));
                 }
             }
@@ -375,6 +380,16 @@ impl Drop for StagedFile {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// `None` for a directory entry removed since the directory was read (another process
+/// deleted or renamed it): a listing shows what is there, and that is gone, not an error.
+fn unless_gone<T>(looked_up: io::Result<T>) -> io::Result<Option<T>> {
+    match looked_up {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

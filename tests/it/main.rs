@@ -17,6 +17,9 @@ mod faults_seed;
 mod faults_storage;
 mod faults_stream;
 mod flashback;
+// Its contention harness is compiled into the library only for test builds (`failpoints`).
+#[cfg(feature = "failpoints")]
+mod lock_race;
 mod logging;
 mod logical;
 mod mariadb;

@@ -12,7 +12,7 @@ use crate::storage::Storage;
 const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
 
 /// Archives `content` as binlog file `file` in a pack of its own; returns the pack's key.
-fn archive(mem: &MemoryStorage, repo: &Arc<Repo>, file: &str, content: &[u8]) -> String {
+pub(super) fn archive(mem: &MemoryStorage, repo: &Arc<Repo>, file: &str, content: &[u8]) -> String {
     let before: Vec<String> = mem
         .list("packs/")
         .unwrap()
