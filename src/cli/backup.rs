@@ -120,6 +120,7 @@ pub fn run(a: &BackupArgs, ctx: &Ctx) -> Result<()> {
 fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Result<BackupReport> {
     let (out, conn, store) = (ctx.out, &ctx.conn, &ctx.store);
     let cfg = ctx.cfg().and_then(|c| c.backup.clone()).unwrap_or_default();
+    let max_rate = a.max_rate.or(cfg.max_rate.map(|r| r.0));
     let source = match (&a.path, a.method.as_str()) {
         (Some(_), _) | (None, "cold") => None,
         _ => Some(config::source_or(a.source.as_ref(), ctx.cfg())?),
@@ -133,13 +134,13 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
         _ => String::new(),
     };
     Ok(match (&a.path, &source) {
-        (Some(path), _) => ops::backup::files(repos, &store.options(), a.max_rate, path)?,
+        (Some(path), _) => ops::backup::files(repos, &store.options(), max_rate, path)?,
         (None, None) => {
             let datadir = a
                 .datadir
                 .as_ref()
                 .ok_or_else(|| Error::Usage("--method cold needs --datadir DIR".into()))?;
-            ops::backup::cold(repos, &store.options(), a.max_rate, datadir)?
+            ops::backup::cold(repos, &store.options(), max_rate, datadir)?
         }
         (None, Some(url)) if a.method == "clone" => {
             let source = conn.resolve(url, "MYVAULT_PASSWORD")?;
@@ -153,11 +154,11 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
                 mysqld: mysqld.as_deref(),
                 remote: a.remote,
                 table_checksums: a.table_checksums,
-                max_rate: a.max_rate,
+                max_rate,
             };
             out.with_ticker(
                 || "cloning and packing".to_string(),
-                || ops::backup::clone_local(repos, &store.options(), a.max_rate, &source, &opts),
+                || ops::backup::clone_local(repos, &store.options(), max_rate, &source, &opts),
             )?
         }
         (None, Some(url)) => {
@@ -200,7 +201,7 @@ fn take(a: &BackupArgs, ctx: &Ctx, repos: &[String], origin: &mut String) -> Res
                 },
                 || {
                     let store = store.options();
-                    ops::backup::logical(repos, &store, a.max_rate, &source, &opts, &progress)
+                    ops::backup::logical(repos, &store, max_rate, &source, &opts, &progress)
                 },
             )?
         }

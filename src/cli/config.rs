@@ -77,6 +77,8 @@ pub struct RepoSection {
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
     pub keep_pitr_window: Option<super::prune::Span>,
+    /// `prune --max-unused` for this repository (the flag wins).
+    pub max_unused: Option<super::sizes::Unused>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -104,6 +106,8 @@ pub struct EncryptionSection {
 pub struct BackupSection {
     pub jobs: Option<usize>,
     pub lock_wait_timeout: Option<u64>,
+    /// `--max-rate`: bytes per second read from the source (the flag wins).
+    pub max_rate: Option<super::sizes::Rate>,
     #[serde(default)]
     pub databases: Vec<String>,
     #[serde(default)]

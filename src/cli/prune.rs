@@ -23,9 +23,10 @@ pub struct PruneArgs {
     #[arg(long)]
     pub plan: bool,
     /// Repack partly used packs until the bytes nothing needs are at most this much of the
-    /// repository: a percentage (5%), a size (500M) or `unlimited` (never repack).
-    #[arg(long, value_name = "LIMIT", default_value = "5%", value_parser = super::sizes::parse_max_unused)]
-    pub max_unused: MaxUnused,
+    /// repository: a percentage (5%), a size (500M) or `unlimited` (never repack). Default:
+    /// the repository's `max_unused` in the config file, else 5%.
+    #[arg(long, value_name = "LIMIT", value_parser = super::sizes::parse_max_unused)]
+    pub max_unused: Option<MaxUnused>,
 }
 
 /// The retention flags. Any one given replaces the config's whole policy for the run.
@@ -150,8 +151,12 @@ pub fn run(a: &PruneArgs, ctx: &super::Ctx) -> Result<()> {
         &targets,
         |t| {
             let policy = next.next().copied().unwrap_or_default();
+            let max_unused = a
+                .max_unused
+                .or(t.section.and_then(|s| s.max_unused).map(|u| u.0))
+                .unwrap_or_default();
             let pruned = ops::repos::open(&t.location, &opts)
-                .and_then(|repo| ops::prune::run(&repo, &policy, a.max_unused, a.plan, now));
+                .and_then(|repo| ops::prune::run(&repo, &policy, max_unused, a.plan, now));
             if let Ok(report) = &pruned {
                 ctx.metrics
                     .record(super::metrics::prune(report, chrono::Utc::now()));

@@ -62,6 +62,44 @@ pub(crate) fn parse_max_unused(s: &str) -> Result<MaxUnused, String> {
         .map_err(|_| format!("'{s}' is not a percentage (5%), a size (500M) or `unlimited`"))
 }
 
+/// `max_rate` in the configuration file, written as `--max-rate` takes it (`"20M"`), checked
+/// when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Rate(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_rate(&text)
+            .map(Rate)
+            .map_err(|e| serde::de::Error::custom(format!("max_rate: {e}")))
+    }
+}
+
+/// `max_unused` in the configuration file, written as `--max-unused` takes it (`"5%"`,
+/// `"500M"`, `"unlimited"`), checked when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Unused(pub MaxUnused);
+
+impl<'de> serde::Deserialize<'de> for Unused {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_max_unused(&text)
+            .map(Unused)
+            .map_err(|e| serde::de::Error::custom(format!("max_unused: {e}")))
+    }
+}
+
+impl serde::Serialize for Unused {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // As the file takes it: a size is a plain number of bytes there.
+        match self.0 {
+            MaxUnused::Bytes(b) => s.serialize_str(&b.to_string()),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

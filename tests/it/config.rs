@@ -186,3 +186,71 @@ fn jobs_zero_or_absurd_is_a_usage_error_on_the_command_line_and_in_the_config() 
         run.stderr
     );
 }
+
+/// Issue 20's `--max-rate` and `--max-unused` can be set in the file (`[backup] max_rate`, a
+/// `[[repo]]`'s `max_unused`), checked when it is read; the flags win.
+#[test]
+fn max_rate_and_max_unused_come_from_the_config_file_and_bad_values_are_usage_errors() {
+    let dir = Scratch::new("cfg-rates");
+    let repo = dir.join("repo");
+    let repo = repo.to_str().unwrap();
+    let cfg = dir.join("myvault.toml");
+    let cfg_arg = cfg.to_str().unwrap();
+    for (text, key) in [
+        ("[backup]\nmax_rate = \"fast\"\n".to_string(), "max_rate"),
+        (
+            format!("[[repo]]\nlocation = \"{repo}\"\nmax_unused = \"150%\"\n"),
+            "max_unused",
+        ),
+    ] {
+        std::fs::write(&cfg, &text).unwrap();
+        let run = myvault(&["--config", cfg_arg, "config", "check"]);
+        run.expect_code(2);
+        assert!(run.stderr.contains(key), "{text}: {}", run.stderr);
+    }
+
+    std::fs::write(
+        &cfg,
+        format!("[backup]\nmax_rate = \"2M\"\n\n[[repo]]\nlocation = \"{repo}\"\nmax_unused = \"unlimited\"\n"),
+    )
+    .unwrap();
+    myvault(&["--config", cfg_arg, "init"]).expect_code(0);
+    let file = dir.join("data");
+    let data: Vec<u8> = (0..(6u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let started = std::time::Instant::now();
+    myvault(&[
+        "--config",
+        cfg_arg,
+        "backup",
+        "--path",
+        file.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let took = started.elapsed().as_secs_f64();
+    // 6 MiB at 2 MiB/s, less the bucket's quarter second.
+    assert!(
+        took >= 2.75,
+        "the config's max_rate was not applied: {took:.2} s"
+    );
+
+    let max_unused = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            cfg_arg,
+            "prune",
+            "--keep-last",
+            "1",
+            "--plan",
+            "--json",
+        ];
+        args.extend(extra);
+        let run = myvault(&args);
+        run.expect_code(0);
+        run.json()["repack"]["max_unused"].clone()
+    };
+    assert_eq!(max_unused(&[]), "unlimited");
+    assert_eq!(max_unused(&["--max-unused", "10%"]), "10%");
+}
