@@ -337,6 +337,7 @@ server_id = 2000000101
 spool = "/var/lib/myvault/spool/db1"
 upload_interval = 2
 heartbeat = 1
+metrics_listen = "127.0.0.1:9577"
 
 [status]
 max_snapshot_age = "26h"
