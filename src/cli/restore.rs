@@ -248,6 +248,12 @@ impl RestoreArgs {
 }
 
 fn print_plan(p: &PitrPlan) {
+    print_plan_ending(p, "end state: gtid_executed =");
+}
+
+/// `ending`: what `expected_gtids` is to the reader (a whole server's end state, or only the
+/// source's at the boundary when some tables are restored into a server of its own).
+fn print_plan_ending(p: &PitrPlan, ending: &str) {
     outln!(
         "restore snapshot {} (taken {}, binlog {})",
         p.snapshot,
@@ -301,7 +307,7 @@ fn print_plan(p: &PitrPlan) {
             t(p.first_skipped_time)
         );
     }
-    outln!("  end state: gtid_executed = {}", p.expected_gtids);
+    outln!("  {ending} {}", p.expected_gtids);
     outln!(
         "  latest restorable instant in the archive: {}",
         t(p.latest_restorable)
@@ -596,7 +602,10 @@ fn archive_check_line(pace: &output::Pace, done: usize, total: usize, bytes: u64
 }
 
 fn print_tables_plan(p: &ops::restore_tables::TablesPlan) {
-    print_plan(&p.pitr);
+    print_plan_ending(
+        &p.pitr,
+        "the source's gtid_executed at the boundary (the target keeps its own):",
+    );
     outln!("  tables ({} snapshot, {} engine):", p.method, p.engine);
     if let Some(copy) = &p.copy_method {
         outln!(
