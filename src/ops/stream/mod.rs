@@ -810,6 +810,8 @@ fn receive(
     let mut last_upload = Instant::now();
     let mut stop_requested: Option<Instant> = None;
     let mut caught_up = false;
+    // When an event (not a heartbeat) first showed the spool past the point to catch up to.
+    let mut reached_at: Option<Instant> = None;
     // A heartbeat means the server has sent everything it wrote.
     let mut complete_at: Option<chrono::DateTime<Utc>> = None;
     // Measuring the spool lists its directory: a few times a second, not once per event.
@@ -817,7 +819,12 @@ fn receive(
     let mut spool_full = false;
     let mut ticks = Ticks::new();
     loop {
-        if stopping() || (caught_up && !spool.in_transaction()) {
+        // Caught up: a heartbeat came once the spool held the point (the server had sent
+        // everything, so the archive is complete up to that moment, not only to its last
+        // commit), or the point was passed two heartbeat periods ago without one coming: a
+        // server that never stops writing never sends a heartbeat.
+        let done_waiting = reached_at.is_some_and(|t| t.elapsed() > opts.heartbeat * 2);
+        if stopping() || ((caught_up || done_waiting) && !spool.in_transaction()) {
             let since = *stop_requested.get_or_insert_with(Instant::now);
             // Finish the transaction in flight, but not forever.
             if !spool.in_transaction() || since.elapsed() > Duration::from_secs(30) {
@@ -924,9 +931,9 @@ fn receive(
                         }
                         submit_if_sealed(facts, uploader, status, written);
                         status.position = u64::from(header.log_pos);
-                        // Not only on heartbeats: a server that never stops writing never
-                        // sends one, and `--until-caught-up` would never end.
-                        caught_up |= reached(caught_up_at.as_ref(), spool);
+                        if reached_at.is_none() && reached(caught_up_at.as_ref(), spool) {
+                            reached_at = Some(now);
+                        }
                     }
                 }
             }
