@@ -383,6 +383,36 @@ pub fn backup(
     }
 }
 
+/// The server runs one clone at a time (error 3634). The other is most often the clone of a
+/// backup killed a moment ago, which the server goes on running until it notices its client
+/// is gone: a backup run again at once (by an operator or a retrying timer) waits for it,
+/// up to a minute, instead of failing.
+fn clone_local_waiting_for_another(s: &mut Session, staging: &Path) -> Result<()> {
+    const TOO_MANY_CLONES: u16 = 3634;
+    let sql = format!(
+        "CLONE LOCAL DATA DIRECTORY = {}",
+        quote_str(&staging.display().to_string())
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match s.exec(&sql) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.server_code() == Some(TOO_MANY_CLONES)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::info!("another clone is running on the source; waiting for it to end");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => {
+                return Err(Error::SourceNotReady(format!(
+                    "CLONE LOCAL DATA DIRECTORY failed: {e}"
+                )));
+            }
+        }
+    }
+}
+
 /// Clones the server into a staging directory, packs it into `writer`, removes it.
 fn backup_local(
     s: &mut Session,
@@ -407,11 +437,7 @@ fn backup_local(
     };
     let _reserved = reserve(&staging)?;
     let before = binlog_point(s)?;
-    s.exec(&format!(
-        "CLONE LOCAL DATA DIRECTORY = {}",
-        quote_str(&staging.display().to_string())
-    ))
-    .map_err(|e| Error::SourceNotReady(format!("CLONE LOCAL DATA DIRECTORY failed: {e}")))?;
+    clone_local_waiting_for_another(s, &staging)?;
     in_staging(&staging, || {
         crate::failpoint::hit("backup-clone-after-staging");
         let time = server_now(s)?;
